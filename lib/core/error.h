@@ -5,6 +5,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -13,6 +14,13 @@ namespace race {
 class Error : public std::runtime_error {
  public:
   explicit Error(const std::string& message) : std::runtime_error(message) {}
+};
+
+// A mistake on the command line (bad flag value, malformed --set). Separate from Error so that
+// run_guarded can exit with status 2, the usual signal to scripts that the invocation itself was wrong.
+class UsageError : public Error {
+ public:
+  using Error::Error;
 };
 
 // Throws race::Error with a formatted message.
