@@ -114,16 +114,16 @@ struct Workspace {
   void load_state(const State& state) {
     for (int64_t i = 0; i < S * D; ++i) rows[i] = static_cast<float>(state.mat[i]);
   }
-  // rows_t[:, :S] = state^T; goes through rows[:S] (which it overwrites) so both loops are unit-stride.
+  // rows_t[:, :S] = state^T, through rows[:S] (which it overwrites) so the fp64 reads are unit-stride.
   void load_state_t(const State& state) {
     load_state(state);
-    for (int64_t s = 0; s < S; ++s)
-      for (int64_t d = 0; d < D; ++d) rows_t[d * ld_t + s] = rows[s * D + d];
+    for (int64_t d = 0; d < D; ++d)
+      for (int64_t s = 0; s < S; ++s) rows_t[d * ld_t + s] = rows[s * D + d];
   }
   void load_chunk(const float* src, int64_t n) { std::copy(src, src + n * D, chunk_rows()); }
   void load_chunk_t(const float* src, int64_t n) {
-    for (int64_t j = 0; j < n; ++j)
-      for (int64_t d = 0; d < D; ++d) rows_t[d * ld_t + S + j] = src[j * D + d];
+    for (int64_t d = 0; d < D; ++d)
+      for (int64_t j = 0; j < n; ++j) rows_t[d * ld_t + S + j] = src[j * D + d];
   }
   // dots (n, S + n) = x (n, D) . [state^T | chunk^T]; the padding columns come along for the vector width.
   void dot_with_rows_t(const float* x, int64_t n, int64_t columns) {
@@ -204,6 +204,11 @@ inline void mask_triangle(float* block, int64_t ld, int64_t n, bool keep_lower) 
     if (keep_lower) std::fill(block + i * ld + i + 1, block + i * ld + n, 0.f);
     else std::fill(block + i * ld, block + i * ld + i, 0.f);
   }
+}
+
+// ptr + offset (+ row * width), or null when the caller did not ask for that tensor.
+inline float* rows_at(float* ptr, int64_t offset, int64_t width = 1) {
+  return ptr == nullptr ? nullptr : ptr + offset * width;
 }
 
 // A half-open token range inside one document.
@@ -304,7 +309,7 @@ double causal_backward_forward_sweep(const Row& row, const RaceAttentionOptions&
       query_feature_backward(opt.estimator, opt.eps, w_chunk + t * S, ws.dots.data() + t * ld,
                              ws.key_sums.data() + t * S, ws.den[t], S, ws.dphi.data() + t * S,
                              da_chunk + t * S);
-    dbeta += ws.hash_backward_queries(row, n, dq + t0 * D);
+    dbeta += ws.hash_backward_queries(row, n, rows_at(dq, t0, D));
     if (query_sums != nullptr) ws.add_outer_products(*query_sums, w_chunk, g, n, da_chunk);
     ws.add_outer_products(state, ws.phi_k.data(), v, n, ws.phi_k.data());
   }
@@ -351,15 +356,16 @@ double causal_backward_reverse_sweep(const Row& row, Workspace& ws, int64_t begi
                     kChunk, 0, S);
     mask_triangle(ws.coef.data() + S, ldc, n, false);
     ws.load_chunk(g, n);  // rows[:S] already holds G_after from load_state_t
-    float* dv_chunk = dv + t0 * D;  // (n, D)
-    std::fill_n(dv_chunk, n * D, 0.f);
-    for (int64_t i0 = 0; i0 < n; i0 += 4) {
-      const int64_t rows_here = std::min<int64_t>(4, n - i0);
-      const float* c = ws.coef.data() + i0 * ldc;
-      accumulate_rows(dv_chunk + i0 * D, D, rows_here, D, c, ldc, ws.rows.data(), D, 0, S);
-      accumulate_rows(dv_chunk + i0 * D, D, rows_here, D, c, ldc, ws.rows.data(), D, S + i0, S + n);
+    if (dv != nullptr) {
+      float* dv_chunk = dv + t0 * D;  // (n, D)
+      for (int64_t i0 = 0; i0 < n; i0 += 4) {
+        const int64_t rows_here = std::min<int64_t>(4, n - i0);
+        const float* c = ws.coef.data() + i0 * ldc;
+        multiply_rows(dv_chunk + i0 * D, D, rows_here, D, c, ldc, ws.rows.data(), D, 0, S);
+        accumulate_rows(dv_chunk + i0 * D, D, rows_here, D, c, ldc, ws.rows.data(), D, S + i0, S + n);
+      }
     }
-    dbeta += ws.hash_backward_keys(row, n, dk + t0 * D);
+    dbeta += ws.hash_backward_keys(row, n, rows_at(dk, t0, D));
     multiply_rows(ws.chunk_sum.data(), D, S, D, ws.feature_t.data(), kChunk, g, D, 0, n);
     for (int64_t i = 0; i < S * D; ++i) suffix.mat[i] += ws.chunk_sum[i];
   }
@@ -403,7 +409,7 @@ double bidirectional_backward_queries(const Row& row, const RaceAttentionOptions
                              total.vec.data(), ws.den[t], S, ws.dphi.data() + t * S,
                              ws.d_key_sum.data() + t * S);
     }
-    dbeta += ws.hash_backward_queries(row, n, dq + t0 * D);
+    dbeta += ws.hash_backward_queries(row, n, rows_at(dq, t0, D));
     ws.add_outer_products(query_sums, w, g, n, ws.d_key_sum.data());
   }
   return dbeta;
@@ -425,8 +431,8 @@ double bidirectional_backward_keys(const Row& row, Workspace& ws, int64_t begin,
         dphi[s] = static_cast<float>(total.vec[s]) + ws.dots[j * ld + s];
       if (row.pad_key(t0 + j)) std::fill_n(dphi, S, 0.f);
     }
-    multiply_rows(dv + t0 * D, D, n, D, ws.phi_k.data(), S, ws.rows.data(), D, 0, S);
-    dbeta += ws.hash_backward_keys(row, n, dk + t0 * D);
+    if (dv != nullptr) multiply_rows(dv + t0 * D, D, n, D, ws.phi_k.data(), S, ws.rows.data(), D, 0, S);
+    dbeta += ws.hash_backward_keys(row, n, rows_at(dk, t0, D));
   }
   return dbeta;
 }
@@ -643,8 +649,7 @@ void race_attention_backward(const RaceAttentionShape& shape, const RaceAttentio
                              const RaceAttentionGradients& grads) {
   validate(shape, options);
   check_pointers(inputs);
-  RACE_CHECK(dout && grads.dq && grads.dk && grads.dv,
-             "race attention backward: dout, dq, dk and dv must all be given");
+  RACE_CHECK(dout != nullptr, "race attention backward: dout must be given");
   const int64_t S = shape.buckets(), D = shape.head_dim, T = shape.seq_len;
   const int64_t lp = round_up16(int64_t{shape.tables} * shape.bits);
   const std::vector<float> planes_t = transpose_planes(shape, inputs.planes);
@@ -684,13 +689,13 @@ void race_attention_backward(const RaceAttentionShape& shape, const RaceAttentio
           float* w_store = store.data() + (p.begin - span.begin) * S;
           float* da_store = w_store + span_len * S;
           dbeta_partial[i] += causal_backward_forward_sweep(
-              row, options, ws, p.begin, p.end, state, dout + off, grads.dq + off, w_store, da_store,
+              row, options, ws, p.begin, p.end, state, dout + off, rows_at(grads.dq, off), w_store, da_store,
               e.touches_begin ? &query_sums[i].head : nullptr);
           if (!e.touches_end) {
             state.clear();
             dbeta_partial[i] += causal_backward_reverse_sweep(row, ws, p.begin, p.end, state, dout + off,
-                                                              w_store, da_store, grads.dk + off,
-                                                              grads.dv + off);
+                                                              w_store, da_store, rows_at(grads.dk, off),
+                                                              rows_at(grads.dv, off));
           }
         } else {
           state.clear();
@@ -698,12 +703,12 @@ void race_attention_backward(const RaceAttentionShape& shape, const RaceAttentio
           if (split) state = document_total(key_carries[span.row], in_row, e, state);
           sums.clear();
           dbeta_partial[i] += bidirectional_backward_queries(row, options, ws, p.begin, p.end, state,
-                                                             dout + off, grads.dq + off, sums);
+                                                             dout + off, rows_at(grads.dq, off), sums);
           if (e.touches_begin) query_sums[i].head = sums;
           if (e.touches_end) query_sums[i].tail = sums;
           if (!e.touches_begin && !e.touches_end)
             dbeta_partial[i] += bidirectional_backward_keys(row, ws, p.begin, p.end, sums,
-                                                            grads.dk + off, grads.dv + off);
+                                                            rows_at(grads.dk, off), rows_at(grads.dv, off));
         }
       }
     }
@@ -730,13 +735,13 @@ void race_attention_backward(const RaceAttentionShape& shape, const RaceAttentio
             const float* w_store = kept[i].data() + (p.begin - span.begin) * S;
             const float* da_store = w_store + (span.end - span.begin) * S;
             dbeta_partial[i] += causal_backward_reverse_sweep(row, ws, p.begin, p.end, state, dout + off,
-                                                              w_store, da_store, grads.dk + off,
-                                                              grads.dv + off);
+                                                              w_store, da_store, rows_at(grads.dk, off),
+                                                              rows_at(grads.dv, off));
           } else if (!options.causal && (e.touches_begin || e.touches_end)) {
             const State& own = e.touches_begin ? query_sums[i].head : query_sums[i].tail;
             dbeta_partial[i] += bidirectional_backward_keys(
-                row, ws, p.begin, p.end, document_total(carry, in_row, e, own), grads.dk + off,
-                grads.dv + off);
+                row, ws, p.begin, p.end, document_total(carry, in_row, e, own), rows_at(grads.dk, off),
+                rows_at(grads.dv, off));
           }
         }
       }

@@ -9,7 +9,7 @@ namespace race::kernels::cpu {
 void race_attention_forward(const RaceAttentionShape& shape, const RaceAttentionOptions& options,
                             const RaceAttentionInputs& inputs, float* out);
 
-// dout: (B, H, T, D). Writes every gradient in `grads` that is not null (dq, dk, dv overwritten).
+// dout: (B, H, T, D). Writes every gradient in `grads` that is not null (all overwritten).
 // Memory beyond the arguments: O(threads * T * S) floats of scratch plus O(threads * (chunk + S) * D).
 void race_attention_backward(const RaceAttentionShape& shape, const RaceAttentionOptions& options,
                              const RaceAttentionInputs& inputs, const float* dout,

@@ -88,7 +88,7 @@ struct SoftHash {
     }
   }
 
-  // dphi, phi: (n, S); u: (n, LPpad). Writes dx: (n, D) (overwritten); dz, plus: (n, LPpad) scratch.
+  // dphi, phi: (n, S); u: (n, LPpad). Writes dx: (n, D) (overwritten) unless null; dz, plus: scratch.
   // Returns d loss / d beta from these rows. Rows whose dphi is zero contribute nothing.
   double backward(const float* dphi, const float* phi, const float* u, int64_t n, float* dz, float* plus,
                   float* dx) const {
@@ -117,7 +117,7 @@ struct SoftHash {
         }
       }
     }
-    multiply_rows(dx, head_dim, n, head_dim, dz, ld, planes, head_dim, 0, lp);
+    if (dx != nullptr) multiply_rows(dx, head_dim, n, head_dim, dz, ld, planes, head_dim, 0, lp);
     return dbeta;
   }
 };
