@@ -41,7 +41,7 @@ struct RaceAttentionInputs {
   const float* planes = nullptr;  // (L, P, D), or (H, L, P, D) when planes_per_head
   const float* beta = nullptr;    // (H) temperature per head (a fixed beta is H equal values)
   const uint8_t* key_mask = nullptr;     // (B, T) 1 = real token, 0 = pad key (phi = 0); null: all real
-  const int32_t* segment_ids = nullptr;  // (B, T) documents of a packed row; null: one document per row
+  const int32_t* segment_ids = nullptr;  // (B, T) a document is a maximal run of equal ids; null: one
 };
 
 struct RaceAttentionGradients {

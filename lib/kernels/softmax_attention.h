@@ -26,7 +26,7 @@ struct SoftmaxAttentionInputs {
   const float* k = nullptr;  // (B, H, T, D)
   const float* v = nullptr;  // (B, H, T, D)
   const uint8_t* key_mask = nullptr;     // (B, T) 1 = real token; null: all real
-  const int32_t* segment_ids = nullptr;  // (B, T) documents of a packed row; null: one per row
+  const int32_t* segment_ids = nullptr;  // (B, T) a document is a maximal run of equal ids; null: one
 };
 
 struct SoftmaxAttentionGradients {

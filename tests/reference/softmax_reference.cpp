@@ -32,7 +32,11 @@ bool sees(const SoftmaxAttentionShape& shape, const SoftmaxAttentionOptions& opt
   if (options.window > 0 && std::llabs(t - j) >= options.window) return false;
   const auto row = static_cast<size_t>(b * shape.seq_len);
   if (!inputs.key_mask.empty() && inputs.key_mask[row + j] == 0) return false;
-  if (!inputs.segment_ids.empty() && inputs.segment_ids[row + t] != inputs.segment_ids[row + j]) return false;
+  if (!inputs.segment_ids.empty()) {
+    // same document: equal ids with no other id between t and j
+    for (int64_t i = std::min(t, j); i <= std::max(t, j); ++i)
+      if (inputs.segment_ids[row + i] != inputs.segment_ids[row + t]) return false;
+  }
   return true;
 }
 

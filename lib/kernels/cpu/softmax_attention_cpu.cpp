@@ -68,7 +68,8 @@ struct Problem {
   const float* k = nullptr;              // (B, H, T, D)
   const float* v = nullptr;              // (B, H, T, D)
   const uint8_t* key_mask = nullptr;     // (B, T) or null
-  const int32_t* segment_ids = nullptr;  // (B, T) or null
+  const int32_t* segment_ids = nullptr;  // (B, T) document number of each token, or null
+  std::vector<int32_t> documents;        // (B, T) storage behind segment_ids
 
   int64_t tiles() const { return (seq_len + kTile - 1) / kTile; }
   Range tile(int64_t index) const { return {index * kTile, std::min(seq_len, index * kTile + kTile)}; }
@@ -117,7 +118,20 @@ Problem resolve(const SoftmaxAttentionShape& shape, const SoftmaxAttentionOption
   p.k = inputs.k;
   p.v = inputs.v;
   p.key_mask = inputs.key_mask;
-  p.segment_ids = inputs.segment_ids;
+  if (inputs.segment_ids != nullptr) {
+    // A document is a maximal run of equal ids (as for RACE layers), so an id that comes back later in
+    // the row is a new document: number the runs and compare run numbers.
+    p.documents.resize(static_cast<size_t>(p.batch * p.seq_len));
+    for (int64_t b = 0; b < p.batch; ++b) {
+      const int32_t* ids = inputs.segment_ids + b * p.seq_len;
+      int32_t run = 0;
+      for (int64_t t = 0; t < p.seq_len; ++t) {
+        if (t > 0 && ids[t] != ids[t - 1]) ++run;
+        p.documents[static_cast<size_t>(b * p.seq_len + t)] = run;
+      }
+    }
+    p.segment_ids = p.documents.data();
+  }
   return p;
 }
 
