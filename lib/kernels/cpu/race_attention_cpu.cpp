@@ -114,16 +114,14 @@ struct Workspace {
   void load_state(const State& state) {
     for (int64_t i = 0; i < S * D; ++i) rows[i] = static_cast<float>(state.mat[i]);
   }
-  // rows_t[:, :S] = state^T, through rows[:S] (which it overwrites) so the fp64 reads are unit-stride.
+  // rows_t[:, :S] = state^T, through rows[:S] (which it overwrites): convert, then transpose in fp32.
   void load_state_t(const State& state) {
     load_state(state);
-    for (int64_t d = 0; d < D; ++d)
-      for (int64_t s = 0; s < S; ++s) rows_t[d * ld_t + s] = rows[s * D + d];
+    transpose(rows.data(), D, S, D, rows_t.data(), ld_t);
   }
   void load_chunk(const float* src, int64_t n) { std::copy(src, src + n * D, chunk_rows()); }
   void load_chunk_t(const float* src, int64_t n) {
-    for (int64_t d = 0; d < D; ++d)
-      for (int64_t j = 0; j < n; ++j) rows_t[d * ld_t + S + j] = src[j * D + d];
+    transpose(src, D, n, D, rows_t.data() + S, ld_t);
   }
   // dots (n, S + n) = x (n, D) . [state^T | chunk^T]; the padding columns come along for the vector width.
   void dot_with_rows_t(const float* x, int64_t n, int64_t columns) {
@@ -132,8 +130,7 @@ struct Workspace {
   }
   // feature_t (S, C) = features (n, S) transposed.
   const float* transpose_features(const float* features, int64_t n) {
-    for (int64_t j = 0; j < n; ++j)
-      for (int64_t s = 0; s < S; ++s) feature_t[s * kChunk + j] = features[j * S + s];
+    transpose(features, S, n, S, feature_t.data(), kChunk);
     return feature_t.data();
   }
 
@@ -265,8 +262,8 @@ void causal_forward_piece(const Row& row, const RaceAttentionOptions& opt, Works
     mask_triangle(ws.coef.data() + S, ld, n, true);
     float* o = out + t0 * D;  // (n, D)
     std::fill_n(o, n * D, 0.f);
-    for (int64_t i0 = 0; i0 < n; i0 += 4) {
-      const int64_t rows_here = std::min<int64_t>(4, n - i0);
+    for (int64_t i0 = 0; i0 < n; i0 += 8) {
+      const int64_t rows_here = std::min<int64_t>(8, n - i0);
       accumulate_rows(o + i0 * D, D, rows_here, D, ws.coef.data() + i0 * ld, ld, ws.rows.data(), D, 0,
                       S + i0 + rows_here);
     }
@@ -358,8 +355,8 @@ double causal_backward_reverse_sweep(const Row& row, Workspace& ws, int64_t begi
     ws.load_chunk(g, n);  // rows[:S] already holds G_after from load_state_t
     if (dv != nullptr) {
       float* dv_chunk = dv + t0 * D;  // (n, D)
-      for (int64_t i0 = 0; i0 < n; i0 += 4) {
-        const int64_t rows_here = std::min<int64_t>(4, n - i0);
+      for (int64_t i0 = 0; i0 < n; i0 += 8) {
+        const int64_t rows_here = std::min<int64_t>(8, n - i0);
         const float* c = ws.coef.data() + i0 * ldc;
         multiply_rows(dv_chunk + i0 * D, D, rows_here, D, c, ldc, ws.rows.data(), D, 0, S);
         accumulate_rows(dv_chunk + i0 * D, D, rows_here, D, c, ldc, ws.rows.data(), D, S + i0, S + n);
@@ -591,6 +588,16 @@ State document_total(const SpanCarries& c, int64_t i, const Edges& e, const Stat
   return total;
 }
 
+// Floats of w/dA storage the causal backward needs: every span's when rows are split (kept across the
+// two phases), else one row per thread (indexed by thread number, so every thread's, even idle ones).
+int64_t store_floats(const RaceAttentionShape& shape, const RaceAttentionOptions& options,
+                     const Plan& plan) {
+  if (!options.causal) return 0;
+  const int64_t row_floats = 2 * shape.buckets() * shape.seq_len;
+  if (plan.spans_per_row > 1) return plan.rows * row_floats;
+  return int64_t{omp_get_max_threads()} * row_floats;
+}
+
 void reduce_dbeta(const RaceAttentionShape& shape, const Plan& plan, const std::vector<double>& partial,
                   float* dbeta) {
   if (dbeta == nullptr) return;
@@ -644,9 +651,15 @@ void race_attention_forward(const RaceAttentionShape& shape, const RaceAttention
   }
 }
 
+int64_t race_attention_backward_scratch_bytes(const RaceAttentionShape& shape,
+                                              const RaceAttentionOptions& options) {
+  validate(shape, options);
+  return store_floats(shape, options, make_plan(shape)) * int64_t{sizeof(float)};
+}
+
 void race_attention_backward(const RaceAttentionShape& shape, const RaceAttentionOptions& options,
                              const RaceAttentionInputs& inputs, const float* dout,
-                             const RaceAttentionGradients& grads) {
+                             const RaceAttentionGradients& grads, Scratch scratch) {
   validate(shape, options);
   check_pointers(inputs);
   RACE_CHECK(dout != nullptr, "race attention backward: dout must be given");
@@ -655,21 +668,37 @@ void race_attention_backward(const RaceAttentionShape& shape, const RaceAttentio
   const std::vector<float> planes_t = transpose_planes(shape, inputs.planes);
   const Plan plan = make_plan(shape);
   const bool split = plan.spans_per_row > 1;
+  const int64_t needed = store_floats(shape, options, plan);
+  std::vector<float> own_store;
+  float* store_base = static_cast<float*>(scratch.data);
+  if (store_base == nullptr) {
+    own_store.resize(needed);
+    store_base = own_store.data();
+  } else {
+    RACE_CHECK(scratch.bytes >= needed * int64_t{sizeof(float)},
+               "race attention backward: scratch of {} bytes, {} needed (the thread count changed since "
+               "race_attention_backward_scratch_bytes?)",
+               scratch.bytes, needed * int64_t{sizeof(float)});
+  }
   const int64_t n_spans = static_cast<int64_t>(plan.spans.size());
   std::vector<SpanCarries> key_carries;
   if (split) key_carries = row_carries(key_span_sums(shape, inputs, planes_t, plan, !options.causal), plan, S, D);
   std::vector<double> dbeta_partial(n_spans, 0.0);
   // Query sums (sum dA, sum w g^T) of the pieces that continue a document across span edges.
   std::vector<SpanSums> query_sums(split ? n_spans : 0, SpanSums(split ? S : 0, split ? D : 0));
-  // Causal: w and dA per token, (2, span length, S), kept from phase 1 to phase 2 when rows are split.
-  std::vector<std::vector<float>> kept(split && options.causal ? n_spans : 0);
+  // Causal: w and dA per token, (2, span length, S) per span. Split rows keep every span's from phase 1 to
+  // phase 2; otherwise each thread reuses one row-sized slice.
+  auto span_store = [&](int64_t i) {
+    const Span& span = plan.spans[i];
+    return split ? store_base + 2 * S * (span.row * T + span.begin)
+                 : store_base + 2 * S * T * omp_get_thread_num();
+  };
 
   // Phase 1: every piece's queries (dq), and the keys (dk, dv) of pieces whose document ends in the span.
 #pragma omp parallel
   {
     Workspace ws(S, D, lp);
     State state(S, D), sums(S, D);
-    std::vector<float> local;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t i = 0; i < n_spans; ++i) {
       const Span& span = plan.spans[i];
@@ -678,15 +707,14 @@ void race_attention_backward(const RaceAttentionShape& shape, const RaceAttentio
       const int64_t off = span.row * T * D;
       const auto pieces = pieces_of(row, span.begin, span.end);
       if (split) query_sums[i].has_doc_start = row.doc_start(span.begin) || pieces.size() > 1;
-      std::vector<float>& store = split && options.causal ? kept[i] : local;
+      float* store = options.causal ? span_store(i) : nullptr;
       const int64_t span_len = span.end - span.begin;
-      if (options.causal) store.resize(2 * span_len * S);
       for (const Piece& p : pieces) {
         const Edges e = edges_of(row, span, p, split);
         if (options.causal) {
           if (e.touches_begin) state = key_carries[span.row].in[in_row];
           else state.clear();
-          float* w_store = store.data() + (p.begin - span.begin) * S;
+          float* w_store = store + (p.begin - span.begin) * S;
           float* da_store = w_store + span_len * S;
           dbeta_partial[i] += causal_backward_forward_sweep(
               row, options, ws, p.begin, p.end, state, dout + off, rows_at(grads.dq, off), w_store, da_store,
@@ -732,7 +760,7 @@ void race_attention_backward(const RaceAttentionShape& shape, const RaceAttentio
           const Edges e = edges_of(row, span, p, split);
           if (options.causal && e.touches_end) {
             state = carry.out[in_row];
-            const float* w_store = kept[i].data() + (p.begin - span.begin) * S;
+            const float* w_store = span_store(i) + (p.begin - span.begin) * S;
             const float* da_store = w_store + (span.end - span.begin) * S;
             dbeta_partial[i] += causal_backward_reverse_sweep(row, ws, p.begin, p.end, state, dout + off,
                                                               w_store, da_store, rows_at(grads.dk, off),
