@@ -1,0 +1,162 @@
+// race-bench: command-line front end of the attention benchmarks and the cross-check tool.
+//   race-bench attention ...            single-layer scaling study (one size, or a doubling sweep)
+//   race-bench check --in A --out B     one layer on tensors from an HDF5 file, for outside comparison
+//   race-bench attention-one ...        (internal) one size of a sweep, run in a fresh process
+#include <fmt/format.h>
+#include <omp.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <string>
+
+#include "check.h"
+#include "core/error.h"
+#include "core/main_guard.h"
+#include "layer_bench.h"
+#include "report.h"
+#include "sweep.h"
+#include "system_info.h"
+
+namespace race::bench {
+namespace {
+
+void add_layer_options(CLI::App& app, LayerConfig& c, bool& bidirectional) {
+  app.add_option("--impl", c.impl, "Attention kernel")
+      ->check(CLI::IsMember({"race", "softmax"}))
+      ->capture_default_str();
+  auto* causal = app.add_flag("--causal")->description("Causal attention (the default)");
+  app.add_flag("--bidirectional", bidirectional, "Bidirectional (non-causal) attention")->excludes(causal);
+  app.add_option("-B,--batch", c.batch, "Batch size")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("-H,--heads", c.heads, "Heads")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("-D,--head-dim", c.head_dim, "Head dimension")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("-L,--tables", c.tables, "RACE hash tables")->check(CLI::Range(1, 1 << 20))->capture_default_str();
+  app.add_option("-P,--bits", c.bits, "RACE hyperplanes per table (2^P buckets)")
+      ->check(CLI::Range(1, 12))
+      ->capture_default_str();
+  app.add_option("--estimator", c.estimator, "RACE estimator")
+      ->check(CLI::IsMember({"bucket", "ratio"}))
+      ->capture_default_str();
+  app.add_option("--beta", c.beta, "RACE temperature (fixed, every head)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--eps", c.eps, "RACE denominator epsilon")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--window", c.window, "Softmax sliding window W (0 = full attention)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--threads", c.threads, "OpenMP threads")->check(CLI::Range(1, 1 << 16))->capture_default_str();
+  app.add_option("--repeats", c.repeats, "Timed repeats per size; the median is reported")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  app.add_option("--seed", c.seed, "Seed of the synthetic inputs")->capture_default_str();
+}
+
+// The table goes to stdout, or to stderr when the JSON does, so that stdout stays parseable.
+int run_attention(RunOptions& run, const std::string& json_path) {
+  // There is no CUDA attention kernel yet, in any build; the option exists so scripts can already say
+  // which device they mean.
+  if (run.device == "cuda") fail("race-bench: --device cuda: this build has no CUDA backend");
+  validate(run.layer);
+  std::FILE* table = json_path == "-" ? stderr : stdout;
+  fmt::print(table, "{}", table_header(run));
+  std::fflush(table);
+  const SweepOutcome outcome = run_sweep(run.layer, run.plan, [&](const SweepOutcome& so_far) {
+    fmt::print(table, "{}", table_row(run.layer, so_far.sizes.back()));
+    std::fflush(table);
+    if (!json_path.empty() && json_path != "-")
+      write_text_atomically(json_path, attention_json(run, so_far, false).dump(2) + "\n");
+  });
+  for (const std::string& note : outcome.notes) fmt::print(table, "note: {}\n", note);
+  std::fflush(table);
+  if (json_path == "-")
+    fmt::print("{}\n", attention_json(run, outcome, true).dump(2));
+  else if (!json_path.empty())
+    write_text_atomically(json_path, attention_json(run, outcome, true).dump(2) + "\n");
+  return outcome.failed ? 1 : 0;
+}
+
+int run(int argc, char** argv) {
+  CLI::App app{
+      "race-bench: RACE and softmax attention benchmarks, and a cross-check against outside "
+      "implementations"};
+  app.require_subcommand(1);
+  app.failure_message(CLI::FailureMessage::help);
+
+  RunOptions run;
+  run.layer.threads = cpu_count();
+  run.plan.max_memory_bytes = 0.8 * static_cast<double>(physical_memory_bytes());
+  double max_memory_gb = run.plan.max_memory_bytes / 1e9;
+  bool bidirectional = false;
+  std::string json_path;
+  auto* attention = app.add_subcommand("attention",
+                                       "Time one attention layer, forward and forward+backward, "
+                                       "at one sequence length or a doubling sweep");
+  add_layer_options(*attention, run.layer, bidirectional);
+  auto* size = attention->add_option_group("size", "One sequence length, or a sweep");
+  size->add_option("-T,--seq-len", run.plan.seq_len, "Sequence length")->check(CLI::PositiveNumber);
+  auto* sweep = size->add_flag("--sweep", run.plan.sweep, "Double T from --t-min until a budget would be exceeded");
+  size->require_option(1);
+  attention->add_option("--t-min", run.plan.t_min, "First T of a sweep")
+      ->check(CLI::PositiveNumber)
+      ->needs(sweep)
+      ->capture_default_str();
+  attention
+      ->add_option("--max-memory-gb", max_memory_gb,
+                   "Sweep: peak memory budget per size, GB (1e9 bytes); "
+                   "default 80% of physical memory")
+      ->check(CLI::PositiveNumber)
+      ->needs(sweep)
+      ->capture_default_str();
+  attention->add_option("--max-seconds", run.plan.max_seconds, "Sweep: time budget for the whole sweep (default: none)")
+      ->check(CLI::PositiveNumber)
+      ->needs(sweep);
+  attention->add_option("--device", run.device, "Device")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
+  attention->add_option("--json", json_path, "Write the results as JSON to FILE (\"-\": stdout)");
+
+  std::string in_path, out_path;
+  int check_threads = cpu_count();
+  auto* check = app.add_subcommand("check",
+                                   "Run one layer on the tensors of an HDF5 file and write the output "
+                                   "(and gradients) to another, for comparison with other implementations");
+  check->add_option("--in", in_path, "Input HDF5 file (q, k, v, optional dout, planes, ...)")->required();
+  check->add_option("--out", out_path, "Output HDF5 file (out, dq, dk, dv, dbeta/lse); replaced atomically")
+      ->required();
+  check->add_option("--threads", check_threads, "OpenMP threads")->check(CLI::Range(1, 1 << 16))->capture_default_str();
+
+  std::string child_config;
+  std::int64_t child_seq_len = 0;
+  auto* one = app.add_subcommand("attention-one", "Internal: one size of `attention`, as one JSON line");
+  one->group("");  // hidden from --help: its interface is private to race-bench
+  one->add_option("--config", child_config)->required();
+  one->add_option("--seq-len", child_seq_len)->required()->check(CLI::PositiveNumber);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int status = app.exit(e);
+    return status == 0 ? 0 : 2;
+  }
+
+  if (attention->parsed()) {
+    run.layer.causal = !bidirectional;
+    run.plan.max_memory_bytes = max_memory_gb * 1e9;
+    return run_attention(run, json_path);
+  }
+  if (check->parsed()) {
+    omp_set_num_threads(check_threads);
+    const CheckSummary s = run_check(in_path, out_path);
+    fmt::print("race-bench check: {} {} B={} H={} T={} D={}: wrote {} to {} (kernels {:.6f} s)\n", s.impl,
+               s.causal ? "causal" : "bidirectional", s.batch, s.heads, s.seq_len, s.head_dim,
+               fmt::join(s.written, ", "), out_path, s.forward_seconds + s.backward_seconds);
+    return 0;
+  }
+  const LayerConfig config = layer_config_from_json(nlohmann::json::parse(child_config));
+  fmt::print("{}\n", measure_one(config, child_seq_len).dump());
+  return 0;
+}
+
+}  // namespace
+}  // namespace race::bench
+
+int main(int argc, char** argv) {
+  return race::run_guarded([&] { return race::bench::run(argc, argv); });
+}

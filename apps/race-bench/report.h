@@ -1,0 +1,37 @@
+// race-bench attention's output: the human-readable table and the JSON document (its schema is at
+// attention_json), both built from the sweep's results.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "layer_bench.h"
+#include "sweep.h"
+
+namespace race::bench {
+
+// What was asked for besides the layer: for the "options" object of the JSON.
+struct RunOptions {
+  LayerConfig layer;
+  SweepPlan plan;
+  std::string device = "cpu";
+};
+
+// One line describing the run, then the column header.
+std::string table_header(const RunOptions& run);
+std::string table_row(const LayerConfig& config, const SizeResult& size);
+
+// {"tool": "race-bench attention", "date": ISO 8601 UTC, "machine": {"cpu_model", "cores", "threads",
+//  "memory_bytes"}, "options": {the LayerConfig fields, "device", "sweep", "seq_len" (null in a sweep),
+//  "t_min", "max_memory_bytes", "max_seconds" (null: no limit)}, "results": [per size: "seq_len", "tokens"
+//  (B*T), "forward_seconds", "forward_backward_seconds" (medians), "forward_tokens_per_s",
+//  "forward_backward_tokens_per_s", "peak_bytes", "io_bytes", "peak_io_ratio", "forward_seconds_all",
+//  "forward_backward_seconds_all" (every repeat), "child_seconds"], "stop_reason" (null while running),
+//  "notes": [strings]}
+nlohmann::ordered_json attention_json(const RunOptions& run, const SweepOutcome& outcome, bool finished);
+
+// Writes `text` to `path` through a temporary file and a rename, so a reader never sees half a document
+// (the JSON is rewritten after every size of a long sweep).
+void write_text_atomically(const std::string& path, const std::string& text);
+
+}  // namespace race::bench

@@ -1,0 +1,616 @@
+// race-bench end to end, as a user runs it (the binary named by $RACE_BENCH, in a temporary directory):
+// `check` against the fp64 references for RACE and softmax (float32 and float64 inputs), every class of bad
+// input file exiting non-zero with a message that names the dataset or attribute, and `attention` writing
+// a complete JSON report, stopping a sweep at its budget, and refusing --device cuda clearly.
+#include <gtest/gtest.h>
+#include <hdf5.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "core/hdf5_io.h"
+#include "reference/race_reference.h"
+#include "reference/softmax_reference.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+namespace ref = race::reference;
+namespace kernels = race::kernels;
+using Shape = std::vector<int64_t>;
+
+// ---- running the binary -----------------------------------------------------------------------------
+
+struct Outcome {
+  int status = -1;  // exit status; -1 if it did not exit normally
+  std::string out, err;
+};
+
+std::string read_text(const fs::path& path) {
+  std::ifstream file(path);
+  std::stringstream text;
+  text << file.rdbuf();
+  return text.str();
+}
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+// ---- input files ------------------------------------------------------------------------------------
+
+enum class Kind { f32, f64, i32, u8 };
+
+struct Dataset {
+  Shape shape;
+  std::vector<double> values;
+  Kind kind = Kind::f32;
+};
+
+// An IN.h5 described as data, so that each bad-input case is a one-line change of a valid file.
+struct InputSpec {
+  std::map<std::string, Dataset> datasets;
+  std::map<std::string, std::string> strings;
+  std::map<std::string, int64_t> integers;
+  std::map<std::string, double> numbers;
+};
+
+int64_t count(const Shape& shape) {
+  int64_t n = 1;
+  for (const int64_t d : shape) n *= d;
+  return n;
+}
+
+// Float32 datasets hold float-rounded values, so that the reference sees exactly what the tool reads.
+Dataset normal(std::mt19937_64& rng, const Shape& shape, double sigma, Kind kind = Kind::f32) {
+  std::normal_distribution<double> dist(0.0, sigma);
+  Dataset d{shape, std::vector<double>(static_cast<size_t>(count(shape))), kind};
+  for (double& x : d.values) x = kind == Kind::f32 ? static_cast<double>(static_cast<float>(dist(rng))) : dist(rng);
+  return d;
+}
+
+Dataset integers(const Shape& shape, std::vector<double> values, Kind kind) { return {shape, std::move(values), kind}; }
+
+// Everything but float64 goes through Hdf5Writer; float64 datasets (which it cannot write) are added with
+// the HDF5 C API afterwards, as h5py would store them.
+void write_input(const fs::path& path, const InputSpec& spec) {
+  {
+    race::Hdf5Writer writer = race::Hdf5Writer::create(path);
+    for (const auto& [name, d] : spec.datasets) {
+      if (d.kind == Kind::f32) {
+        const std::vector<float> v(d.values.begin(), d.values.end());
+        writer.write(name, d.shape, std::span<const float>(v));
+      } else if (d.kind == Kind::i32) {
+        std::vector<int32_t> v;
+        for (const double x : d.values) v.push_back(static_cast<int32_t>(x));
+        writer.write(name, d.shape, std::span<const int32_t>(v));
+      } else if (d.kind == Kind::u8) {
+        std::vector<uint8_t> v;
+        for (const double x : d.values) v.push_back(static_cast<uint8_t>(x));
+        writer.write(name, d.shape, std::span<const uint8_t>(v));
+      }
+    }
+    for (const auto& [name, value] : spec.strings) writer.write_string_attribute("/", name, value);
+    for (const auto& [name, value] : spec.integers) writer.write_int64_attribute("/", name, value);
+    for (const auto& [name, value] : spec.numbers) writer.write_double_attribute("/", name, value);
+    writer.commit();
+  }
+  const hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  ASSERT_GE(file, 0);
+  for (const auto& [name, d] : spec.datasets) {
+    if (d.kind != Kind::f64) continue;
+    const std::vector<hsize_t> dims(d.shape.begin(), d.shape.end());
+    const hid_t space = H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr);
+    const hid_t set = H5Dcreate2(file, name.c_str(), H5T_IEEE_F64LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    EXPECT_GE(H5Dwrite(set, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, d.values.data()), 0);
+    H5Dclose(set);
+    H5Sclose(space);
+  }
+  H5Fclose(file);
+}
+
+struct RaceCase {
+  int64_t B = 2, H = 2, T = 37, D = 8;
+  int L = 3, P = 2;
+  bool causal = true;
+  std::string estimator = "bucket";
+  bool per_head_planes = false;
+  bool beta_dataset = false;  // per-head beta as a dataset, else the scalar attribute
+  bool masks = false;         // key_mask and segment_ids
+  Kind kind = Kind::f32;
+};
+
+InputSpec race_input(const RaceCase& c, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  InputSpec s;
+  const Shape bhtd{c.B, c.H, c.T, c.D};
+  s.datasets["q"] = normal(rng, bhtd, 0.5, c.kind);
+  s.datasets["k"] = normal(rng, bhtd, 0.5, c.kind);
+  s.datasets["v"] = normal(rng, bhtd, 1.0, c.kind);
+  s.datasets["dout"] = normal(rng, bhtd, 1.0, c.kind);
+  s.datasets["planes"] = normal(rng, c.per_head_planes ? Shape{c.H, c.L, c.P, c.D} : Shape{c.L, c.P, c.D}, 1.0, c.kind);
+  if (c.beta_dataset)
+    s.datasets["beta"] = {{c.H}, {0.8, 1.7}, c.kind};
+  else
+    s.numbers["beta"] = 1.3;
+  if (c.masks) {
+    std::vector<double> mask, segments;
+    for (int64_t b = 0; b < c.B; ++b)
+      for (int64_t t = 0; t < c.T; ++t) {
+        mask.push_back((t * 7 + b) % 5 == 2 ? 0 : 1);
+        segments.push_back(t < 11 ? 4 : (t < 12 ? 9 : 2 + static_cast<double>(b)));
+      }
+    s.datasets["key_mask"] = integers({c.B, c.T}, mask, Kind::u8);
+    s.datasets["segment_ids"] = integers({c.B, c.T}, segments, Kind::i32);
+  }
+  s.strings["impl"] = "race";
+  s.strings["estimator"] = c.estimator;
+  s.integers["causal"] = c.causal ? 1 : 0;
+  s.numbers["eps"] = 1e-6;
+  return s;
+}
+
+struct SoftmaxCase {
+  int64_t B = 2, H = 2, T = 45, D = 8;
+  bool causal = true;
+  int64_t window = 0;
+  bool masks = false;
+  double scale = 0;
+};
+
+InputSpec softmax_input(const SoftmaxCase& c, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  InputSpec s;
+  const Shape bhtd{c.B, c.H, c.T, c.D};
+  s.datasets["q"] = normal(rng, bhtd, 1.0);
+  s.datasets["k"] = normal(rng, bhtd, 1.0);
+  s.datasets["v"] = normal(rng, bhtd, 1.0);
+  s.datasets["dout"] = normal(rng, bhtd, 1.0);
+  if (c.masks) {
+    std::vector<double> mask, segments;
+    for (int64_t b = 0; b < c.B; ++b)
+      for (int64_t t = 0; t < c.T; ++t) {
+        mask.push_back(t % 6 == 3 ? 0 : 1);
+        segments.push_back(t < 20 + b ? 1 : 0);
+      }
+    s.datasets["key_mask"] = integers({c.B, c.T}, mask, Kind::u8);
+    s.datasets["segment_ids"] = integers({c.B, c.T}, segments, Kind::i32);
+  }
+  s.strings["impl"] = "softmax";
+  s.integers["causal"] = c.causal ? 1 : 0;
+  s.integers["window"] = c.window;
+  if (c.scale != 0) s.numbers["scale"] = c.scale;
+  return s;
+}
+
+// ---- comparisons ------------------------------------------------------------------------------------
+
+double relative_rms(const std::vector<float>& got, const std::vector<double>& want) {
+  EXPECT_EQ(got.size(), want.size());
+  double err = 0, norm = 0;
+  for (size_t i = 0; i < got.size() && i < want.size(); ++i) {
+    err += (got[i] - want[i]) * (got[i] - want[i]);
+    norm += want[i] * want[i];
+  }
+  return std::sqrt(err / norm);
+}
+
+std::vector<float> read_dataset(const fs::path& path, const char* name, const Shape& shape) {
+  const race::Hdf5File file = race::Hdf5File::open(path);
+  auto data = file.read_float32(name);
+  EXPECT_EQ(data.shape, shape) << name;
+  EXPECT_EQ(file.dataset_info(name).type_name, "float32") << name;
+  return data.values;
+}
+
+std::vector<uint8_t> as_u8(const std::vector<double>& v) { return {v.begin(), v.end()}; }
+std::vector<int32_t> as_i32(const std::vector<double>& v) { return {v.begin(), v.end()}; }
+
+class RaceBench : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const char* bench = std::getenv("RACE_BENCH");
+    ASSERT_NE(bench, nullptr) << "RACE_BENCH must name the race-bench binary (tests/CMakeLists.txt sets it)";
+    bench_ = bench;
+    ASSERT_TRUE(fs::exists(bench_)) << bench_ << " does not exist: build the race-bench target";
+    std::string pattern = (fs::temp_directory_path() / "race_test_bench_XXXXXX").string();
+    ASSERT_NE(mkdtemp(pattern.data()), nullptr);
+    dir_ = pattern;
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  fs::path path(const std::string& name) const { return dir_ / name; }
+
+  // Runs race-bench with `args` (shell words; the paths used here need no quoting) after the shell
+  // commands in `setup`.
+  Outcome bench(const std::string& args, const std::string& setup = "") const {
+    const std::string command = setup + "'" + bench_ + "' " + args + " > '" + path("stdout").string() + "' 2> '" +
+                                path("stderr").string() + "'";
+    const int raw = std::system(command.c_str());
+    Outcome r;
+    r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+    r.out = read_text(path("stdout"));
+    r.err = read_text(path("stderr"));
+    return r;
+  }
+
+  Outcome check(const InputSpec& spec) {
+    write_input(path("in.h5"), spec);
+    return bench("check --in " + path("in.h5").string() + " --out " + path("out.h5").string());
+  }
+
+  // Runs `check` on a file that must be rejected; its error must mention every one of `parts`.
+  void expect_rejected(const InputSpec& spec, const std::vector<std::string>& parts) {
+    const Outcome r = check(spec);
+    EXPECT_NE(r.status, 0) << r.out;
+    EXPECT_TRUE(contains(r.err, path("in.h5").string() + ": ")) << r.err;
+    for (const auto& part : parts) EXPECT_TRUE(contains(r.err, part)) << "missing \"" << part << "\" in: " << r.err;
+    EXPECT_FALSE(fs::exists(path("out.h5")));
+  }
+
+  void expect_race_matches_reference(const RaceCase& c, uint64_t seed) {
+    const InputSpec spec = race_input(c, seed);
+    const Outcome r = check(spec);
+    ASSERT_EQ(r.status, 0) << r.err;
+
+    kernels::RaceAttentionShape shape;
+    shape.batch = c.B, shape.heads = c.H, shape.seq_len = c.T, shape.head_dim = c.D;
+    shape.tables = c.L, shape.bits = c.P, shape.planes_per_head = c.per_head_planes;
+    kernels::RaceAttentionOptions options;
+    options.causal = c.causal;
+    options.estimator = c.estimator == "ratio" ? kernels::RaceEstimator::ratio : kernels::RaceEstimator::bucket;
+    options.eps = 1e-6f;
+    ref::RaceInputs in;
+    in.q = spec.datasets.at("q").values;
+    in.k = spec.datasets.at("k").values;
+    in.v = spec.datasets.at("v").values;
+    in.planes = spec.datasets.at("planes").values;
+    in.beta = c.beta_dataset ? spec.datasets.at("beta").values : std::vector<double>(c.H, 1.3);
+    if (c.masks) {
+      in.key_mask = as_u8(spec.datasets.at("key_mask").values);
+      in.segment_ids = as_i32(spec.datasets.at("segment_ids").values);
+    }
+    const auto out = ref::race_attention_forward(shape, options, in);
+    const auto grads = ref::race_attention_backward(shape, options, in, spec.datasets.at("dout").values);
+
+    const Shape bhtd{c.B, c.H, c.T, c.D};
+    const fs::path result = path("out.h5");
+    EXPECT_LE(relative_rms(read_dataset(result, "out", bhtd), out), 1e-5);
+    EXPECT_LE(relative_rms(read_dataset(result, "dq", bhtd), grads.dq), 1e-4);
+    EXPECT_LE(relative_rms(read_dataset(result, "dk", bhtd), grads.dk), 1e-4);
+    EXPECT_LE(relative_rms(read_dataset(result, "dv", bhtd), grads.dv), 1e-4);
+    EXPECT_LE(relative_rms(read_dataset(result, "dbeta", {c.H}), grads.dbeta), 1e-4);
+    const race::Hdf5File file = race::Hdf5File::open(result);
+    EXPECT_GT(file.read_double_attribute("/", "seconds"), 0.0);
+  }
+
+  void expect_softmax_matches_reference(const SoftmaxCase& c, uint64_t seed) {
+    const InputSpec spec = softmax_input(c, seed);
+    const Outcome r = check(spec);
+    ASSERT_EQ(r.status, 0) << r.err;
+
+    const kernels::SoftmaxAttentionShape shape{c.B, c.H, c.T, c.D};
+    kernels::SoftmaxAttentionOptions options;
+    options.causal = c.causal;
+    options.window = c.window;
+    options.scale = static_cast<float>(c.scale);
+    ref::SoftmaxInputs in;
+    in.q = spec.datasets.at("q").values;
+    in.k = spec.datasets.at("k").values;
+    in.v = spec.datasets.at("v").values;
+    if (c.masks) {
+      in.key_mask = as_u8(spec.datasets.at("key_mask").values);
+      in.segment_ids = as_i32(spec.datasets.at("segment_ids").values);
+    }
+    const auto forward = ref::softmax_attention_forward(shape, options, in);
+    const auto grads = ref::softmax_attention_backward(shape, options, in, spec.datasets.at("dout").values);
+
+    const Shape bhtd{c.B, c.H, c.T, c.D};
+    const fs::path result = path("out.h5");
+    EXPECT_LE(relative_rms(read_dataset(result, "out", bhtd), forward.out), 1e-5);
+    EXPECT_LE(relative_rms(read_dataset(result, "dq", bhtd), grads.dq), 1e-4);
+    EXPECT_LE(relative_rms(read_dataset(result, "dk", bhtd), grads.dk), 1e-4);
+    EXPECT_LE(relative_rms(read_dataset(result, "dv", bhtd), grads.dv), 1e-4);
+    const auto lse = read_dataset(result, "lse", {c.B, c.H, c.T});
+    for (size_t i = 0; i < lse.size(); ++i)
+      if (std::isfinite(forward.lse[i]))
+        EXPECT_NEAR(lse[i], forward.lse[i], 1e-4) << "lse " << i;
+      else
+        EXPECT_EQ(lse[i], forward.lse[i]) << "lse " << i;
+  }
+
+  std::string bench_;
+  fs::path dir_;
+};
+
+// ---- check: results ---------------------------------------------------------------------------------
+
+TEST_F(RaceBench, CheckRaceCausalBucketMatchesReference) { expect_race_matches_reference({}, 1); }
+
+TEST_F(RaceBench, CheckRaceBidirectionalRatioPerHeadMaskedMatchesReference) {
+  RaceCase c;
+  c.causal = false;
+  c.estimator = "ratio";
+  c.per_head_planes = true;
+  c.beta_dataset = true;
+  c.masks = true;
+  expect_race_matches_reference(c, 2);
+}
+
+TEST_F(RaceBench, CheckRaceCausalMaskedLearnedBetaMatchesReference) {
+  RaceCase c;
+  c.masks = true;
+  c.beta_dataset = true;
+  c.P = 3;
+  expect_race_matches_reference(c, 3);
+}
+
+TEST_F(RaceBench, CheckRaceAcceptsFloat64Inputs) {
+  RaceCase c;
+  c.kind = Kind::f64;
+  c.beta_dataset = true;
+  expect_race_matches_reference(c, 4);
+}
+
+TEST_F(RaceBench, CheckSoftmaxCausalMatchesReference) { expect_softmax_matches_reference({}, 5); }
+
+TEST_F(RaceBench, CheckSoftmaxWindowedBidirectionalMaskedMatchesReference) {
+  SoftmaxCase c;
+  c.causal = false;
+  c.window = 7;
+  c.masks = true;
+  c.scale = 0.3;
+  expect_softmax_matches_reference(c, 6);
+}
+
+TEST_F(RaceBench, CheckWithoutDoutWritesOnlyTheOutput) {
+  InputSpec spec = race_input({}, 7);
+  spec.datasets.erase("dout");
+  const Outcome r = check(spec);
+  ASSERT_EQ(r.status, 0) << r.err;
+  const race::Hdf5File file = race::Hdf5File::open(path("out.h5"));
+  EXPECT_TRUE(file.has_dataset("out"));
+  EXPECT_FALSE(file.has_dataset("dq"));
+  EXPECT_FALSE(file.has_dataset("dbeta"));
+}
+
+TEST_F(RaceBench, CheckReplacesAnExistingOutputOnlyOnSuccess) {
+  write_input(path("out.h5"), softmax_input({}, 8));  // any HDF5 file standing in for an older result
+  InputSpec bad = race_input({}, 8);
+  bad.datasets.erase("v");
+  write_input(path("in.h5"), bad);
+  const Outcome failed = bench("check --in " + path("in.h5").string() + " --out " + path("out.h5").string());
+  EXPECT_NE(failed.status, 0);
+  EXPECT_TRUE(race::Hdf5File::open(path("out.h5")).has_dataset("q")) << "the old OUT.h5 must survive";
+  EXPECT_FALSE(fs::exists(path("out.h5.tmp")));
+
+  write_input(path("in.h5"), race_input({}, 8));
+  const Outcome ok = bench("check --in " + path("in.h5").string() + " --out " + path("out.h5").string());
+  ASSERT_EQ(ok.status, 0) << ok.err;
+  const race::Hdf5File file = race::Hdf5File::open(path("out.h5"));
+  EXPECT_FALSE(file.has_dataset("q"));
+  EXPECT_TRUE(file.has_dataset("out"));
+}
+
+// ---- check: bad inputs ------------------------------------------------------------------------------
+
+TEST_F(RaceBench, CheckRejectsAMissingInputFile) {
+  const Outcome r = bench("check --in " + path("nope.h5").string() + " --out " + path("out.h5").string());
+  EXPECT_NE(r.status, 0);
+  EXPECT_TRUE(contains(r.err, "nope.h5: no such file")) << r.err;
+}
+
+TEST_F(RaceBench, CheckRejectsAMissingDataset) {
+  InputSpec s = race_input({}, 10);
+  s.datasets.erase("v");
+  expect_rejected(s, {"dataset \"v\" not found", "[B,H,T,D]"});
+}
+
+TEST_F(RaceBench, CheckRejectsAWrongRank) {
+  InputSpec s = race_input({}, 11);
+  s.datasets["q"].shape = {2, 74, 8};
+  expect_rejected(s, {"dataset \"q\" has shape [2,74,8], expected rank 4 [B,H,T,D]"});
+}
+
+TEST_F(RaceBench, CheckRejectsAWrongType) {
+  InputSpec s = race_input({}, 12);
+  s.datasets["k"].kind = Kind::i32;
+  expect_rejected(s, {"dataset \"k\" has type int32, expected float32 or float64"});
+}
+
+TEST_F(RaceBench, CheckRejectsMismatchedShapes) {
+  RaceCase c;
+  c.B = 1, c.T = 6;
+  InputSpec s = race_input(c, 13);
+  std::mt19937_64 rng(1);
+  s.datasets["k"] = normal(rng, {1, 2, 5, 8}, 1.0);
+  expect_rejected(s, {"dataset \"k\" has shape [1,2,5,8], expected [1,2,6,8] (same as \"q\")"});
+  s = race_input(c, 13);
+  s.datasets["dout"].shape = {1, 2, 8, 6};
+  expect_rejected(s, {"dataset \"dout\" has shape [1,2,8,6], expected [1,2,6,8] (same as \"q\")"});
+}
+
+TEST_F(RaceBench, CheckRejectsPlanesThatDoNotMatch) {
+  InputSpec s = race_input({}, 14);
+  s.datasets["planes"].shape = {3, 4, 4};  // same number of values, wrong D
+  expect_rejected(s, {"dataset \"planes\" has shape [3,4,4], expected [L,P,8] or [2,L,P,8]"});
+  s = race_input({}, 14);
+  s.datasets["planes"].shape = {1, 3, 2, 8};  // per-head planes for 1 head, but H = 2
+  expect_rejected(s, {"dataset \"planes\" has shape [1,3,2,8], expected [L,P,8] or [2,L,P,8]"});
+  s = race_input({}, 14);
+  s.datasets["planes"].shape = {48};
+  expect_rejected(s, {"dataset \"planes\" has shape [48], expected rank 3 or 4"});
+  s = race_input({}, 14);
+  s.datasets.erase("planes");
+  expect_rejected(s, {"dataset \"planes\" not found"});
+}
+
+TEST_F(RaceBench, CheckRejectsTooManyBits) {
+  InputSpec s = race_input({}, 15);
+  std::mt19937_64 rng(1);
+  s.datasets["planes"] = normal(rng, {1, 13, 8}, 1.0);
+  expect_rejected(s, {"dataset \"planes\" has shape [1,13,8]: P = 13", "P <= 12"});
+}
+
+TEST_F(RaceBench, CheckRejectsBadMasks) {
+  RaceCase c;
+  c.masks = true;
+  InputSpec s = race_input(c, 16);
+  s.datasets["key_mask"].shape = {37, 2};
+  expect_rejected(s, {"dataset \"key_mask\" has shape [37,2], expected [2,37] ([B,T] of \"q\")"});
+  s = race_input(c, 16);
+  s.datasets["segment_ids"] = integers({2, 36}, std::vector<double>(72, 1.0), Kind::i32);
+  expect_rejected(s, {"dataset \"segment_ids\" has shape [2,36], expected [2,37] ([B,T] of \"q\")"});
+  s = race_input(c, 16);
+  s.datasets["key_mask"].kind = Kind::f32;
+  expect_rejected(s, {"dataset \"key_mask\" has type float32, expected an integer type"});
+}
+
+TEST_F(RaceBench, CheckRejectsBadBeta) {
+  RaceCase c;
+  c.beta_dataset = true;
+  InputSpec s = race_input(c, 17);
+  s.datasets["beta"] = {{3}, {1, 1, 1}, Kind::f32};
+  expect_rejected(s, {"dataset \"beta\" has shape [3], expected [2] ([H] of \"q\")"});
+}
+
+TEST_F(RaceBench, CheckRejectsBadAttributes) {
+  InputSpec s = race_input({}, 18);
+  s.strings["impl"] = "flash";
+  expect_rejected(s, {"attribute \"impl\" is \"flash\", expected \"race\" or \"softmax\""});
+  s = race_input({}, 18);
+  s.strings.erase("impl");
+  expect_rejected(s, {"attribute \"impl\" not found"});
+  s = race_input({}, 18);
+  s.strings["estimator"] = "mean";
+  expect_rejected(s, {"attribute \"estimator\" is \"mean\", expected \"bucket\" or \"ratio\""});
+  s = race_input({}, 18);
+  s.integers["causal"] = 2;
+  expect_rejected(s, {"attribute \"causal\" is 2, expected 0 or 1"});
+  s = race_input({}, 18);
+  s.integers.erase("causal");
+  s.strings["causal"] = "yes";
+  expect_rejected(s, {"attribute \"causal\"", "expected 0 or 1"});
+  s = race_input({}, 18);
+  s.numbers["eps"] = 0;
+  expect_rejected(s, {"attribute \"eps\" is 0, expected a finite number > 0"});
+  s = softmax_input({}, 18);
+  s.integers["window"] = -3;
+  expect_rejected(s, {"attribute \"window\" is -3, expected an integer >= 0"});
+}
+
+// ---- attention ----------------------------------------------------------------------------------------
+
+TEST_F(RaceBench, AttentionWritesAJsonReport) {
+  const Outcome r = bench("attention --impl race -B 1 -H 2 -D 16 -L 2 -P 3 -T 300 --repeats 2 --threads 1 --json " +
+                          path("report.json").string());
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "peak/io")) << r.out;
+  const auto json = nlohmann::json::parse(read_text(path("report.json")));
+  EXPECT_EQ(json.at("tool"), "race-bench attention");
+  EXPECT_FALSE(json.at("date").get<std::string>().empty());
+  EXPECT_GE(json.at("machine").at("cores").get<int>(), 1);
+  EXPECT_EQ(json.at("machine").at("threads"), 1);
+  EXPECT_TRUE(json.at("machine").at("cpu_model").is_string());
+  const auto& options = json.at("options");
+  EXPECT_EQ(options.at("impl"), "race");
+  EXPECT_EQ(options.at("causal"), true);
+  EXPECT_EQ(options.at("tables"), 2);
+  EXPECT_EQ(options.at("seq_len"), 300);
+  EXPECT_EQ(options.at("repeats"), 2);
+  EXPECT_EQ(json.at("stop_reason"), "single");
+  ASSERT_EQ(json.at("results").size(), 1u);
+  const auto& result = json.at("results")[0];
+  EXPECT_EQ(result.at("seq_len"), 300);
+  EXPECT_GT(result.at("forward_seconds").get<double>(), 0.0);
+  EXPECT_GT(result.at("forward_backward_seconds").get<double>(), 0.0);
+  EXPECT_GT(result.at("forward_tokens_per_s").get<double>(), 0.0);
+  EXPECT_EQ(result.at("forward_seconds_all").size(), 2u);
+  EXPECT_EQ(result.at("io_bytes"), 8 * 2 * 300 * 16 * 4);
+  EXPECT_GT(result.at("peak_bytes").get<int64_t>(), result.at("io_bytes").get<int64_t>());
+  EXPECT_GT(result.at("peak_io_ratio").get<double>(), 1.0);
+}
+
+TEST_F(RaceBench, AttentionJsonOnStdoutKeepsTheTableOnStderr) {
+  const Outcome r = bench("attention --impl softmax --bidirectional --window 16 -H 1 -D 8 -T 100 --repeats 1 --json -");
+  ASSERT_EQ(r.status, 0) << r.err;
+  const auto json = nlohmann::json::parse(r.out);
+  EXPECT_EQ(json.at("options").at("impl"), "softmax");
+  EXPECT_EQ(json.at("options").at("window"), 16);
+  EXPECT_EQ(json.at("options").at("causal"), false);
+  EXPECT_TRUE(contains(r.err, "peak/io")) << r.err;
+}
+
+TEST_F(RaceBench, AttentionSweepDoublesUntilTheMemoryBudget) {
+  const Outcome r = bench("attention --sweep --t-min 512 --max-memory-gb 0.12 -H 1 -D 16 --repeats 1 --json " +
+                          path("sweep.json").string());
+  ASSERT_EQ(r.status, 0) << r.err;
+  const auto json = nlohmann::json::parse(read_text(path("sweep.json")));
+  EXPECT_EQ(json.at("stop_reason"), "max_memory");
+  const auto& results = json.at("results");
+  ASSERT_GE(results.size(), 2u);
+  int64_t expected = 512;
+  for (const auto& result : results) {
+    EXPECT_EQ(result.at("seq_len"), expected);
+    EXPECT_LE(result.at("peak_bytes").get<double>(), 0.12e9);
+    expected *= 2;
+  }
+  EXPECT_GT(2 * results.back().at("peak_bytes").get<double>(), 0.12e9);
+  ASSERT_EQ(json.at("notes").size(), 1u);
+  EXPECT_TRUE(contains(json.at("notes")[0], "--max-memory-gb")) << json.at("notes")[0];
+}
+
+TEST_F(RaceBench, AttentionSweepStopsAtTheTimeBudget) {
+  const Outcome r = bench(
+      "attention --impl softmax --sweep --t-min 256 --max-seconds 1 -H 1 -D 16 --repeats 1 "
+      "--json " +
+      path("sweep.json").string());
+  ASSERT_EQ(r.status, 0) << r.err;
+  const auto json = nlohmann::json::parse(read_text(path("sweep.json")));
+  EXPECT_EQ(json.at("stop_reason"), "max_seconds");
+  EXPECT_GE(json.at("results").size(), 1u);
+  EXPECT_EQ(json.at("options").at("max_seconds"), 1.0);
+}
+
+// An address-space limit makes allocation fail with std::bad_alloc (rather than the out-of-memory killer),
+// so the end of a sweep by memory exhaustion can be tested without exhausting the machine.
+TEST_F(RaceBench, AttentionSweepEndsWithANoteWhenAllocationFails) {
+  const Outcome r = bench("attention --sweep --t-min 4096 -H 1 -D 64 --repeats 1 --json " + path("oom.json").string(),
+                          "ulimit -v 600000; ");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "out of memory")) << r.out;
+  const auto json = nlohmann::json::parse(read_text(path("oom.json")));
+  EXPECT_EQ(json.at("stop_reason"), "out_of_memory");
+  EXPECT_GE(json.at("results").size(), 1u);
+  ASSERT_EQ(json.at("notes").size(), 1u);
+  EXPECT_TRUE(contains(json.at("notes")[0], "std::bad_alloc")) << json.at("notes")[0];
+
+  const Outcome single = bench("attention -T 10000000 -H 1 -D 64 --repeats 1", "ulimit -v 600000; ");
+  EXPECT_EQ(single.status, 1) << "one size that does not fit is a failure";
+  EXPECT_TRUE(contains(single.out, "T=10000000: out of memory")) << single.out;
+}
+
+TEST_F(RaceBench, AttentionOnCudaSaysThereIsNoCudaBackend) {
+  const Outcome r = bench("attention --device cuda -T 64");
+  EXPECT_NE(r.status, 0);
+  EXPECT_TRUE(contains(r.err, "race-bench: --device cuda: this build has no CUDA backend")) << r.err;
+}
+
+TEST_F(RaceBench, UsageErrorsExitWithStatus2AndUsage) {
+  for (const char* args : {"attention --impl flash -T 64", "attention", "attention -T 64 --sweep",
+                           "attention -T 64 --t-min 8", "check --in x.h5", "frobnicate"}) {
+    const Outcome r = bench(args);
+    EXPECT_EQ(r.status, 2) << args << ": " << r.err;
+    EXPECT_TRUE(contains(r.err, "Usage:")) << args << ": " << r.err;
+  }
+}
+
+}  // namespace
