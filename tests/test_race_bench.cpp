@@ -604,9 +604,21 @@ TEST_F(RaceBench, AttentionOnCudaSaysThereIsNoCudaBackend) {
   EXPECT_TRUE(contains(r.err, "race-bench: --device cuda: this build has no CUDA backend")) << r.err;
 }
 
+TEST_F(RaceBench, PeakReportsPositiveRatesAsJson) {
+  const Outcome r = bench("peak --threads 1 --seconds 0.2 --json -");
+  ASSERT_EQ(r.status, 0) << r.err;
+  const auto json = nlohmann::json::parse(r.out);
+  EXPECT_EQ(json.at("threads"), 1);
+  // Any machine that runs the tests multiplies faster than 0.5 GFLOP/s and streams faster than 0.5 GB/s.
+  EXPECT_GT(json.at("product_gflops").get<double>(), 0.5);
+  EXPECT_GT(json.at("triad_gbytes_per_s").get<double>(), 0.5);
+  EXPECT_TRUE(contains(r.err, "GFLOP/s")) << r.err;
+}
+
 TEST_F(RaceBench, UsageErrorsExitWithStatus2AndUsage) {
   for (const char* args : {"attention --impl flash -T 64", "attention", "attention -T 64 --sweep",
-                           "attention -T 64 --t-min 8", "check --in x.h5", "frobnicate"}) {
+                           "attention -T 64 --t-min 8", "check --in x.h5", "peak --seconds 0",
+                           "frobnicate"}) {
     const Outcome r = bench(args);
     EXPECT_EQ(r.status, 2) << args << ": " << r.err;
     EXPECT_TRUE(contains(r.err, "Usage:")) << args << ": " << r.err;

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "check.h"
+#include "peak.h"
 #include "core/error.h"
 #include "core/main_guard.h"
 #include "layer_bench.h"
@@ -122,6 +123,16 @@ int run(int argc, char** argv) {
       ->required();
   check->add_option("--threads", check_threads, "OpenMP threads")->check(CLI::Range(1, 1 << 16))->capture_default_str();
 
+  int peak_threads = cpu_count();
+  double peak_seconds = 2.0;
+  std::string peak_json;
+  auto* peak = app.add_subcommand("peak",
+                                  "Measure this machine's limits: the FMA rate of the kernels' row product "
+                                  "(in cache) and streaming memory bandwidth");
+  peak->add_option("--threads", peak_threads, "OpenMP threads")->check(CLI::Range(1, 1 << 16))->capture_default_str();
+  peak->add_option("--seconds", peak_seconds, "Time per measurement")->check(CLI::Range(0.1, 600.0))->capture_default_str();
+  peak->add_option("--json", peak_json, "Write the results as JSON to FILE (\"-\": stdout)");
+
   std::string child_config;
   std::int64_t child_seq_len = 0;
   auto* one = app.add_subcommand("attention-one", "Internal: one size of `attention`, as one JSON line");
@@ -140,6 +151,17 @@ int run(int argc, char** argv) {
     run.layer.causal = !bidirectional;
     run.plan.max_memory_bytes = max_memory_gb * 1e9;
     return run_attention(run, json_path);
+  }
+  if (peak->parsed()) {
+    const PeakResult r = measure_peak(peak_threads, peak_seconds);
+    fmt::print(peak_json == "-" ? stderr : stdout,
+               "race-bench peak: {} threads: row product {:.1f} GFLOP/s (in cache), triad {:.1f} GB/s\n",
+               r.threads, r.product_gflops, r.triad_gbytes_per_s);
+    if (peak_json == "-")
+      fmt::print("{}\n", to_json(r).dump(2));
+    else if (!peak_json.empty())
+      write_text_atomically(peak_json, to_json(r).dump(2) + "\n");
+    return 0;
   }
   if (check->parsed()) {
     omp_set_num_threads(check_threads);

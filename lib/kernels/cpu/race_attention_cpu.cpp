@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <exception>
 #include <vector>
 
 #include "core/error.h"
@@ -44,7 +45,8 @@ void validate(const RaceAttentionShape& shape, const RaceAttentionOptions& optio
 namespace race::kernels::cpu {
 namespace {
 
-constexpr int64_t kChunk = 16;  // tokens per chunk: intra-chunk work grows with C, per-chunk state work shrinks
+constexpr int64_t kChunk =
+    16;  // tokens per chunk: intra-chunk work grows with C, per-chunk state work shrinks
 constexpr int64_t kMinSpanTokens = 4096;  // below this, splitting a row costs more than it gains
 
 // One (batch, head) row of the inputs.
@@ -104,11 +106,26 @@ struct Workspace {
   std::vector<double> den;          // (C) ratio: phi(q_t) . A_t + eps
 
   Workspace(int64_t s, int64_t d, int64_t lp_padded)
-      : S(s), D(d), ld_t(round_up16(s + kChunk)), ld_c(s + kChunk), rows((s + kChunk) * d),
-        rows_t(d * ld_t), coef(kChunk * ld_c), dots(kChunk * ld_t), u_q(kChunk * lp_padded),
-        u_k(kChunk * lp_padded), phi_q(kChunk * s), phi_k(kChunk * s), feature_t(s * kChunk),
-        chunk_sum(s * d), dphi(kChunk * s), dz(kChunk * lp_padded), plus(kChunk * lp_padded),
-        d_key_sum(kChunk * s), key_sums(kChunk * s), den(kChunk) {}
+      : S(s),
+        D(d),
+        ld_t(round_up16(s + kChunk)),
+        ld_c(s + kChunk),
+        rows((s + kChunk) * d),
+        rows_t(d * ld_t),
+        coef(kChunk * ld_c),
+        dots(kChunk * ld_t),
+        u_q(kChunk * lp_padded),
+        u_k(kChunk * lp_padded),
+        phi_q(kChunk * s),
+        phi_k(kChunk * s),
+        feature_t(s * kChunk),
+        chunk_sum(s * d),
+        dphi(kChunk * s),
+        dz(kChunk * lp_padded),
+        plus(kChunk * lp_padded),
+        d_key_sum(kChunk * s),
+        key_sums(kChunk * s),
+        den(kChunk) {}
 
   float* chunk_rows() { return rows.data() + S * D; }
   void load_state(const State& state) {
@@ -120,9 +137,7 @@ struct Workspace {
     transpose(rows.data(), D, S, D, rows_t.data(), ld_t);
   }
   void load_chunk(const float* src, int64_t n) { std::copy(src, src + n * D, chunk_rows()); }
-  void load_chunk_t(const float* src, int64_t n) {
-    transpose(src, D, n, D, rows_t.data() + S, ld_t);
-  }
+  void load_chunk_t(const float* src, int64_t n) { transpose(src, D, n, D, rows_t.data() + S, ld_t); }
   // dots (n, S + n) = x (n, D) . [state^T | chunk^T]; the padding columns come along for the vector width.
   void dot_with_rows_t(const float* x, int64_t n, int64_t columns) {
     const int64_t m = round_up16(columns);
@@ -198,8 +213,10 @@ inline void query_feature_backward(RaceEstimator estimator, float eps, const flo
 // Zeroes the strictly upper (keep_lower) or strictly lower triangle of an (n, n) block.
 inline void mask_triangle(float* block, int64_t ld, int64_t n, bool keep_lower) {
   for (int64_t i = 0; i < n; ++i) {
-    if (keep_lower) std::fill(block + i * ld + i + 1, block + i * ld + n, 0.f);
-    else std::fill(block + i * ld, block + i * ld + i, 0.f);
+    if (keep_lower)
+      std::fill(block + i * ld + i + 1, block + i * ld + n, 0.f);
+    else
+      std::fill(block + i * ld, block + i * ld + i, 0.f);
   }
 }
 
@@ -277,14 +294,14 @@ void causal_forward_piece(const Row& row, const RaceAttentionOptions& opt, Works
 // range and stores w and dA per token in w_store, da_store ((end - begin, S) each). When `query_sums`
 // is given, adds (sum dA_t, sum w_t g_t^T) over the range into it. Returns the dbeta contribution.
 double causal_backward_forward_sweep(const Row& row, const RaceAttentionOptions& opt, Workspace& ws,
-                                     int64_t begin, int64_t end, State& state, const float* dout,
-                                     float* dq, float* w_store, float* da_store, State* query_sums) {
+                                     int64_t begin, int64_t end, State& state, const float* dout, float* dq,
+                                     float* w_store, float* da_store, State* query_sums) {
   const int64_t S = ws.S, D = ws.D, ld = ws.ld_t;
   double dbeta = 0.0;
   for (int64_t t0 = begin; t0 < end; t0 += kChunk) {
     const int64_t n = std::min(kChunk, end - t0);
-    const float* v = row.v + t0 * D;  // (n, D)
-    const float* g = dout + t0 * D;   // (n, D)
+    const float* v = row.v + t0 * D;                // (n, D)
+    const float* g = dout + t0 * D;                 // (n, D)
     float* w_chunk = w_store + (t0 - begin) * S;    // (n, S)
     float* da_chunk = da_store + (t0 - begin) * S;  // (n, S)
     ws.hash_queries(row, t0, n);
@@ -315,9 +332,9 @@ double causal_backward_forward_sweep(const Row& row, const RaceAttentionOptions&
 
 // Reverse sweep over [begin, end) (one document), `suffix` = (sum dA, sum w g^T) over the document's
 // later queries. Reads w and dA from the forward sweep's scratch; writes dk and dv.
-double causal_backward_reverse_sweep(const Row& row, Workspace& ws, int64_t begin, int64_t end,
-                                     State& suffix, const float* dout, const float* w_store,
-                                     const float* da_store, float* dk, float* dv) {
+double causal_backward_reverse_sweep(const Row& row, Workspace& ws, int64_t begin, int64_t end, State& suffix,
+                                     const float* dout, const float* w_store, const float* da_store,
+                                     float* dk, float* dv) {
   const int64_t S = ws.S, D = ws.D, ld = ws.ld_t, ldc = ws.ld_c;
   double dbeta = 0.0;
   const int64_t last_chunk = begin + (end - begin - 1) / kChunk * kChunk;
@@ -349,8 +366,8 @@ double causal_backward_reverse_sweep(const Row& row, Workspace& ws, int64_t begi
       std::copy_n(ws.phi_k.data() + j * S, S, ws.coef.data() + j * ldc);
       std::fill_n(ws.coef.data() + j * ldc + S, n, 0.f);
     }
-    accumulate_rows(ws.coef.data() + S, ldc, n, n, ws.phi_k.data(), S, ws.transpose_features(w, n),
-                    kChunk, 0, S);
+    accumulate_rows(ws.coef.data() + S, ldc, n, n, ws.phi_k.data(), S, ws.transpose_features(w, n), kChunk, 0,
+                    S);
     mask_triangle(ws.coef.data() + S, ldc, n, false);
     ws.load_chunk(g, n);  // rows[:S] already holds G_after from load_state_t
     if (dv != nullptr) {
@@ -388,8 +405,8 @@ void bidirectional_forward_piece(const Row& row, const RaceAttentionOptions& opt
 
 // dq for queries in [begin, end) seeing key sums `total`; adds (sum dA, sum w g^T) into `query_sums`.
 double bidirectional_backward_queries(const Row& row, const RaceAttentionOptions& opt, Workspace& ws,
-                                      int64_t begin, int64_t end, const State& total,
-                                      const float* dout, float* dq, State& query_sums) {
+                                      int64_t begin, int64_t end, const State& total, const float* dout,
+                                      float* dq, State& query_sums) {
   const int64_t S = ws.S, D = ws.D, ld = ws.ld_t;
   double dbeta = 0.0;
   ws.load_state_t(total);
@@ -402,9 +419,8 @@ double bidirectional_backward_queries(const Row& row, const RaceAttentionOptions
     for (int64_t t = 0; t < n; ++t) {
       query_features(opt.estimator, opt.eps, ws.phi_q.data() + t * S, total.vec.data(), S, w + t * S,
                      &ws.den[t]);
-      query_feature_backward(opt.estimator, opt.eps, w + t * S, ws.dots.data() + t * ld,
-                             total.vec.data(), ws.den[t], S, ws.dphi.data() + t * S,
-                             ws.d_key_sum.data() + t * S);
+      query_feature_backward(opt.estimator, opt.eps, w + t * S, ws.dots.data() + t * ld, total.vec.data(),
+                             ws.den[t], S, ws.dphi.data() + t * S, ws.d_key_sum.data() + t * S);
     }
     dbeta += ws.hash_backward_queries(row, n, rows_at(dq, t0, D));
     ws.add_outer_products(query_sums, w, g, n, ws.d_key_sum.data());
@@ -424,14 +440,47 @@ double bidirectional_backward_keys(const Row& row, Workspace& ws, int64_t begin,
     ws.dot_with_rows_t(row.v + t0 * D, n, S);
     for (int64_t j = 0; j < n; ++j) {
       float* dphi = ws.dphi.data() + j * S;
-      for (int64_t s = 0; s < S; ++s)
-        dphi[s] = static_cast<float>(total.vec[s]) + ws.dots[j * ld + s];
+      for (int64_t s = 0; s < S; ++s) dphi[s] = static_cast<float>(total.vec[s]) + ws.dots[j * ld + s];
       if (row.pad_key(t0 + j)) std::fill_n(dphi, S, 0.f);
     }
     if (dv != nullptr) multiply_rows(dv + t0 * D, D, n, D, ws.phi_k.data(), S, ws.rows.data(), D, 0, S);
     dbeta += ws.hash_backward_keys(row, n, rows_at(dk, t0, D));
   }
   return dbeta;
+}
+
+// ---- running work items on threads -------------------------------------------------------------
+
+// What one thread needs while it works on spans: built before a parallel region, never inside one.
+struct ThreadScratch {
+  Workspace ws;
+  State state, sums;
+  ThreadScratch(int64_t S, int64_t D, int64_t lp_padded) : ws(S, D, lp_padded), state(S, D), sums(S, D) {}
+};
+
+std::vector<ThreadScratch> thread_scratch(const RaceAttentionShape& shape) {
+  const int64_t S = shape.buckets(), D = shape.head_dim;
+  std::vector<ThreadScratch> scratch;
+  for (int i = 0; i < omp_get_max_threads(); ++i)
+    scratch.emplace_back(S, D, round_up16(int64_t{shape.tables} * shape.bits));
+  return scratch;
+}
+
+// Runs body(scratch, i) for i in [0, n) on OpenMP threads. An exception must never leave an OpenMP region
+// (the process would terminate), so the first one thrown is carried out and rethrown after the loop.
+template <typename Body>
+void for_each_item(int64_t n, std::vector<ThreadScratch>& scratch, Body&& body) {
+  std::exception_ptr error;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t i = 0; i < n; ++i) {
+    try {
+      body(scratch[omp_get_thread_num()], i);
+    } catch (...) {
+#pragma omp critical(race_attention_cpu_error)
+      if (!error) error = std::current_exception();
+    }
+  }
+  if (error) std::rethrow_exception(error);
 }
 
 // ---- work split and the scans across spans ------------------------------------------------------
@@ -517,14 +566,15 @@ Row make_row(const RaceAttentionShape& shape, const RaceAttentionInputs& in,
              in.v + offset,
              in.key_mask ? in.key_mask + b * T : nullptr,
              in.segment_ids ? in.segment_ids + b * T : nullptr,
-             SoftHash{in.planes + group * lp * D, planes_t.data() + group * D * round_up16(lp),
-                      in.beta[h], shape.tables, shape.bits, D},
+             SoftHash{in.planes + group * lp * D, planes_t.data() + group * D * round_up16(lp), in.beta[h],
+                      shape.tables, shape.bits, D},
              T};
 }
 
 void check_pointers(const RaceAttentionInputs& in) {
-  RACE_CHECK(in.q && in.k && in.v && in.planes && in.beta, "race attention: q, k, v, planes and beta "
-                                                           "must all be given");
+  RACE_CHECK(in.q && in.k && in.v && in.planes && in.beta,
+             "race attention: q, k, v, planes and beta "
+             "must all be given");
 }
 
 // Where a piece meets the edges of its span while its document goes on past them (only in split rows).
@@ -540,32 +590,28 @@ Edges edges_of(const Row& row, const Span& span, const Piece& p, bool split) {
 
 // The key sums of every span: tails (for the causal carry) always, heads only for bidirectional.
 std::vector<SpanSums> key_span_sums(const RaceAttentionShape& shape, const RaceAttentionInputs& in,
-                                    const std::vector<float>& planes_t, const Plan& plan,
-                                    bool need_heads) {
+                                    const std::vector<float>& planes_t, const Plan& plan, bool need_heads) {
   const int64_t S = shape.buckets(), D = shape.head_dim;
   std::vector<SpanSums> sums(plan.spans.size(), SpanSums(S, D));
-#pragma omp parallel
-  {
-    Workspace ws(S, D, round_up16(int64_t{shape.tables} * shape.bits));
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t i = 0; i < static_cast<int64_t>(plan.spans.size()); ++i) {
-      const Span& span = plan.spans[i];
-      const Row row = make_row(shape, in, planes_t, span.row);
-      const auto pieces = pieces_of(row, span.begin, span.end);
-      const bool continues = !row.doc_start(span.begin);
-      const bool last_in_row = span.end == row.seq_len;
-      sums[i].has_doc_start = !continues || pieces.size() > 1;
-      if (pieces.size() == 1 && continues) {
-        if (need_heads || !last_in_row) {
-          sum_keys(row, ws, span.begin, span.end, sums[i].head);
-          sums[i].tail = sums[i].head;
-        }
-        continue;
+  std::vector<ThreadScratch> per_thread = thread_scratch(shape);
+  for_each_item(static_cast<int64_t>(plan.spans.size()), per_thread, [&](ThreadScratch& thread, int64_t i) {
+    Workspace& ws = thread.ws;
+    const Span& span = plan.spans[i];
+    const Row row = make_row(shape, in, planes_t, span.row);
+    const auto pieces = pieces_of(row, span.begin, span.end);
+    const bool continues = !row.doc_start(span.begin);
+    const bool last_in_row = span.end == row.seq_len;
+    sums[i].has_doc_start = !continues || pieces.size() > 1;
+    if (pieces.size() == 1 && continues) {
+      if (need_heads || !last_in_row) {
+        sum_keys(row, ws, span.begin, span.end, sums[i].head);
+        sums[i].tail = sums[i].head;
       }
-      if (need_heads && continues) sum_keys(row, ws, pieces.front().begin, pieces.front().end, sums[i].head);
-      if (!last_in_row) sum_keys(row, ws, pieces.back().begin, pieces.back().end, sums[i].tail);
+      return;
     }
-  }
+    if (need_heads && continues) sum_keys(row, ws, pieces.front().begin, pieces.front().end, sums[i].head);
+    if (!last_in_row) sum_keys(row, ws, pieces.back().begin, pieces.back().end, sums[i].tail);
+  });
   return sums;
 }
 
@@ -590,8 +636,7 @@ State document_total(const SpanCarries& c, int64_t i, const Edges& e, const Stat
 
 // Floats of w/dA storage the causal backward needs: every span's when rows are split (kept across the
 // two phases), else one row per thread (indexed by thread number, so every thread's, even idle ones).
-int64_t store_floats(const RaceAttentionShape& shape, const RaceAttentionOptions& options,
-                     const Plan& plan) {
+int64_t store_floats(const RaceAttentionShape& shape, const RaceAttentionOptions& options, const Plan& plan) {
   if (!options.causal) return 0;
   const int64_t row_floats = 2 * shape.buckets() * shape.seq_len;
   if (plan.spans_per_row > 1) return plan.rows * row_floats;
@@ -617,38 +662,36 @@ void race_attention_forward(const RaceAttentionShape& shape, const RaceAttention
   validate(shape, options);
   check_pointers(inputs);
   const int64_t S = shape.buckets(), D = shape.head_dim;
-  const int64_t lp = round_up16(int64_t{shape.tables} * shape.bits);
   const std::vector<float> planes_t = transpose_planes(shape, inputs.planes);
   const Plan plan = make_plan(shape);
   const bool split = plan.spans_per_row > 1;
   std::vector<SpanCarries> carries;
   if (split) carries = row_carries(key_span_sums(shape, inputs, planes_t, plan, !options.causal), plan, S, D);
 
-#pragma omp parallel
-  {
-    Workspace ws(S, D, lp);
-    State state(S, D);
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t i = 0; i < static_cast<int64_t>(plan.spans.size()); ++i) {
-      const Span& span = plan.spans[i];
-      const int64_t in_row = i % plan.spans_per_row;
-      const Row row = make_row(shape, inputs, planes_t, span.row);
-      float* row_out = out + span.row * shape.seq_len * D;
-      for (const Piece& p : pieces_of(row, span.begin, span.end)) {
-        const Edges e = edges_of(row, span, p, split);
-        if (options.causal) {
-          if (e.touches_begin) state = carries[span.row].in[in_row];
-          else state.clear();
-          causal_forward_piece(row, options, ws, p.begin, p.end, state, row_out);
-        } else {
+  std::vector<ThreadScratch> per_thread = thread_scratch(shape);
+  for_each_item(static_cast<int64_t>(plan.spans.size()), per_thread, [&](ThreadScratch& thread, int64_t i) {
+    Workspace& ws = thread.ws;
+    State& state = thread.state;
+    const Span& span = plan.spans[i];
+    const int64_t in_row = i % plan.spans_per_row;
+    const Row row = make_row(shape, inputs, planes_t, span.row);
+    float* row_out = out + span.row * shape.seq_len * D;
+    for (const Piece& p : pieces_of(row, span.begin, span.end)) {
+      const Edges e = edges_of(row, span, p, split);
+      if (options.causal) {
+        if (e.touches_begin)
+          state = carries[span.row].in[in_row];
+        else
           state.clear();
-          sum_keys(row, ws, p.begin, p.end, state);
-          if (split) state = document_total(carries[span.row], in_row, e, state);
-          bidirectional_forward_piece(row, options, ws, p.begin, p.end, state, row_out);
-        }
+        causal_forward_piece(row, options, ws, p.begin, p.end, state, row_out);
+      } else {
+        state.clear();
+        sum_keys(row, ws, p.begin, p.end, state);
+        if (split) state = document_total(carries[span.row], in_row, e, state);
+        bidirectional_forward_piece(row, options, ws, p.begin, p.end, state, row_out);
       }
     }
-  }
+  });
 }
 
 int64_t race_attention_backward_scratch_bytes(const RaceAttentionShape& shape,
@@ -664,7 +707,6 @@ void race_attention_backward(const RaceAttentionShape& shape, const RaceAttentio
   check_pointers(inputs);
   RACE_CHECK(dout != nullptr, "race attention backward: dout must be given");
   const int64_t S = shape.buckets(), D = shape.head_dim, T = shape.seq_len;
-  const int64_t lp = round_up16(int64_t{shape.tables} * shape.bits);
   const std::vector<float> planes_t = transpose_planes(shape, inputs.planes);
   const Plan plan = make_plan(shape);
   const bool split = plan.spans_per_row > 1;
@@ -682,7 +724,8 @@ void race_attention_backward(const RaceAttentionShape& shape, const RaceAttentio
   }
   const int64_t n_spans = static_cast<int64_t>(plan.spans.size());
   std::vector<SpanCarries> key_carries;
-  if (split) key_carries = row_carries(key_span_sums(shape, inputs, planes_t, plan, !options.causal), plan, S, D);
+  if (split)
+    key_carries = row_carries(key_span_sums(shape, inputs, planes_t, plan, !options.causal), plan, S, D);
   std::vector<double> dbeta_partial(n_spans, 0.0);
   // Query sums (sum dA, sum w g^T) of the pieces that continue a document across span edges.
   std::vector<SpanSums> query_sums(split ? n_spans : 0, SpanSums(split ? S : 0, split ? D : 0));
@@ -695,85 +738,81 @@ void race_attention_backward(const RaceAttentionShape& shape, const RaceAttentio
   };
 
   // Phase 1: every piece's queries (dq), and the keys (dk, dv) of pieces whose document ends in the span.
-#pragma omp parallel
-  {
-    Workspace ws(S, D, lp);
-    State state(S, D), sums(S, D);
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t i = 0; i < n_spans; ++i) {
-      const Span& span = plan.spans[i];
-      const int64_t in_row = i % plan.spans_per_row;
-      const Row row = make_row(shape, inputs, planes_t, span.row);
-      const int64_t off = span.row * T * D;
-      const auto pieces = pieces_of(row, span.begin, span.end);
-      if (split) query_sums[i].has_doc_start = row.doc_start(span.begin) || pieces.size() > 1;
-      float* store = options.causal ? span_store(i) : nullptr;
-      const int64_t span_len = span.end - span.begin;
-      for (const Piece& p : pieces) {
-        const Edges e = edges_of(row, span, p, split);
-        if (options.causal) {
-          if (e.touches_begin) state = key_carries[span.row].in[in_row];
-          else state.clear();
-          float* w_store = store + (p.begin - span.begin) * S;
-          float* da_store = w_store + span_len * S;
-          dbeta_partial[i] += causal_backward_forward_sweep(
-              row, options, ws, p.begin, p.end, state, dout + off, rows_at(grads.dq, off), w_store, da_store,
-              e.touches_begin ? &query_sums[i].head : nullptr);
-          if (!e.touches_end) {
-            state.clear();
-            dbeta_partial[i] += causal_backward_reverse_sweep(row, ws, p.begin, p.end, state, dout + off,
-                                                              w_store, da_store, rows_at(grads.dk, off),
-                                                              rows_at(grads.dv, off));
-          }
-        } else {
+  std::vector<ThreadScratch> per_thread = thread_scratch(shape);
+  for_each_item(n_spans, per_thread, [&](ThreadScratch& thread, int64_t i) {
+    Workspace& ws = thread.ws;
+    State& state = thread.state;
+    State& sums = thread.sums;
+    const Span& span = plan.spans[i];
+    const int64_t in_row = i % plan.spans_per_row;
+    const Row row = make_row(shape, inputs, planes_t, span.row);
+    const int64_t off = span.row * T * D;
+    const auto pieces = pieces_of(row, span.begin, span.end);
+    if (split) query_sums[i].has_doc_start = row.doc_start(span.begin) || pieces.size() > 1;
+    float* store = options.causal ? span_store(i) : nullptr;
+    const int64_t span_len = span.end - span.begin;
+    for (const Piece& p : pieces) {
+      const Edges e = edges_of(row, span, p, split);
+      if (options.causal) {
+        if (e.touches_begin)
+          state = key_carries[span.row].in[in_row];
+        else
           state.clear();
-          sum_keys(row, ws, p.begin, p.end, state);
-          if (split) state = document_total(key_carries[span.row], in_row, e, state);
-          sums.clear();
-          dbeta_partial[i] += bidirectional_backward_queries(row, options, ws, p.begin, p.end, state,
-                                                             dout + off, rows_at(grads.dq, off), sums);
-          if (e.touches_begin) query_sums[i].head = sums;
-          if (e.touches_end) query_sums[i].tail = sums;
-          if (!e.touches_begin && !e.touches_end)
-            dbeta_partial[i] += bidirectional_backward_keys(row, ws, p.begin, p.end, sums,
-                                                            rows_at(grads.dk, off), rows_at(grads.dv, off));
+        float* w_store = store + (p.begin - span.begin) * S;
+        float* da_store = w_store + span_len * S;
+        dbeta_partial[i] += causal_backward_forward_sweep(row, options, ws, p.begin, p.end, state, dout + off,
+                                                          rows_at(grads.dq, off), w_store, da_store,
+                                                          e.touches_begin ? &query_sums[i].head : nullptr);
+        if (!e.touches_end) {
+          state.clear();
+          dbeta_partial[i] +=
+              causal_backward_reverse_sweep(row, ws, p.begin, p.end, state, dout + off, w_store, da_store,
+                                            rows_at(grads.dk, off), rows_at(grads.dv, off));
         }
+      } else {
+        state.clear();
+        sum_keys(row, ws, p.begin, p.end, state);
+        if (split) state = document_total(key_carries[span.row], in_row, e, state);
+        sums.clear();
+        dbeta_partial[i] += bidirectional_backward_queries(row, options, ws, p.begin, p.end, state,
+                                                           dout + off, rows_at(grads.dq, off), sums);
+        if (e.touches_begin) query_sums[i].head = sums;
+        if (e.touches_end) query_sums[i].tail = sums;
+        if (!e.touches_begin && !e.touches_end)
+          dbeta_partial[i] += bidirectional_backward_keys(row, ws, p.begin, p.end, sums,
+                                                          rows_at(grads.dk, off), rows_at(grads.dv, off));
       }
     }
-  }
+  });
 
   if (split) {
     // Phase 2: keys of the pieces whose document continues past an edge of their span.
     const auto query_carries = row_carries(query_sums, plan, S, D);
-#pragma omp parallel
-    {
-      Workspace ws(S, D, lp);
-      State state(S, D);
-#pragma omp for schedule(dynamic, 1)
-      for (int64_t i = 0; i < n_spans; ++i) {
-        const Span& span = plan.spans[i];
-        const int64_t in_row = i % plan.spans_per_row;
-        const Row row = make_row(shape, inputs, planes_t, span.row);
-        const int64_t off = span.row * T * D;
-        const SpanCarries& carry = query_carries[span.row];
-        for (const Piece& p : pieces_of(row, span.begin, span.end)) {
-          const Edges e = edges_of(row, span, p, split);
-          if (options.causal && e.touches_end) {
-            state = carry.out[in_row];
-            const float* w_store = span_store(i) + (p.begin - span.begin) * S;
-            const float* da_store = w_store + (span.end - span.begin) * S;
-            dbeta_partial[i] += causal_backward_reverse_sweep(row, ws, p.begin, p.end, state, dout + off,
-                                                              w_store, da_store, rows_at(grads.dk, off),
-                                                              rows_at(grads.dv, off));
-          } else if (!options.causal && (e.touches_begin || e.touches_end)) {
-            const State& own = e.touches_begin ? query_sums[i].head : query_sums[i].tail;
-            dbeta_partial[i] += bidirectional_backward_keys(
-                row, ws, p.begin, p.end, document_total(carry, in_row, e, own), rows_at(grads.dk, off),
-                rows_at(grads.dv, off));
-          }
+    for_each_item(n_spans, per_thread, [&](ThreadScratch& thread, int64_t i) {
+      Workspace& ws = thread.ws;
+      State& state = thread.state;
+      const Span& span = plan.spans[i];
+      const int64_t in_row = i % plan.spans_per_row;
+      const Row row = make_row(shape, inputs, planes_t, span.row);
+      const int64_t off = span.row * T * D;
+      const SpanCarries& carry = query_carries[span.row];
+      for (const Piece& p : pieces_of(row, span.begin, span.end)) {
+        const Edges e = edges_of(row, span, p, split);
+        if (options.causal && e.touches_end) {
+          state = carry.out[in_row];
+          const float* w_store = span_store(i) + (p.begin - span.begin) * S;
+          const float* da_store = w_store + (span.end - span.begin) * S;
+          dbeta_partial[i] +=
+              causal_backward_reverse_sweep(row, ws, p.begin, p.end, state, dout + off, w_store, da_store,
+                                            rows_at(grads.dk, off), rows_at(grads.dv, off));
+        } else if (!options.causal && (e.touches_begin || e.touches_end)) {
+          const State& own = e.touches_begin ? query_sums[i].head : query_sums[i].tail;
+          dbeta_partial[i] +=
+              bidirectional_backward_keys(row, ws, p.begin, p.end, document_total(carry, in_row, e, own),
+                                          rows_at(grads.dk, off), rows_at(grads.dv, off));
         }
       }
-    }
+    });
   }
   reduce_dbeta(shape, plan, dbeta_partial, grads.dbeta);
 }

@@ -1,6 +1,6 @@
 // The one product every chunked linear-attention step reduces to, register-blocked for the CPU:
-//   accumulate_rows:  out[i, :] += sum_{k in [k_begin, k_end)} coef[i, k] * rows[k, :]      (i < n, m columns)
-//   multiply_rows:    the same with out overwritten
+//   accumulate_rows:  out[i, :] += sum_{k in [k_begin, k_end)} coef[i, k] * rows[k, :]      (i < n, m
+//   columns) multiply_rows:    the same with out overwritten
 // A dot product x . y^T is the same call with rows = y^T, so callers keep a transposed copy instead of
 // reducing across vector lanes. A block of 8 output rows times 32 columns stays in registers while k
 // runs, so each loaded row vector feeds 8 FMAs: this is what lifts it from a load/store-bound axpy loop
@@ -34,9 +34,8 @@ namespace detail {
 
 // out[0:kRows, col:col + width] (+)= coef[0:kRows, k_begin:k_end] . rows[k_begin:k_end, col:...]
 template <bool kAccumulate, int kRows, int kVecs, typename Vec>
-inline void product_block(float* out, int64_t ld_out, const float* coef, int64_t ld_coef,
-                          const float* rows, int64_t ld_rows, int64_t k_begin, int64_t k_end,
-                          int64_t col) {
+inline void product_block(float* out, int64_t ld_out, const float* coef, int64_t ld_coef, const float* rows,
+                          int64_t ld_rows, int64_t k_begin, int64_t k_end, int64_t col) {
   constexpr int kLanes = sizeof(Vec) / sizeof(float);
   Vec acc[kRows][kVecs];
   for (int i = 0; i < kRows; ++i)
@@ -57,18 +56,17 @@ inline void product_block(float* out, int64_t ld_out, const float* coef, int64_t
 
 template <bool kAccumulate, int kRows>
 inline void product_row_block(float* out, int64_t ld_out, const float* coef, int64_t ld_coef,
-                              const float* rows, int64_t ld_rows, int64_t k_begin, int64_t k_end,
-                              int64_t m) {
+                              const float* rows, int64_t ld_rows, int64_t k_begin, int64_t k_end, int64_t m) {
   int64_t col = 0;
   for (; col + 32 <= m; col += 32)
-    product_block<kAccumulate, kRows, 2, vec16>(out, ld_out, coef, ld_coef, rows, ld_rows, k_begin,
-                                                k_end, col);
+    product_block<kAccumulate, kRows, 2, vec16>(out, ld_out, coef, ld_coef, rows, ld_rows, k_begin, k_end,
+                                                col);
   for (; col + 16 <= m; col += 16)
-    product_block<kAccumulate, kRows, 1, vec16>(out, ld_out, coef, ld_coef, rows, ld_rows, k_begin,
-                                                k_end, col);
+    product_block<kAccumulate, kRows, 1, vec16>(out, ld_out, coef, ld_coef, rows, ld_rows, k_begin, k_end,
+                                                col);
   for (; col + 8 <= m; col += 8)
-    product_block<kAccumulate, kRows, 1, vec8>(out, ld_out, coef, ld_coef, rows, ld_rows, k_begin,
-                                               k_end, col);
+    product_block<kAccumulate, kRows, 1, vec8>(out, ld_out, coef, ld_coef, rows, ld_rows, k_begin, k_end,
+                                               col);
   for (int i = 0; i < kRows; ++i)
     for (int64_t j = col; j < m; ++j) {
       float total = kAccumulate ? out[i * ld_out + j] : 0.f;
@@ -78,19 +76,18 @@ inline void product_row_block(float* out, int64_t ld_out, const float* coef, int
 }
 
 template <bool kAccumulate>
-inline void product_rows(float* out, int64_t ld_out, int64_t n, int64_t m, const float* coef,
-                         int64_t ld_coef, const float* rows, int64_t ld_rows, int64_t k_begin,
-                         int64_t k_end) {
+inline void product_rows(float* out, int64_t ld_out, int64_t n, int64_t m, const float* coef, int64_t ld_coef,
+                         const float* rows, int64_t ld_rows, int64_t k_begin, int64_t k_end) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8)
-    product_row_block<kAccumulate, 8>(out + i * ld_out, ld_out, coef + i * ld_coef, ld_coef, rows,
-                                      ld_rows, k_begin, k_end, m);
+    product_row_block<kAccumulate, 8>(out + i * ld_out, ld_out, coef + i * ld_coef, ld_coef, rows, ld_rows,
+                                      k_begin, k_end, m);
   for (; i + 4 <= n; i += 4)
-    product_row_block<kAccumulate, 4>(out + i * ld_out, ld_out, coef + i * ld_coef, ld_coef, rows,
-                                      ld_rows, k_begin, k_end, m);
+    product_row_block<kAccumulate, 4>(out + i * ld_out, ld_out, coef + i * ld_coef, ld_coef, rows, ld_rows,
+                                      k_begin, k_end, m);
   for (; i < n; ++i)
-    product_row_block<kAccumulate, 1>(out + i * ld_out, ld_out, coef + i * ld_coef, ld_coef, rows,
-                                      ld_rows, k_begin, k_end, m);
+    product_row_block<kAccumulate, 1>(out + i * ld_out, ld_out, coef + i * ld_coef, ld_coef, rows, ld_rows,
+                                      k_begin, k_end, m);
 }
 
 }  // namespace detail

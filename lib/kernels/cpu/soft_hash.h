@@ -7,10 +7,10 @@
 // so du_b = 2 beta (M+_b - sig_b M) with m_r = dphi_r phi_r, M = sum_r m_r, M+_b = sum over r with bit set.
 #pragma once
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstdint>
-#include <algorithm>
 
 #include "kernels/cpu/row_products.h"
 
