@@ -4,9 +4,9 @@
 set -euo pipefail
 
 packages=(
-  build-essential cmake ninja-build pkg-config git python3 python3-numpy python3-h5py
+  build-essential cmake ninja-build pkg-config
   libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
-  libhdf5-dev hdf5-tools libopenblas-dev libopenmpi-dev openmpi-bin libgtest-dev
+  libhdf5-dev libopenblas-dev libopenmpi-dev openmpi-bin libgtest-dev
 )
 
 missing=()

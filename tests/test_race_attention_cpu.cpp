@@ -19,6 +19,7 @@
 // cancels (gradient_scales below; non-degenerate cases measure 5e-4 to 0.5 of it). Everywhere else the bound
 // is the plain relative one.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <chrono>
@@ -49,7 +50,11 @@ constexpr double kOutTolerance = 1e-5;
 constexpr double kGradTolerance = 1e-4;
 constexpr int64_t kPairwiseMaxT = 3000;  // longer cases use the reference's O(T S D) scan form
 
-enum class Mask { none, random, random_empty_row };  // random: ~30% pads per row; empty_row: last row all pads
+enum class Mask {
+  none,
+  random,
+  random_empty_row
+};                                             // random: ~30% pads per row; empty_row: last row all pads
 enum class Beta { one, inv_sqrt_d, learned };  // learned: per head {1, 1/sqrt(D), 0.5, 2}[h % 4], dbeta asked
 
 struct Case {
@@ -123,7 +128,12 @@ std::vector<int32_t> random_segments(std::mt19937_64& rng, int64_t T) {
 Data make_data(const Case& c, uint64_t seed) {
   std::mt19937_64 rng(seed);
   Data data;
-  data.shape = {.batch = c.B, .heads = c.H, .seq_len = c.T, .head_dim = c.D, .tables = c.L, .bits = c.P,
+  data.shape = {.batch = c.B,
+                .heads = c.H,
+                .seq_len = c.T,
+                .head_dim = c.D,
+                .tables = c.L,
+                .bits = c.P,
                 .planes_per_head = c.per_head};
   data.options = {.causal = c.causal, .estimator = c.estimator, .eps = 1e-6f};
   const int64_t n = data.size();
@@ -207,7 +217,8 @@ bool one_key_per_document(const Data& d) {
   for (int64_t b = 0; b < d.shape.batch; ++b) {
     int64_t real = 0;
     for (int64_t t = 0; t < T; ++t) {
-      const bool starts = t == 0 || (!d.segment_ids.empty() && d.segment_ids[b * T + t] != d.segment_ids[b * T + t - 1]);
+      const bool starts =
+          t == 0 || (!d.segment_ids.empty() && d.segment_ids[b * T + t] != d.segment_ids[b * T + t - 1]);
       if (starts) real = 0;
       real += d.key_mask.empty() || d.key_mask[b * T + t] != 0 ? 1 : 0;
       if (real > 1) return false;
@@ -237,7 +248,9 @@ struct KernelGrads {
 // Runs the kernel's backward into NaN-filled buffers (so accumulating instead of overwriting shows).
 KernelGrads kernel_backward(const Data& d, bool want_dbeta) {
   KernelGrads g{nan_filled(d.size()), nan_filled(d.size()), nan_filled(d.size()), nan_filled(d.shape.heads)};
-  RaceAttentionGradients grads{.dq = g.dq.data(), .dk = g.dk.data(), .dv = g.dv.data(),
+  RaceAttentionGradients grads{.dq = g.dq.data(),
+                               .dk = g.dk.data(),
+                               .dv = g.dv.data(),
                                .dbeta = want_dbeta ? g.dbeta.data() : nullptr};
   race::kernels::cpu::race_attention_backward(d.shape, d.options, d.inputs(), d.dout.data(), grads);
   return g;
@@ -274,8 +287,9 @@ TEST_P(RaceAttentionCpu, MatchesTheFp64Reference) {
   const bool pairwise = c.T <= kPairwiseMaxT;
   const auto ref_out = pairwise ? race::reference::race_attention_forward(d.shape, d.options, ref_in)
                                 : race::reference::race_attention_forward_scan(d.shape, d.options, ref_in);
-  const auto ref = pairwise ? race::reference::race_attention_backward(d.shape, d.options, ref_in, dout64)
-                            : race::reference::race_attention_backward_scan(d.shape, d.options, ref_in, dout64);
+  const auto ref = pairwise
+                       ? race::reference::race_attention_backward(d.shape, d.options, ref_in, dout64)
+                       : race::reference::race_attention_backward_scan(d.shape, d.options, ref_in, dout64);
   const double ref_s = seconds_since(start);
 
   const Floors floors = gradient_floors(d);
@@ -331,10 +345,20 @@ std::vector<Case> cases() {
   // Long sequences, chosen by hand so that every axis is covered and the fp64 reference stays affordable.
   const Mask none = Mask::none, mask = Mask::random, empty_row = Mask::random_empty_row;
   const Beta one = Beta::one, inv_sqrt_d = Beta::inv_sqrt_d, learned = Beta::learned;
-  auto add = [&](int64_t B, int64_t H, int64_t T, int64_t D, int L, int P, RaceEstimator e, bool causal, Mask m,
-                 bool seg, bool per_head, Beta beta) {
-    cs.push_back({.B = B, .H = H, .T = T, .D = D, .L = L, .P = P, .estimator = e, .causal = causal, .mask = m,
-                  .segments = seg, .per_head = per_head, .beta = beta});
+  auto add = [&](int64_t B, int64_t H, int64_t T, int64_t D, int L, int P, RaceEstimator e, bool causal,
+                 Mask m, bool seg, bool per_head, Beta beta) {
+    cs.push_back({.B = B,
+                  .H = H,
+                  .T = T,
+                  .D = D,
+                  .L = L,
+                  .P = P,
+                  .estimator = e,
+                  .causal = causal,
+                  .mask = m,
+                  .segments = seg,
+                  .per_head = per_head,
+                  .beta = beta});
   };
   add(2, 3, 500, 64, 3, 3, bucket, true, mask, true, true, learned);
   add(2, 3, 500, 64, 3, 3, ratio, true, empty_row, false, false, inv_sqrt_d);
@@ -362,14 +386,25 @@ std::vector<Case> cases() {
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, RaceAttentionCpu, ::testing::ValuesIn(cases()),
-                         [](const ::testing::TestParamInfo<Case>& param_info) { return name(param_info.param); });
+                         [](const ::testing::TestParamInfo<Case>& param_info) {
+                           return name(param_info.param);
+                         });
 
-// --- Properties of the kernel alone -------------------------------------------------------------------------
+// --- Properties of the kernel alone
+// -------------------------------------------------------------------------
 
 TEST(RaceAttentionCpuProperties, BidirectionalEqualsCausalAtTheLastPosition) {
   for (RaceEstimator estimator : {RaceEstimator::bucket, RaceEstimator::ratio}) {
-    Case c{.B = 2, .H = 3, .T = 257, .D = 64, .L = 3, .P = 3, .estimator = estimator, .mask = Mask::random,
-           .per_head = true, .beta = Beta::learned};
+    Case c{.B = 2,
+           .H = 3,
+           .T = 257,
+           .D = 64,
+           .L = 3,
+           .P = 3,
+           .estimator = estimator,
+           .mask = Mask::random,
+           .per_head = true,
+           .beta = Beta::learned};
     Data d = make_data(c, 77);
     d.options.causal = true;
     const auto causal = kernel_forward(d);
@@ -398,14 +433,50 @@ TEST(RaceAttentionCpuProperties, BidirectionalEqualsCausalAtTheLastPosition) {
 TEST(RaceAttentionCpuProperties, RunsAreBitIdentical) {
   // Several rows per thread, and one long row split into spans across threads.
   const Case cases[] = {
-      {.B = 2, .H = 3, .T = 1000, .D = 64, .L = 3, .P = 3, .estimator = RaceEstimator::bucket, .causal = true,
-       .mask = Mask::random, .segments = true, .beta = Beta::learned},
-      {.B = 2, .H = 3, .T = 1000, .D = 64, .L = 3, .P = 3, .estimator = RaceEstimator::ratio, .causal = false,
-       .mask = Mask::random, .segments = true, .beta = Beta::learned},
-      {.B = 1, .H = 1, .T = 10000, .D = 16, .L = 3, .P = 3, .estimator = RaceEstimator::bucket, .causal = true,
-       .mask = Mask::random, .segments = true, .beta = Beta::learned},
-      {.B = 1, .H = 1, .T = 10000, .D = 16, .L = 3, .P = 3, .estimator = RaceEstimator::ratio, .causal = false,
-       .mask = Mask::none, .segments = false, .beta = Beta::learned},
+      {.B = 2,
+       .H = 3,
+       .T = 1000,
+       .D = 64,
+       .L = 3,
+       .P = 3,
+       .estimator = RaceEstimator::bucket,
+       .causal = true,
+       .mask = Mask::random,
+       .segments = true,
+       .beta = Beta::learned},
+      {.B = 2,
+       .H = 3,
+       .T = 1000,
+       .D = 64,
+       .L = 3,
+       .P = 3,
+       .estimator = RaceEstimator::ratio,
+       .causal = false,
+       .mask = Mask::random,
+       .segments = true,
+       .beta = Beta::learned},
+      {.B = 1,
+       .H = 1,
+       .T = 10000,
+       .D = 16,
+       .L = 3,
+       .P = 3,
+       .estimator = RaceEstimator::bucket,
+       .causal = true,
+       .mask = Mask::random,
+       .segments = true,
+       .beta = Beta::learned},
+      {.B = 1,
+       .H = 1,
+       .T = 10000,
+       .D = 16,
+       .L = 3,
+       .P = 3,
+       .estimator = RaceEstimator::ratio,
+       .causal = false,
+       .mask = Mask::none,
+       .segments = false,
+       .beta = Beta::learned},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(name(c));
@@ -426,12 +497,19 @@ TEST(RaceAttentionCpuProperties, RunsAreBitIdentical) {
 }
 
 TEST(RaceAttentionCpuProperties, GradientsCanBeRequestedOneAtATime) {
-  Case c{.B = 2, .H = 2, .T = 129, .D = 16, .L = 2, .P = 3, .mask = Mask::random, .segments = true,
+  Case c{.B = 2,
+         .H = 2,
+         .T = 129,
+         .D = 16,
+         .L = 2,
+         .P = 3,
+         .mask = Mask::random,
+         .segments = true,
          .beta = Beta::learned};
   const Data d = make_data(c, 99);
   const auto ref_in = race::reference::to_fp64(d.shape, d.inputs());
-  const auto ref = race::reference::race_attention_backward(d.shape, d.options, ref_in,
-                                                            std::vector<double>(d.dout.begin(), d.dout.end()));
+  const auto ref = race::reference::race_attention_backward(
+      d.shape, d.options, ref_in, std::vector<double>(d.dout.begin(), d.dout.end()));
   const Floors floors = gradient_floors(d);
   for (int which = 0; which < 4; ++which) {
     auto buffer = nan_filled(which == 3 ? d.shape.heads : d.size());
@@ -448,7 +526,8 @@ TEST(RaceAttentionCpuProperties, GradientsCanBeRequestedOneAtATime) {
 }
 
 TEST(RaceAttentionCpuProperties, ValidateRejectsBadShapesAndOptions) {
-  const RaceAttentionShape good{.batch = 2, .heads = 3, .seq_len = 17, .head_dim = 16, .tables = 3, .bits = 3};
+  const RaceAttentionShape good{
+      .batch = 2, .heads = 3, .seq_len = 17, .head_dim = 16, .tables = 3, .bits = 3};
   const RaceAttentionOptions ok{};
   EXPECT_NO_THROW(race::kernels::validate(good, ok));
   auto bad_shape = [&](auto change) {
@@ -470,13 +549,79 @@ TEST(RaceAttentionCpuProperties, ValidateRejectsBadShapesAndOptions) {
   };
   for (const auto& s : bad_shapes) {
     EXPECT_THROW(race::kernels::validate(s, ok), race::Error)
-        << "B=" << s.batch << " H=" << s.heads << " T=" << s.seq_len << " D=" << s.head_dim << " L=" << s.tables
-        << " P=" << s.bits;
+        << "B=" << s.batch << " H=" << s.heads << " T=" << s.seq_len << " D=" << s.head_dim
+        << " L=" << s.tables << " P=" << s.bits;
   }
-  for (float eps : {-1e-6f, std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+  const RaceAttentionShape too_many_buckets = bad_shape([](RaceAttentionShape& s) {
+    s.tables = 1 << 10;
+    s.bits = 12;
+  });
+  EXPECT_THROW(race::kernels::validate(too_many_buckets, ok), race::Error);
+  const RaceAttentionShape overflowing = bad_shape([](RaceAttentionShape& s) {
+    s.seq_len = int64_t{1} << 40;
+    s.head_dim = int64_t{1} << 30;
+  });
+  EXPECT_THROW(race::kernels::validate(overflowing, ok), race::Error);
+  // 1e-35 is positive but phi / eps would overflow fp32.
+  for (float eps :
+       {-1e-6f, 1e-35f, std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
     RaceAttentionOptions o{};
     o.eps = eps;
     EXPECT_THROW(race::kernels::validate(good, o), race::Error) << "eps=" << eps;
+  }
+}
+
+// With 8 threads and one row, the row splits into 8 spans, so carries chain through spans that hold no
+// document start (2 threads never exercise that). Both directions, with and without documents, against
+// the fp64 scan reference and against the unsplit single-thread run.
+TEST(RaceAttentionCpuProperties, ManySpansMatchTheReferenceAndTheUnsplitRun) {
+  const int threads_before = omp_get_max_threads();
+  for (const bool causal : {true, false}) {
+    for (const bool segments : {false, true}) {
+      Case c{.T = 40000, .D = 16, .L = 2, .P = 3, .causal = causal};
+      Data d = make_data(c, 77 + 2 * causal + segments);
+      if (segments) {
+        d.segment_ids.assign(static_cast<size_t>(c.T), 0);
+        // a document spanning more than three spans, then short ones, then one to the end
+        for (int64_t t = 0; t < c.T; ++t)
+          d.segment_ids[t] = t < 21000 ? 1 : t < 21005 ? 2 : t < 30000 ? 3 : 4;
+      }
+      omp_set_num_threads(8);
+      const auto out = kernel_forward(d);
+      const auto grads = kernel_backward(d, true);
+      omp_set_num_threads(1);
+      const auto out_unsplit = kernel_forward(d);
+      const auto grads_unsplit = kernel_backward(d, true);
+      omp_set_num_threads(threads_before);
+
+      const auto ref_in = race::reference::to_fp64(d.shape, d.inputs());
+      const std::vector<double> dout(d.dout.begin(), d.dout.end());
+      const auto ref_out = race::reference::race_attention_forward_scan(d.shape, d.options, ref_in);
+      const auto ref = race::reference::race_attention_backward_scan(d.shape, d.options, ref_in, dout);
+      const std::string what =
+          std::string(causal ? "causal" : "bidirectional") + (segments ? " segments" : "");
+      EXPECT_LE(relative_error(out, ref_out), kOutTolerance) << what;
+      EXPECT_LE(relative_error(grads.dq, ref.dq), kGradTolerance) << what;
+      EXPECT_LE(relative_error(grads.dk, ref.dk), kGradTolerance) << what;
+      EXPECT_LE(relative_error(grads.dv, ref.dv), kGradTolerance) << what;
+      EXPECT_LE(relative_error(grads.dbeta, ref.dbeta), kGradTolerance) << what;
+      const std::vector<double> unsplit(out_unsplit.begin(), out_unsplit.end());
+      const std::vector<double> unsplit_dk(grads_unsplit.dk.begin(), grads_unsplit.dk.end());
+      EXPECT_LE(relative_error(out, unsplit), 1e-6) << what;
+      EXPECT_LE(relative_error(grads.dk, unsplit_dk), 1e-6) << what;
+    }
+  }
+}
+
+// A NaN in q or k must reach the output: the vectorised tanh and exp keep it rather than clamping it
+// into a finite hash, so a diverged run shows instead of training on garbage.
+TEST(RaceAttentionCpuProperties, NanInputsPropagate) {
+  for (const bool in_key : {false, true}) {
+    Data d = make_data(Case{.T = 40, .D = 16}, 5);
+    (in_key ? d.k : d.q)[3 * 16 + 2] = std::numeric_limits<float>::quiet_NaN();
+    const auto out = kernel_forward(d);
+    const bool any_nan = std::any_of(out.begin(), out.end(), [](float x) { return std::isnan(x); });
+    EXPECT_TRUE(any_nan) << (in_key ? "NaN in k" : "NaN in q");
   }
 }
 

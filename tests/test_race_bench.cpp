@@ -615,6 +615,33 @@ TEST_F(RaceBench, PeakReportsPositiveRatesAsJson) {
   EXPECT_TRUE(contains(r.err, "GFLOP/s")) << r.err;
 }
 
+TEST_F(RaceBench, OptionsTheChosenKernelWouldIgnoreAreErrors) {
+  for (const char* args : {"attention --impl softmax -L 4 -T 64", "attention --impl softmax --beta 2 -T 64",
+                           "attention --impl race --window 8 -T 64"}) {
+    const Outcome r = bench(args);
+    EXPECT_EQ(r.status, 2) << args << ": " << r.err;
+    EXPECT_TRUE(contains(r.err, "applies to --impl")) << args << ": " << r.err;
+  }
+}
+
+TEST_F(RaceBench, ValuesThatDoNotFitTheKernelsAreNamed) {
+  const Outcome tiny_eps = bench("attention -T 64 --eps 1e-50");
+  EXPECT_EQ(tiny_eps.status, 2) << tiny_eps.err;
+  EXPECT_TRUE(contains(tiny_eps.err, "--eps 1e-50")) << tiny_eps.err;
+  const Outcome huge_beta = bench("attention -T 64 --beta 1e300");
+  EXPECT_EQ(huge_beta.status, 2) << huge_beta.err;
+  EXPECT_TRUE(contains(huge_beta.err, "--beta 1e+300")) << huge_beta.err;
+  const Outcome too_big = bench("attention -T 1000000000000 -D 128");
+  EXPECT_NE(too_big.status, 0);
+  EXPECT_TRUE(contains(too_big.err, "more than this machine")) << too_big.err;
+  const Outcome overflow = bench("attention -T 4611686018427387904");
+  EXPECT_NE(overflow.status, 0);
+  EXPECT_TRUE(contains(overflow.err, "overflows 64 bits")) << overflow.err;
+  const Outcome bad_json = bench("attention -T 64 --json /nonexistent-dir/x.json");
+  EXPECT_EQ(bad_json.status, 2) << bad_json.err;
+  EXPECT_TRUE(contains(bad_json.err, "/nonexistent-dir")) << bad_json.err;
+}
+
 TEST_F(RaceBench, UsageErrorsExitWithStatus2AndUsage) {
   for (const char* args : {"attention --impl flash -T 64", "attention", "attention -T 64 --sweep",
                            "attention -T 64 --t-min 8", "check --in x.h5", "peak --seconds 0",

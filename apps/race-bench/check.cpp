@@ -220,7 +220,7 @@ Problem read_problem(const Input& in) {
   p.v = in.file().read_float32("v");
   if (in.has("dout")) p.dout = in.file().read_float32("dout");
   if (in.has("key_mask"))
-    for (const std::uint8_t m : in.file().read_uint8("key_mask").values) p.key_mask.push_back(m != 0);
+    for (const std::int64_t m : in.file().read_int64("key_mask").values) p.key_mask.push_back(m != 0);
   if (in.has("segment_ids")) p.segment_ids = in.file().read_int32("segment_ids").values;
   return p;
 }

@@ -5,6 +5,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <memory>
 
@@ -107,6 +108,12 @@ void validate(const LayerConfig& c) {
   if (c.estimator != "bucket" && c.estimator != "ratio")
     throw UsageError(fmt::format("unknown estimator \"{}\"", c.estimator));
   if (c.is_race()) {
+    // The kernels take fp32: a value that does not survive the conversion is the user's, so name it.
+    const float beta = static_cast<float>(c.beta), eps = static_cast<float>(c.eps);
+    if (!(beta > 0.f) || !std::isfinite(beta))
+      throw UsageError(fmt::format("--beta {}: expected a positive number that fits in fp32", c.beta));
+    if (!(eps >= 1e-30f) || !std::isfinite(eps))
+      throw UsageError(fmt::format("--eps {}: expected a number in [1e-30, 3.4e38] (fp32, phi / eps finite)", c.eps));
     try {
       kernels::validate(race_shape(c, 1), race_options(c));
     } catch (const Error& e) {
@@ -116,7 +123,12 @@ void validate(const LayerConfig& c) {
 }
 
 std::int64_t io_bytes(const LayerConfig& c, std::int64_t seq_len) {
-  return 8 * c.batch * c.heads * seq_len * c.head_dim * static_cast<std::int64_t>(sizeof(float));
+  std::int64_t bytes = 8 * static_cast<std::int64_t>(sizeof(float));
+  for (const std::int64_t factor : {c.batch, c.heads, seq_len, c.head_dim})
+    if (__builtin_mul_overflow(bytes, factor, &bytes))
+      throw UsageError(fmt::format("B={} H={} T={} D={}: the layer's size overflows 64 bits", c.batch, c.heads,
+                                   seq_len, c.head_dim));
+  return bytes;
 }
 
 double relative_cost(const LayerConfig& c, std::int64_t seq_len) {

@@ -4,9 +4,11 @@
 //   race-bench attention-one ...        (internal) one size of a sweep, run in a fresh process
 #include <fmt/format.h>
 #include <omp.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <filesystem>
 #include <string>
 
 #include "check.h"
@@ -51,12 +53,26 @@ void add_layer_options(CLI::App& app, LayerConfig& c, bool& bidirectional) {
   app.add_option("--seed", c.seed, "Seed of the synthetic inputs")->capture_default_str();
 }
 
+// Fails before any measuring when FILE cannot be written, rather than after a sweep of many minutes.
+void require_writable_output(const std::string& path) {
+  if (path.empty() || path == "-") return;
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  const std::filesystem::path dir = parent.empty() ? std::filesystem::path(".") : parent;
+  if (!std::filesystem::is_directory(dir) || access(dir.c_str(), W_OK) != 0)
+    throw UsageError(fmt::format("--json {}: directory {} does not exist or is not writable", path, dir.string()));
+}
+
 // The table goes to stdout, or to stderr when the JSON does, so that stdout stays parseable.
 int run_attention(RunOptions& run, const std::string& json_path) {
   // There is no CUDA attention kernel yet, in any build; the option exists so scripts can already say
   // which device they mean.
   if (run.device == "cuda") fail("race-bench: --device cuda: this build has no CUDA backend");
   validate(run.layer);
+  if (!run.plan.sweep && io_bytes(run.layer, run.plan.seq_len) > physical_memory_bytes())
+    throw UsageError(fmt::format("-T {}: the layer's inputs and outputs alone need {:.1f} GB, more than this "
+                                 "machine's {:.1f} GB of memory",
+                                 run.plan.seq_len, static_cast<double>(io_bytes(run.layer, run.plan.seq_len)) / 1e9,
+                                 static_cast<double>(physical_memory_bytes()) / 1e9));
   std::FILE* table = json_path == "-" ? stderr : stdout;
   fmt::print(table, "{}", table_header(run));
   std::fflush(table);
@@ -148,6 +164,14 @@ int run(int argc, char** argv) {
   }
 
   if (attention->parsed()) {
+    // An option that the chosen kernel would ignore is a mistake in the command, not something to drop.
+    const bool race = run.layer.impl == "race";
+    for (const char* name : {"--tables", "--bits", "--estimator", "--beta", "--eps"})
+      if (!race && attention->count(name) > 0)
+        throw UsageError(fmt::format("{} applies to --impl race, not --impl softmax", name));
+    if (race && attention->count("--window") > 0)
+      throw UsageError("--window applies to --impl softmax, not --impl race");
+    require_writable_output(json_path);
     run.layer.causal = !bidirectional;
     run.plan.max_memory_bytes = max_memory_gb * 1e9;
     return run_attention(run, json_path);

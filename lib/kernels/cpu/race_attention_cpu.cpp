@@ -11,7 +11,7 @@
 //
 // Parallelism: work items are (row, span) with row = (batch, head). When there are fewer rows than
 // threads, each row is split into spans; a span's incoming state is a segmented scan over the spans before
-// it (documents reset the state), so both cores work at B = H = 1. Results depend only on the inputs and
+// it (documents reset the state), so all threads work at B = H = 1. Results depend only on the inputs and
 // the number of spans, which is fixed by the thread count: deterministic for a fixed thread count.
 #include "kernels/cpu/race_attention_cpu.h"
 
@@ -28,6 +28,11 @@
 
 namespace race::kernels {
 
+namespace {
+// S = L * 2^P buckets: the state is S x D per row and thread; past this it is a configuration mistake.
+constexpr int64_t kMaxBuckets = int64_t{1} << 20;
+}  // namespace
+
 void validate(const RaceAttentionShape& shape, const RaceAttentionOptions& options) {
   if (shape.batch < 1) fail("race attention: batch must be >= 1, got {}", shape.batch);
   if (shape.heads < 1) fail("race attention: heads must be >= 1, got {}", shape.heads);
@@ -36,8 +41,18 @@ void validate(const RaceAttentionShape& shape, const RaceAttentionOptions& optio
   if (shape.tables < 1) fail("race attention: tables (L) must be >= 1, got {}", shape.tables);
   if (shape.bits < 1 || shape.bits > 12)
     fail("race attention: bits (P) must be in [1, 12] (2^P buckets per table), got {}", shape.bits);
-  if (!(options.eps > 0.f) || !std::isfinite(options.eps))
-    fail("race attention: eps must be a positive finite number, got {}", options.eps);
+  if (int64_t{shape.tables} << shape.bits > kMaxBuckets)
+    fail("race attention: tables (L) * 2^bits (P) = {} buckets, at most {} supported (L = {}, P = {})",
+         int64_t{shape.tables} << shape.bits, kMaxBuckets, shape.tables, shape.bits);
+  int64_t elements = 0;
+  if (__builtin_mul_overflow(shape.batch * shape.heads, shape.seq_len, &elements) ||
+      __builtin_mul_overflow(elements, shape.head_dim, &elements) || shape.batch > (int64_t{1} << 40) ||
+      shape.heads > (int64_t{1} << 20))
+    fail("race attention: B * H * T * D = {} * {} * {} * {} overflows 64 bits", shape.batch, shape.heads,
+         shape.seq_len, shape.head_dim);
+  // phi / eps must stay finite in fp32 (phi <= 1), so a query that sees only pad keys gets 0, not NaN.
+  if (!(options.eps >= 1e-30f) || !std::isfinite(options.eps))
+    fail("race attention: eps must be a finite number >= 1e-30, got {}", options.eps);
 }
 
 }  // namespace race::kernels
@@ -45,8 +60,8 @@ void validate(const RaceAttentionShape& shape, const RaceAttentionOptions& optio
 namespace race::kernels::cpu {
 namespace {
 
-constexpr int64_t kChunk =
-    16;  // tokens per chunk: intra-chunk work grows with C, per-chunk state work shrinks
+// Tokens per chunk: intra-chunk work grows with C, per-chunk state work shrinks with it.
+constexpr int64_t kChunk = 16;
 constexpr int64_t kMinSpanTokens = 4096;  // below this, splitting a row costs more than it gains
 
 // One (batch, head) row of the inputs.
@@ -220,7 +235,7 @@ inline void mask_triangle(float* block, int64_t ld, int64_t n, bool keep_lower) 
   }
 }
 
-// ptr + offset (+ row * width), or null when the caller did not ask for that tensor.
+// ptr + offset * width, or null when the caller did not ask for that tensor.
 inline float* rows_at(float* ptr, int64_t offset, int64_t width = 1) {
   return ptr == nullptr ? nullptr : ptr + offset * width;
 }
@@ -505,7 +520,7 @@ Plan make_plan(const RaceAttentionShape& shape) {
   const int64_t T = shape.seq_len;
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t i = 0; i < per_row; ++i) {
-      // span edges on chunk multiples, so a span's chunks match an unsplit row's
+      // span edges on chunk multiples, so splitting a row does not shorten its chunks (documents still do)
       const int64_t chunks = (T + kChunk - 1) / kChunk;
       const int64_t b = std::min(T, chunks * i / per_row * kChunk);
       const int64_t e = std::min(T, chunks * (i + 1) / per_row * kChunk);

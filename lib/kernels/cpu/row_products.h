@@ -1,6 +1,6 @@
 // The one product every chunked linear-attention step reduces to, register-blocked for the CPU:
-//   accumulate_rows:  out[i, :] += sum_{k in [k_begin, k_end)} coef[i, k] * rows[k, :]      (i < n, m
-//   columns) multiply_rows:    the same with out overwritten
+//   accumulate_rows:  out[i, :] += sum_{k in [k_begin, k_end)} coef[i, k] * rows[k, :]   (n rows, m cols)
+//   multiply_rows:    the same with out overwritten
 // A dot product x . y^T is the same call with rows = y^T, so callers keep a transposed copy instead of
 // reducing across vector lanes. A block of 8 output rows times 32 columns stays in registers while k
 // runs, so each loaded row vector feeds 8 FMAs: this is what lifts it from a load/store-bound axpy loop

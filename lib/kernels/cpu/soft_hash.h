@@ -17,9 +17,10 @@
 namespace race::kernels::cpu {
 
 // exp(x) with relative error below 3e-7 for x in [-87, 88] (clamped outside), written so that loops over
-// it vectorise: the libm call does not, and the hash evaluates 4 L P of these per token.
-inline float exp_fast(float x) {
-  x = std::min(88.f, std::max(-87.f, x));
+// it vectorise: the libm call does not, and the hash evaluates 4 L P of these per token. NaN stays NaN,
+// so a diverged input shows in the output instead of being hashed like a finite one.
+inline float exp_fast(float input) {
+  const float x = std::min(88.f, std::max(-87.f, input));
   constexpr float kRound = 12582912.f;  // 1.5 * 2^23: adding and subtracting it rounds to an integer
   const float n = (x * 1.44269504088896341f + kRound) - kRound;
   float r = x - n * 0.693145751953125f;
@@ -32,7 +33,8 @@ inline float exp_fast(float x) {
   p = p * r + 0.5f;
   p = p * r + 1.f;
   p = p * r + 1.f;
-  return p * std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
+  const float result = p * std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
+  return input != input ? input : result;
 }
 
 inline float sigmoid_fast(float x) { return 1.f / (1.f + exp_fast(-x)); }
@@ -44,7 +46,7 @@ inline float tanh_fast(float z) {
   const float large = (1.f - e) / (1.f + e);
   const float a2 = a * a;
   const float small = a * (1.f + a2 * (-1.f / 3.f + a2 * (2.f / 15.f + a2 * (-17.f / 315.f))));
-  return std::copysign(a < 0.0625f ? small : large, z);
+  return std::copysign(a >= 0.0625f ? large : small, z);  // NaN takes the series, which keeps it
 }
 
 struct SoftHash {
@@ -74,7 +76,7 @@ struct SoftHash {
     for (int64_t t = 0; t < n; ++t) {
       for (int l = 0; l < tables; ++l) {
         float* out = phi + t * S + l * R;
-        const float* pl = plus + t * ld + l * bits;
+        const float* pl = plus + t * ld + int64_t{l} * bits;
         out[0] = 1.f;
         int64_t filled = 1;
         for (int b = 0; b < bits; ++b) {
@@ -101,9 +103,9 @@ struct SoftHash {
       for (int l = 0; l < tables; ++l) {
         const float* dp = dphi + t * S + l * R;
         const float* p = phi + t * S + l * R;
-        const float* ul = u + t * ld + l * bits;
-        const float* pl = plus + t * ld + l * bits;
-        float* dzl = dz + t * ld + l * bits;
+        const float* ul = u + t * ld + int64_t{l} * bits;
+        const float* pl = plus + t * ld + int64_t{l} * bits;
+        float* dzl = dz + t * ld + int64_t{l} * bits;
         float total = 0.f;
         for (int64_t r = 0; r < R; ++r) total += dp[r] * p[r];
         for (int b = 0; b < bits; ++b) {

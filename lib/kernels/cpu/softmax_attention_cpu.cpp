@@ -27,6 +27,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <limits>
 #include <memory>
 #include <new>
@@ -205,10 +206,17 @@ void gemm(int64_t rows, int64_t cols, int64_t depth, const float* a, int64_t a_r
       gemm_block<kBlockCols>(depth, a_i, a_row, a_col, b + j, ldb, c_i + j, ldc, accumulate);
     }
     switch (cols - j) {
-      case 48: gemm_block<48>(depth, a_i, a_row, a_col, b + j, ldb, c_i + j, ldc, accumulate); break;
-      case 32: gemm_block<32>(depth, a_i, a_row, a_col, b + j, ldb, c_i + j, ldc, accumulate); break;
-      case 16: gemm_block<16>(depth, a_i, a_row, a_col, b + j, ldb, c_i + j, ldc, accumulate); break;
-      default: break;
+      case 48:
+        gemm_block<48>(depth, a_i, a_row, a_col, b + j, ldb, c_i + j, ldc, accumulate);
+        break;
+      case 32:
+        gemm_block<32>(depth, a_i, a_row, a_col, b + j, ldb, c_i + j, ldc, accumulate);
+        break;
+      case 16:
+        gemm_block<16>(depth, a_i, a_row, a_col, b + j, ldb, c_i + j, ldc, accumulate);
+        break;
+      default:
+        break;
     }
   }
 }
@@ -254,7 +262,7 @@ bool band_covers(const Problem& p, Range queries, Range keys) {
 
 // Sets the scores of invisible pairs to -inf in a keys-major tile s (kTile keys, kTile queries).
 void mask_keys_major(const Problem& p, int64_t b, Range queries, Range keys, float* s) {
-  const uint8_t* key_mask = p.key_mask != nullptr ? p.key_mask + b * p.seq_len : nullptr;          // (T)
+  const uint8_t* key_mask = p.key_mask != nullptr ? p.key_mask + b * p.seq_len : nullptr;        // (T)
   const int32_t* segments = p.segment_ids != nullptr ? p.segment_ids + b * p.seq_len : nullptr;  // (T)
   const bool band = !band_covers(p, queries, keys);
   if (!band && key_mask == nullptr && segments == nullptr) return;
@@ -295,7 +303,8 @@ void mask_queries_major(const Problem& p, int64_t b, Range queries, Range keys, 
     if (band) {
       const int64_t lag0 = t - keys.begin;
 #pragma omp simd
-      for (int64_t jj = 0; jj < nk; ++jj) row[jj] = lag0 - jj >= min_lag && lag0 - jj <= max_lag ? row[jj] : -kInf;
+      for (int64_t jj = 0; jj < nk; ++jj)
+        row[jj] = lag0 - jj >= min_lag && lag0 - jj <= max_lag ? row[jj] : -kInf;
     }
     if (key_mask != nullptr) {
 #pragma omp simd
@@ -334,9 +343,9 @@ struct ForwardScratch {
     for (int64_t u = 0; u < kMaxGroup; ++u) tiles.emplace_back(padded_dim);
   }
   std::vector<ForwardQueryTile> tiles;  // kMaxGroup
-  Buffer k;  // (kTile, padded_dim) the current key tile
-  Buffer v;  // (kTile, padded_dim)
-  Buffer s;  // (kTile keys, kTile queries) scores, then probabilities
+  Buffer k;                             // (kTile, padded_dim) the current key tile
+  Buffer v;                             // (kTile, padded_dim)
+  Buffer s;                             // (kTile keys, kTile queries) scores, then probabilities
 };
 
 // One (query tile, key tile) step of the online softmax; k and v hold the key tile.
@@ -390,8 +399,8 @@ void forward_pair(const Problem& p, int64_t b, Range queries, Range keys, Forwar
 }
 
 // Query tiles [first_tile, first_tile + count) of head bh.
-void forward_group(const Problem& p, int64_t bh, int64_t first_tile, int64_t count, ForwardScratch& w, float* out,
-                   float* lse) {
+void forward_group(const Problem& p, int64_t bh, int64_t first_tile, int64_t count, ForwardScratch& w,
+                   float* out, float* lse) {
   const int64_t b = bh / p.heads;
   for (int64_t u = 0; u < count; ++u) {
     const Range queries = p.tile(first_tile + u);
@@ -481,12 +490,12 @@ struct KeyPassScratch {
     for (int64_t u = 0; u < kMaxGroup; ++u) tiles.emplace_back(padded_dim);
   }
   std::vector<BackwardKeyTile> tiles;  // kMaxGroup
-  Buffer q;      // (kTile, padded_dim) scale * Q of the current query tile
-  Buffer dout;   // (kTile, padded_dim)
-  Buffer lse;    // (kTile)
-  Buffer delta;  // (kTile) D_t
-  Buffer p;      // (kTile queries, kTile keys) scores, then probabilities
-  Buffer ds;     // (kTile queries, kTile keys) dP, then dS
+  Buffer q;                            // (kTile, padded_dim) scale * Q of the current query tile
+  Buffer dout;                         // (kTile, padded_dim)
+  Buffer lse;                          // (kTile)
+  Buffer delta;                        // (kTile) D_t
+  Buffer p;                            // (kTile queries, kTile keys) scores, then probabilities
+  Buffer ds;                           // (kTile queries, kTile keys) dP, then dS
 };
 
 void backward_key_pair(const Problem& p, const BackwardTensors& x, int64_t b, Range queries, Range keys,
@@ -523,19 +532,21 @@ void backward_key_pair(const Problem& p, const BackwardTensors& x, int64_t b, Ra
 }
 
 // Key tiles [first_tile, first_tile + count) of head bh.
-void backward_key_group(const Problem& p, const BackwardTensors& x, int64_t bh, int64_t first_tile, int64_t count,
-                        KeyPassScratch& w) {
+void backward_key_group(const Problem& p, const BackwardTensors& x, int64_t bh, int64_t first_tile,
+                        int64_t count, KeyPassScratch& w) {
   const int64_t b = bh / p.heads;
   for (int64_t u = 0; u < count; ++u) {
     const Range keys = p.tile(first_tile + u);
     BackwardKeyTile& tile = w.tiles[u];
     load_transposed(p, p.k + p.row(bh, keys.begin), keys.size(), 1.f, tile.k_t.get());
-    if (x.grads.dk != nullptr) load_transposed(p, p.v + p.row(bh, keys.begin), keys.size(), 1.f, tile.v_t.get());
+    if (x.grads.dk != nullptr)
+      load_transposed(p, p.v + p.row(bh, keys.begin), keys.size(), 1.f, tile.v_t.get());
     std::memset(tile.dk.get(), 0, sizeof(float) * static_cast<size_t>(kTile * p.padded_dim));
     std::memset(tile.dv.get(), 0, sizeof(float) * static_cast<size_t>(kTile * p.padded_dim));
   }
 
-  const Range band{query_band(p, p.tile(first_tile)).begin, query_band(p, p.tile(first_tile + count - 1)).end};
+  const Range band{query_band(p, p.tile(first_tile)).begin,
+                   query_band(p, p.tile(first_tile + count - 1)).end};
   for (int64_t query_tile = band.begin / kTile; query_tile * kTile < band.end; ++query_tile) {
     const Range queries = p.tile(query_tile);
     // Q is scaled here, which folds the scale into both S = (scale Q) K^T and dK = dS^T (scale Q).
@@ -554,8 +565,10 @@ void backward_key_group(const Problem& p, const BackwardTensors& x, int64_t bh, 
     const auto bytes = sizeof(float) * static_cast<size_t>(p.dim);
     for (int64_t j = keys.begin; j < keys.end; ++j) {
       const int64_t jj = j - keys.begin;
-      if (x.grads.dk != nullptr) std::memcpy(x.grads.dk + p.row(bh, j), tile.dk.get() + jj * p.padded_dim, bytes);
-      if (x.grads.dv != nullptr) std::memcpy(x.grads.dv + p.row(bh, j), tile.dv.get() + jj * p.padded_dim, bytes);
+      if (x.grads.dk != nullptr)
+        std::memcpy(x.grads.dk + p.row(bh, j), tile.dk.get() + jj * p.padded_dim, bytes);
+      if (x.grads.dv != nullptr)
+        std::memcpy(x.grads.dv + p.row(bh, j), tile.dv.get() + jj * p.padded_dim, bytes);
     }
   }
 }
@@ -584,10 +597,10 @@ struct QueryPassScratch {
     for (int64_t u = 0; u < kMaxGroup; ++u) tiles.emplace_back(padded_dim);
   }
   std::vector<BackwardQueryTile> tiles;  // kMaxGroup
-  Buffer k;   // (kTile, padded_dim) the current key tile
-  Buffer v;   // (kTile, padded_dim)
-  Buffer p;   // (kTile keys, kTile queries) scores
-  Buffer ds;  // (kTile keys, kTile queries) dP^T, then dS^T
+  Buffer k;                              // (kTile, padded_dim) the current key tile
+  Buffer v;                              // (kTile, padded_dim)
+  Buffer p;                              // (kTile keys, kTile queries) scores
+  Buffer ds;                             // (kTile keys, kTile queries) dP^T, then dS^T
 };
 
 void backward_query_pair(const Problem& p, int64_t b, Range queries, Range keys, BackwardQueryTile& tile,
@@ -650,6 +663,26 @@ void backward_query_group(const Problem& p, const BackwardTensors& x, int64_t bh
   }
 }
 
+// Runs task(scratch, i) for i in [0, n) on OpenMP threads, each thread with its own scratch built before
+// the region (an exception must never leave an OpenMP region: the process would terminate). The first
+// exception of any task is rethrown after the loop.
+template <typename ScratchT, typename Task>
+void run_tasks(int64_t n, int64_t padded_dim, Task&& task) {
+  std::vector<ScratchT> scratch;
+  for (int i = 0; i < omp_get_max_threads(); ++i) scratch.emplace_back(padded_dim);
+  std::exception_ptr error;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(static_cast <int>(scratch.size()))
+  for (int64_t i = 0; i < n; ++i) {
+    try {
+      task(scratch[omp_get_thread_num()], i);
+    } catch (...) {
+#pragma omp critical(softmax_attention_cpu_error)
+      if (!error) error = std::current_exception();
+    }
+  }
+  if (error) std::rethrow_exception(error);
+}
+
 }  // namespace
 
 void softmax_attention_forward(const SoftmaxAttentionShape& shape, const SoftmaxAttentionOptions& options,
@@ -658,18 +691,14 @@ void softmax_attention_forward(const SoftmaxAttentionShape& shape, const Softmax
   if (out == nullptr) fail("softmax attention forward: out is null");
   const int64_t group = group_size(p);
   const int64_t groups = (p.tiles() + group - 1) / group;
-  const int64_t tasks = p.batch * p.heads * groups;
-#pragma omp parallel
-  {
-    ForwardScratch scratch(p.padded_dim);
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t task = 0; task < tasks; ++task) {
-      // Last query tiles first: under a causal mask they see the most keys, so the schedule ends on
-      // short tasks and the threads finish together.
-      const int64_t first_tile = (groups - 1 - task % groups) * group;
-      forward_group(p, task / groups, first_tile, std::min(group, p.tiles() - first_tile), scratch, out, lse);
-    }
-  }
+  // Last query tiles first: under a causal mask they see the most keys, so the schedule ends on short
+  // tasks and the threads finish together.
+  run_tasks<ForwardScratch>(p.batch * p.heads * groups, p.padded_dim,
+                            [&](ForwardScratch& scratch, int64_t task) {
+                              const int64_t first_tile = (groups - 1 - task % groups) * group;
+                              forward_group(p, task / groups, first_tile,
+                                            std::min(group, p.tiles() - first_tile), scratch, out, lse);
+                            });
 }
 
 void softmax_attention_backward(const SoftmaxAttentionShape& shape, const SoftmaxAttentionOptions& options,
@@ -683,28 +712,18 @@ void softmax_attention_backward(const SoftmaxAttentionShape& shape, const Softma
   const int64_t group = group_size(p);
   const int64_t groups = (p.tiles() + group - 1) / group;
   const int64_t tasks = p.batch * p.heads * groups;
-  const bool key_pass = grads.dk != nullptr || grads.dv != nullptr;
-  const bool query_pass = grads.dq != nullptr;
-#pragma omp parallel
-  {
-    if (key_pass) {
-      KeyPassScratch scratch(p.padded_dim);
-      // nowait: the query pass writes only dq, so threads move on to it without a barrier.
-#pragma omp for schedule(dynamic, 1) nowait
-      for (int64_t task = 0; task < tasks; ++task) {
-        // First key tiles first: under a causal mask they are seen by the most queries.
-        const int64_t first_tile = task % groups * group;
-        backward_key_group(p, x, task / groups, first_tile, std::min(group, p.tiles() - first_tile), scratch);
-      }
-    }
-    if (query_pass) {
-      QueryPassScratch scratch(p.padded_dim);
-#pragma omp for schedule(dynamic, 1)
-      for (int64_t task = 0; task < tasks; ++task) {
-        const int64_t first_tile = (groups - 1 - task % groups) * group;
-        backward_query_group(p, x, task / groups, first_tile, std::min(group, p.tiles() - first_tile), scratch);
-      }
-    }
+  if (grads.dk != nullptr || grads.dv != nullptr) {
+    // First key tiles first: under a causal mask they are seen by the most queries.
+    run_tasks<KeyPassScratch>(tasks, p.padded_dim, [&](KeyPassScratch& scratch, int64_t task) {
+      const int64_t first_tile = task % groups * group;
+      backward_key_group(p, x, task / groups, first_tile, std::min(group, p.tiles() - first_tile), scratch);
+    });
+  }
+  if (grads.dq != nullptr) {
+    run_tasks<QueryPassScratch>(tasks, p.padded_dim, [&](QueryPassScratch& scratch, int64_t task) {
+      const int64_t first_tile = (groups - 1 - task % groups) * group;
+      backward_query_group(p, x, task / groups, first_tile, std::min(group, p.tiles() - first_tile), scratch);
+    });
   }
 }
 
