@@ -23,8 +23,8 @@ void check_pointer(const char* function, const void* p, const char* name) {
 }
 
 // Normalises one row x (C) into y (C), which may be x, and saves its statistics.
-void normalise_row(float* y, float* mean_out, float* rstd_out, const float* x, const float* weight, const float* bias,
-                   int64_t channels, float eps) {
+void normalise_row(float* y, float* mean_out, float* rstd_out, const float* x, const float* weight,
+                   const float* bias, int64_t channels, float eps) {
   double sum = 0.0;
 #pragma omp simd reduction(+ : sum)
   for (int64_t c = 0; c < channels; ++c) sum += static_cast<double>(x[c]);
@@ -37,8 +37,11 @@ void normalise_row(float* y, float* mean_out, float* rstd_out, const float* x, c
   }
   const double rstd = 1.0 / std::sqrt(squares / static_cast<double>(channels) + static_cast<double>(eps));
   const float m = static_cast<float>(mean), s = static_cast<float>(rstd);
+  // x - m is exact for x near m, but m is the mean rounded to fp32: on a row far from zero mean (a residual
+  // stream at 1000 has an fp32 spacing of 6e-5) that rounding would shift every xhat of the row alike.
+  const float shift = static_cast<float>((mean - static_cast<double>(m)) * rstd);
   for (int64_t c = 0; c < channels; ++c) {
-    const float xhat = (x[c] - m) * s;
+    const float xhat = (x[c] - m) * s - shift;
     y[c] = xhat * (weight != nullptr ? weight[c] : 1.f) + (bias != nullptr ? bias[c] : 0.f);
   }
   *mean_out = m;
@@ -57,8 +60,8 @@ void check_forward(const char* function, const float* y, const float* mean, cons
 
 }  // namespace
 
-void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* weight, const float* bias,
-                       int64_t rows, int64_t channels, float eps) {
+void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* weight,
+                       const float* bias, int64_t rows, int64_t channels, float eps) {
   check_forward("layernorm_forward", y, mean, rstd, rows, channels, eps);
   if (rows == 0) return;
   check_pointer("layernorm_forward", x, "x");
@@ -67,8 +70,9 @@ void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const
     normalise_row(y + n * channels, mean + n, rstd + n, x + n * channels, weight, bias, channels, eps);
 }
 
-void residual_layernorm_forward(float* residual, float* y, float* mean, float* rstd, const float* x, const float* r,
-                                const float* weight, const float* bias, int64_t rows, int64_t channels, float eps) {
+void residual_layernorm_forward(float* residual, float* y, float* mean, float* rstd, const float* x,
+                                const float* r, const float* weight, const float* bias, int64_t rows,
+                                int64_t channels, float eps) {
   check_forward("residual_layernorm_forward", y, mean, rstd, rows, channels, eps);
   if (rows == 0) return;
   check_pointer("residual_layernorm_forward", residual, "residual");
@@ -84,8 +88,9 @@ void residual_layernorm_forward(float* residual, float* y, float* mean, float* r
   }
 }
 
-void layernorm_backward(float* dx, float* dweight, float* dbias, const float* dy, const float* x, const float* weight,
-                        const float* mean, const float* rstd, int64_t rows, int64_t channels) {
+void layernorm_backward(float* dx, float* dweight, float* dbias, const float* dy, const float* x,
+                        const float* weight, const float* mean, const float* rstd, int64_t rows,
+                        int64_t channels) {
   check("layernorm_backward", rows, channels);
   if (rows == 0) return;
   check_pointer("layernorm_backward", dx, "dx");
@@ -97,12 +102,13 @@ void layernorm_backward(float* dx, float* dweight, float* dbias, const float* dy
   // At most 256 blocks, so the partials stay small (256 * 2C doubles) however long the batch is.
   const int64_t block_rows = std::max<int64_t>(16, (rows + 255) / 256);
   const int64_t blocks = (rows + block_rows - 1) / block_rows;
-  std::vector<double> partial(params ? static_cast<size_t>(blocks * 2 * channels) : 0, 0.0);  // (blocks, 2, C)
+  // (blocks, 2, C)
+  std::vector<double> partial(params ? static_cast<size_t>(blocks * 2 * channels) : 0, 0.0);
   const double inv_c = 1.0 / static_cast<double>(channels);
 #pragma omp parallel for schedule(static)
   for (int64_t blk = 0; blk < blocks; ++blk) {
     double* pw = params ? partial.data() + blk * 2 * channels : nullptr;  // (C) sum of dy * xhat
-    double* pb = params ? pw + channels : nullptr;                          // (C) sum of dy
+    double* pb = params ? pw + channels : nullptr;                        // (C) sum of dy
     for (int64_t n = blk * block_rows; n < std::min(rows, (blk + 1) * block_rows); ++n) {
       const float* dyn = dy + n * channels;  // (C)
       const float* xn = x + n * channels;    // (C)

@@ -39,8 +39,8 @@ std::pair<int64_t, int64_t> block(int64_t extent, int parts, int part) {
 }
 
 // C (m, n) = op(A) op(B) + beta C, row-major, through the 32-bit interface (check_sizes bounds every size).
-void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
-           int64_t ldb, float beta, float* c, int64_t ldc) {
+void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+           const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
               static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), 1.f, a, static_cast<int>(lda), b,
               static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
@@ -48,8 +48,8 @@ void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const fl
 
 }  // namespace
 
-void linear_forward(float* y, const float* x, const float* weight, const float* bias, int64_t rows, int64_t in,
-                    int64_t out) {
+void linear_forward(float* y, const float* x, const float* weight, const float* bias, int64_t rows,
+                    int64_t in, int64_t out) {
   check_sizes("linear_forward", rows, in, out);
   if (rows == 0) return;
   check_pointer("linear_forward", y, "y");
@@ -66,23 +66,27 @@ void linear_forward(float* y, const float* x, const float* weight, const float* 
   {
     const auto [begin, end] = block(split_rows ? rows : out, omp_get_num_threads(), omp_get_thread_num());
     if (begin < end) {
-      const int64_t r0 = split_rows ? begin : 0, r1 = split_rows ? end : rows;  // (rows, columns) of the block
+      // The block is rows [r0, r1) x columns [c0, c1) of y.
+      const int64_t r0 = split_rows ? begin : 0, r1 = split_rows ? end : rows;
       const int64_t c0 = split_rows ? 0 : begin, c1 = split_rows ? out : end;
       if (bias != nullptr)
         for (int64_t r = r0; r < r1; ++r) std::copy(bias + c0, bias + c1, y + r * out + c0);
-      sgemm(false, true, r1 - r0, c1 - c0, in, x + r0 * in, in, weight + c0 * in, in, beta, y + r0 * out + c0, out);
+      sgemm(false, true, r1 - r0, c1 - c0, in, x + r0 * in, in, weight + c0 * in, in, beta, y + r0 * out + c0,
+            out);
     }
   }
 }
 
-void linear_backward(float* dx, float* dweight, float* dbias, const float* dy, const float* x, const float* weight,
-                     int64_t rows, int64_t in, int64_t out) {
+void linear_backward(float* dx, float* dweight, float* dbias, const float* dy, const float* x,
+                     const float* weight, int64_t rows, int64_t in, int64_t out) {
   check_sizes("linear_backward", rows, in, out);
   if (rows == 0) return;
   check_pointer("linear_backward", dy, "dy");
   if (dx != nullptr) check_pointer("linear_backward", weight, "weight (needed for dx)");
   if (dweight != nullptr) check_pointer("linear_backward", x, "x (needed for dweight)");
   use_single_threaded_blas();
+  // (out) fp64 column sums for dbias, allocated outside the parallel region, which no exception may leave
+  std::vector<double> sum(dbias != nullptr ? static_cast<size_t>(out) : 0, 0.0);
 #pragma omp parallel
   {
     const int parts = omp_get_num_threads(), part = omp_get_thread_num();
@@ -91,7 +95,8 @@ void linear_backward(float* dx, float* dweight, float* dbias, const float* dy, c
       const auto [begin, end] = block(split_rows ? rows : in, parts, part);
       if (begin < end) {
         if (split_rows)
-          sgemm(false, false, end - begin, in, out, dy + begin * out, out, weight, in, 0.f, dx + begin * in, in);
+          sgemm(false, false, end - begin, in, out, dy + begin * out, out, weight, in, 0.f, dx + begin * in,
+                in);
         else
           sgemm(false, false, rows, end - begin, out, dy, out, weight + begin, in, 0.f, dx + begin, in);
       }
@@ -108,12 +113,11 @@ void linear_backward(float* dx, float* dweight, float* dbias, const float* dy, c
     }
     if (dbias != nullptr) {  // each thread sums its own columns over every row, in row order
       const auto [begin, end] = block(out, parts, part);
-      std::vector<double> sum(static_cast<size_t>(end - begin), 0.0);  // (columns of this block)
       for (int64_t r = 0; r < rows; ++r) {
-        const float* row = dy + r * out + begin;
-        for (int64_t c = 0; c < end - begin; ++c) sum[c] += static_cast<double>(row[c]);
+        const float* row = dy + r * out;  // (out)
+        for (int64_t c = begin; c < end; ++c) sum[c] += static_cast<double>(row[c]);
       }
-      for (int64_t c = begin; c < end; ++c) dbias[c] += static_cast<float>(sum[c - begin]);
+      for (int64_t c = begin; c < end; ++c) dbias[c] += static_cast<float>(sum[c]);
     }
   }
 }

@@ -18,8 +18,8 @@ namespace race::kernels::cpu {
 
 // y (N, out) = x (N, in) . weight (out, in)^T + bias (out). bias may be null (no bias). y is overwritten and
 // must not overlap the inputs. N = 0 does nothing.
-void linear_forward(float* y, const float* x, const float* weight, const float* bias, int64_t rows, int64_t in,
-                    int64_t out);
+void linear_forward(float* y, const float* x, const float* weight, const float* bias, int64_t rows,
+                    int64_t in, int64_t out);
 
 // Given dy (N, out) = dL/dy:
 //   dx (N, in) = dy . weight           overwritten,
@@ -28,7 +28,7 @@ void linear_forward(float* y, const float* x, const float* weight, const float* 
 // so a gradient-accumulation loop zeroes dweight and dbias once per optimizer step, and tied weights
 // (input embedding = output projection) simply sum their two contributions. Any of dx, dweight, dbias may be
 // null to skip it. dx must not overlap the inputs.
-void linear_backward(float* dx, float* dweight, float* dbias, const float* dy, const float* x, const float* weight,
-                     int64_t rows, int64_t in, int64_t out);
+void linear_backward(float* dx, float* dweight, float* dbias, const float* dy, const float* x,
+                     const float* weight, int64_t rows, int64_t in, int64_t out);
 
 }  // namespace race::kernels::cpu
