@@ -61,7 +61,7 @@ namespace race::kernels::cpu {
 namespace {
 
 // Tokens per chunk: intra-chunk work grows with C, per-chunk state work shrinks with it.
-constexpr int64_t kChunk = 16;
+constexpr int64_t kChunk = 32;
 constexpr int64_t kMinSpanTokens = 4096;  // below this, splitting a row costs more than it gains
 
 // One (batch, head) row of the inputs.
