@@ -1,0 +1,201 @@
+// CpuOps: forwards each operation to its CPU kernel; the layout helpers (head split and merge) are here
+// because they are pure data movement with no numerics to test apart from the model.
+#include "model/cpu_ops.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "kernels/cpu/adamw_cpu.h"
+#include "kernels/cpu/cross_entropy_cpu.h"
+#include "kernels/cpu/embedding_cpu.h"
+#include "kernels/cpu/gelu_cpu.h"
+#include "kernels/cpu/layernorm_cpu.h"
+#include "kernels/cpu/linear_cpu.h"
+#include "kernels/cpu/race_attention_cpu.h"
+#include "kernels/cpu/rope_cpu.h"
+#include "kernels/cpu/softmax_attention_cpu.h"
+
+namespace race::model {
+
+namespace cpu = kernels::cpu;
+
+float* CpuOps::allocate(int64_t count) {
+  float_buffers_.push_back(std::make_unique<float[]>(static_cast<size_t>(count)));
+  return float_buffers_.back().get();
+}
+
+int32_t* CpuOps::allocate_ints(int64_t count) {
+  int_buffers_.push_back(std::make_unique<int32_t[]>(static_cast<size_t>(count)));
+  return int_buffers_.back().get();
+}
+
+void CpuOps::copy_from_host(float* device, const float* host, int64_t count) {
+  std::memcpy(device, host, static_cast<size_t>(count) * sizeof(float));
+}
+void CpuOps::copy_to_host(float* host, const float* device, int64_t count) {
+  std::memcpy(host, device, static_cast<size_t>(count) * sizeof(float));
+}
+void CpuOps::copy_ints_from_host(int32_t* device, const int32_t* host, int64_t count) {
+  std::memcpy(device, host, static_cast<size_t>(count) * sizeof(int32_t));
+}
+
+void CpuOps::fill(float* x, float value, int64_t count) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < count; ++i) x[i] = value;
+}
+
+void CpuOps::add(float* y, const float* x, int64_t count) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < count; ++i) y[i] += x[i];
+}
+
+void CpuOps::linear_forward(float* y, const float* x, const float* w, const float* b, int64_t rows,
+                            int64_t in, int64_t out) {
+  cpu::linear_forward(y, x, w, b, rows, in, out);
+}
+void CpuOps::linear_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
+                             const float* w, int64_t rows, int64_t in, int64_t out) {
+  cpu::linear_backward(dx, dw, db, dy, x, w, rows, in, out);
+}
+void CpuOps::layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w,
+                               const float* b, int64_t rows, int64_t channels, float eps) {
+  cpu::layernorm_forward(y, mean, rstd, x, w, b, rows, channels, eps);
+}
+void CpuOps::layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
+                                const float* w, const float* mean, const float* rstd, int64_t rows,
+                                int64_t channels) {
+  cpu::layernorm_backward(dx, dw, db, dy, x, w, mean, rstd, rows, channels);
+}
+void CpuOps::gelu_forward(float* y, const float* x, int64_t count) { cpu::gelu_forward(y, x, count); }
+void CpuOps::gelu_backward(float* dx, const float* dy, const float* x, int64_t count) {
+  cpu::gelu_backward(dx, dy, x, count);
+}
+void CpuOps::embedding_forward(float* out, const int32_t* ids, const float* table, int64_t n, int64_t vocab,
+                               int64_t channels, bool accumulate) {
+  cpu::embedding_forward(out, ids, table, n, vocab, channels, accumulate);
+}
+void CpuOps::embedding_backward(float* dtable, const int32_t* ids, const float* dout, int64_t n,
+                                int64_t vocab, int64_t channels) {
+  cpu::embedding_backward(dtable, ids, dout, n, vocab, channels);
+}
+double CpuOps::cross_entropy(float* dlogits, const float* logits, const int32_t* targets, int64_t rows,
+                             int64_t vocab, float grad_scale, int64_t* count) {
+  const auto stats = cpu::softmax_cross_entropy(dlogits, nullptr, logits, targets, rows, vocab, grad_scale);
+  *count = stats.count;
+  return stats.loss_sum;
+}
+
+void CpuOps::split_heads(float* q, float* k, float* v, const float* qkv, int64_t batch, int64_t seq_len,
+                         int64_t heads, int64_t head_dim) {
+  const int64_t C = heads * head_dim;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t t = 0; t < seq_len; ++t) {
+      const float* row = qkv + (b * seq_len + t) * 3 * C;  // (3, H, D)
+      for (int64_t h = 0; h < heads; ++h) {
+        const int64_t dst = ((b * heads + h) * seq_len + t) * head_dim;
+        std::copy_n(row + h * head_dim, head_dim, q + dst);
+        std::copy_n(row + C + h * head_dim, head_dim, k + dst);
+        std::copy_n(row + 2 * C + h * head_dim, head_dim, v + dst);
+      }
+    }
+}
+
+void CpuOps::merge_heads(float* qkv, const float* q, const float* k, const float* v, int64_t batch,
+                         int64_t seq_len, int64_t heads, int64_t head_dim) {
+  const int64_t C = heads * head_dim;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t t = 0; t < seq_len; ++t) {
+      float* row = qkv + (b * seq_len + t) * 3 * C;
+      for (int64_t h = 0; h < heads; ++h) {
+        const int64_t src = ((b * heads + h) * seq_len + t) * head_dim;
+        std::copy_n(q + src, head_dim, row + h * head_dim);
+        std::copy_n(k + src, head_dim, row + C + h * head_dim);
+        std::copy_n(v + src, head_dim, row + 2 * C + h * head_dim);
+      }
+    }
+}
+
+void CpuOps::heads_to_rows(float* rows, const float* heads, int64_t batch, int64_t seq_len,
+                           int64_t head_count, int64_t head_dim) {
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t t = 0; t < seq_len; ++t)
+      for (int64_t h = 0; h < head_count; ++h)
+        std::copy_n(heads + ((b * head_count + h) * seq_len + t) * head_dim, head_dim,
+                    rows + ((b * seq_len + t) * head_count + h) * head_dim);
+}
+
+void CpuOps::rows_to_heads(float* heads, const float* rows, int64_t batch, int64_t seq_len,
+                           int64_t head_count, int64_t head_dim) {
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t t = 0; t < seq_len; ++t)
+      for (int64_t h = 0; h < head_count; ++h)
+        std::copy_n(rows + ((b * seq_len + t) * head_count + h) * head_dim, head_dim,
+                    heads + ((b * head_count + h) * seq_len + t) * head_dim);
+}
+
+void CpuOps::rope_forward(float* out, const float* x, const int32_t* positions, int64_t batch, int64_t heads,
+                          int64_t seq_len, int64_t head_dim, float base) {
+  cpu::rope_forward(out, x, positions, batch, heads, seq_len, head_dim, base);
+}
+void CpuOps::rope_backward(float* dx, const float* dout, const int32_t* positions, int64_t batch,
+                           int64_t heads, int64_t seq_len, int64_t head_dim, float base) {
+  cpu::rope_backward(dx, dout, positions, batch, heads, seq_len, head_dim, base);
+}
+
+void CpuOps::race_attention_forward(const kernels::RaceAttentionShape& shape,
+                                    const kernels::RaceAttentionOptions& options,
+                                    const kernels::RaceAttentionInputs& inputs, float* out) {
+  cpu::race_attention_forward(shape, options, inputs, out);
+}
+
+void CpuOps::race_attention_backward(const kernels::RaceAttentionShape& shape,
+                                     const kernels::RaceAttentionOptions& options,
+                                     const kernels::RaceAttentionInputs& inputs, const float* dout,
+                                     const kernels::RaceAttentionGradients& grads) {
+  const int64_t bytes = cpu::race_attention_backward_scratch_bytes(shape, options);
+  const auto floats = static_cast<size_t>(bytes) / sizeof(float);
+  if (race_scratch_.size() < floats) race_scratch_.resize(floats);
+  cpu::race_attention_backward(shape, options, inputs, dout, grads, {race_scratch_.data(), bytes});
+}
+
+void CpuOps::softmax_attention_forward(const kernels::SoftmaxAttentionShape& shape,
+                                       const kernels::SoftmaxAttentionOptions& options,
+                                       const kernels::SoftmaxAttentionInputs& inputs, float* out, float* lse) {
+  cpu::softmax_attention_forward(shape, options, inputs, out, lse);
+}
+void CpuOps::softmax_attention_backward(const kernels::SoftmaxAttentionShape& shape,
+                                        const kernels::SoftmaxAttentionOptions& options,
+                                        const kernels::SoftmaxAttentionInputs& inputs, const float* out,
+                                        const float* lse, const float* dout,
+                                        const kernels::SoftmaxAttentionGradients& grads) {
+  cpu::softmax_attention_backward(shape, options, inputs, out, lse, dout, grads);
+}
+
+void CpuOps::exp_forward(float* y, const float* x, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) y[i] = std::exp(x[i]);
+}
+void CpuOps::exp_backward(float* dx, const float* dy, const float* y, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) dx[i] += dy[i] * y[i];
+}
+
+double CpuOps::grad_norm(const float* grads, int64_t count) { return cpu::grad_norm(grads, count); }
+
+void CpuOps::adamw(float* params, const float* grads, float* m, float* v, int64_t count,
+                   const AdamWStep& step) {
+  cpu::AdamWOptions options;
+  options.lr = step.lr;
+  options.beta1 = step.beta1;
+  options.beta2 = step.beta2;
+  options.eps = step.eps;
+  options.weight_decay = step.weight_decay;
+  options.step = step.step;
+  options.grad_scale = step.grad_scale;
+  cpu::adamw_step(params, grads, m, v, count, options);
+}
+
+}  // namespace race::model

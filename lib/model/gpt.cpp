@@ -1,0 +1,354 @@
+// GPT forward and backward over Ops: parameter layout, initialisation, the activation plan, and the
+// hand-written passes (see gpt.h for the equations).
+#include "model/gpt.h"
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+
+#include "core/error.h"
+
+namespace race::model {
+
+void validate(const ModelSpec& s) {
+  if (s.vocab_size < 2) fail("model: vocab_size must be >= 2, got {}", s.vocab_size);
+  if (s.d_model < 1) fail("model: d_model must be >= 1, got {}", s.d_model);
+  if (s.heads < 1 || s.d_model % s.heads != 0)
+    fail("model: heads must divide d_model ({}), got {}", s.d_model, s.heads);
+  if (s.positions == Positions::rope && (s.d_model / s.heads) % 2 != 0)
+    fail("model: RoPE needs an even head dimension, got d_model / heads = {}", s.d_model / s.heads);
+  if (s.mlp_hidden < 1) fail("model: mlp_hidden must be >= 1, got {}", s.mlp_hidden);
+  if (s.max_seq_len < 1) fail("model: max_seq_len must be >= 1, got {}", s.max_seq_len);
+  if (s.layers.empty()) fail("model: at least one layer is needed");
+  if (!(s.layernorm_eps > 0.f)) fail("model: layernorm_eps must be > 0, got {}", s.layernorm_eps);
+  for (size_t l = 0; l < s.layers.size(); ++l) {
+    const AttentionSpec& a = s.layers[l];
+    if (a.kind == AttentionKind::softmax && a.window < 0)
+      fail("model: layers[{}].window must be >= 0, got {}", l, a.window);
+    if (a.kind == AttentionKind::race && !(a.beta > 0.f))
+      fail("model: layers[{}].beta must be > 0, got {}", l, a.beta);
+  }
+}
+
+// Per-layer parameter pointers (device) and saved activations.
+struct Gpt::Layer {
+  const AttentionSpec* attention = nullptr;
+  float *ln1_w, *ln1_b, *qkv_w, *qkv_b, *proj_w, *proj_b, *ln2_w, *ln2_b, *fc_w, *fc_b, *fc2_w, *fc2_b;
+  float *log_beta = nullptr, *planes = nullptr;
+  float *d_ln1_w, *d_ln1_b, *d_qkv_w, *d_qkv_b, *d_proj_w, *d_proj_b, *d_ln2_w, *d_ln2_b, *d_fc_w, *d_fc_b,
+      *d_fc2_w, *d_fc2_b, *d_log_beta = nullptr;
+  float* beta = nullptr;  // (H) exp(log_beta), or the fixed temperature
+  // Saved for the backward.
+  float* x_in;                        // (B*T, C) residual stream entering the layer
+  float *ln1, *ln1_mean, *ln1_rstd;   // (B*T, C), (B*T), (B*T)
+  float *q, *k, *v;                   // (B, H, T, D), q and k after RoPE
+  float *att, *lse = nullptr;         // (B, H, T, D); softmax: (B, H, T)
+  float* att_rows;                    // (B*T, C)
+  float* x_mid;                       // (B*T, C) after the attention residual
+  float *ln2, *ln2_mean, *ln2_rstd;   // (B*T, C), (B*T), (B*T)
+  float *fc, *gelu;                   // (B*T, M)
+};
+
+Gpt::~Gpt() = default;
+
+Gpt::Gpt(Ops& ops, ModelSpec spec, int64_t batch, int64_t seq_len)
+    : ops_(ops), spec_(std::move(spec)), batch_(batch), seq_len_(seq_len), rows_(batch * seq_len) {
+  validate(spec_);
+  if (batch < 1 || seq_len < 1) fail("model: batch and seq_len must be >= 1, got {} and {}", batch, seq_len);
+  if (spec_.positions == Positions::learned && seq_len > spec_.max_seq_len)
+    fail("model: seq_len {} exceeds max_seq_len {} of the learned position table", seq_len, spec_.max_seq_len);
+  const int64_t C = spec_.d_model, M = spec_.mlp_hidden, V = spec_.vocab_size, H = spec_.heads;
+  head_dim_ = C / H;
+
+  auto add = [&](std::vector<ParamInfo>& list, int64_t& total, std::string name, std::vector<int64_t> shape,
+                 bool decay) {
+    int64_t size = 1;
+    for (const int64_t d : shape) size *= d;
+    list.push_back({std::move(name), std::move(shape), total, size, decay});
+    total += size;
+  };
+  add(params_, param_count_, "wte", {V, C}, false);
+  if (spec_.positions == Positions::learned) add(params_, param_count_, "wpe", {spec_.max_seq_len, C}, false);
+  for (size_t l = 0; l < spec_.layers.size(); ++l) {
+    const std::string p = "layers." + std::to_string(l) + ".";
+    const AttentionSpec& a = spec_.layers[l];
+    add(params_, param_count_, p + "ln1.weight", {C}, false);
+    add(params_, param_count_, p + "ln1.bias", {C}, false);
+    add(params_, param_count_, p + "attn.qkv.weight", {3 * C, C}, true);
+    if (spec_.bias) add(params_, param_count_, p + "attn.qkv.bias", {3 * C}, false);
+    add(params_, param_count_, p + "attn.proj.weight", {C, C}, true);
+    if (spec_.bias) add(params_, param_count_, p + "attn.proj.bias", {C}, false);
+    if (a.kind == AttentionKind::race && a.learned_beta) add(params_, param_count_, p + "attn.log_beta", {H}, false);
+    add(params_, param_count_, p + "ln2.weight", {C}, false);
+    add(params_, param_count_, p + "ln2.bias", {C}, false);
+    add(params_, param_count_, p + "mlp.fc.weight", {M, C}, true);
+    if (spec_.bias) add(params_, param_count_, p + "mlp.fc.bias", {M}, false);
+    add(params_, param_count_, p + "mlp.proj.weight", {C, M}, true);
+    if (spec_.bias) add(params_, param_count_, p + "mlp.proj.bias", {C}, false);
+    if (a.kind == AttentionKind::race) {
+      std::vector<int64_t> shape = {a.tables, a.bits, head_dim_};
+      if (a.planes_per_head) shape.insert(shape.begin(), H);
+      add(buffers_, buffer_count_, p + "attn.planes", shape, false);
+    }
+  }
+  add(params_, param_count_, "lnf.weight", {C}, false);
+  add(params_, param_count_, "lnf.bias", {C}, false);
+  if (!spec_.tie_embeddings) add(params_, param_count_, "lm_head.weight", {V, C}, true);
+
+  params_data_ = ops_.allocate(param_count_);
+  grads_data_ = ops_.allocate(param_count_);
+  buffers_data_ = buffer_count_ > 0 ? ops_.allocate(buffer_count_) : nullptr;
+
+  tokens_ = ops_.allocate_ints(rows_);
+  targets_ = ops_.allocate_ints(rows_);
+  positions_ = ops_.allocate_ints(rows_);
+  segments_ = ops_.allocate_ints(rows_);
+
+  // Activations: what each layer keeps for its backward, counted per token for the memory plan.
+  const int64_t BT = rows_, heads_size = batch_ * H * seq_len_ * head_dim_;
+  layers_.resize(spec_.layers.size());
+  embed_ = ops_.allocate(BT * C);
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    Layer& L = layers_[l];
+    const std::string p = "layers." + std::to_string(l) + ".";
+    L.attention = &spec_.layers[l];
+    L.ln1_w = param(p + "ln1.weight"), L.ln1_b = param(p + "ln1.bias");
+    L.qkv_w = param(p + "attn.qkv.weight"), L.qkv_b = spec_.bias ? param(p + "attn.qkv.bias") : nullptr;
+    L.proj_w = param(p + "attn.proj.weight"), L.proj_b = spec_.bias ? param(p + "attn.proj.bias") : nullptr;
+    L.ln2_w = param(p + "ln2.weight"), L.ln2_b = param(p + "ln2.bias");
+    L.fc_w = param(p + "mlp.fc.weight"), L.fc_b = spec_.bias ? param(p + "mlp.fc.bias") : nullptr;
+    L.fc2_w = param(p + "mlp.proj.weight"), L.fc2_b = spec_.bias ? param(p + "mlp.proj.bias") : nullptr;
+    L.d_ln1_w = grad(p + "ln1.weight"), L.d_ln1_b = grad(p + "ln1.bias");
+    L.d_qkv_w = grad(p + "attn.qkv.weight"), L.d_qkv_b = spec_.bias ? grad(p + "attn.qkv.bias") : nullptr;
+    L.d_proj_w = grad(p + "attn.proj.weight"), L.d_proj_b = spec_.bias ? grad(p + "attn.proj.bias") : nullptr;
+    L.d_ln2_w = grad(p + "ln2.weight"), L.d_ln2_b = grad(p + "ln2.bias");
+    L.d_fc_w = grad(p + "mlp.fc.weight"), L.d_fc_b = spec_.bias ? grad(p + "mlp.fc.bias") : nullptr;
+    L.d_fc2_w = grad(p + "mlp.proj.weight"), L.d_fc2_b = spec_.bias ? grad(p + "mlp.proj.bias") : nullptr;
+    if (L.attention->kind == AttentionKind::race) {
+      for (const ParamInfo& b : buffers_)
+        if (b.name == p + "attn.planes") L.planes = buffers_data_ + b.offset;
+      L.beta = ops_.allocate(H);
+      if (L.attention->learned_beta) {
+        L.log_beta = param(p + "attn.log_beta");
+        L.d_log_beta = grad(p + "attn.log_beta");
+      }
+    }
+    L.ln1 = ops_.allocate(BT * C), L.ln1_mean = ops_.allocate(BT), L.ln1_rstd = ops_.allocate(BT);
+    L.q = ops_.allocate(heads_size), L.k = ops_.allocate(heads_size), L.v = ops_.allocate(heads_size);
+    L.att = ops_.allocate(heads_size);
+    if (L.attention->kind == AttentionKind::softmax) L.lse = ops_.allocate(batch_ * H * seq_len_);
+    L.att_rows = ops_.allocate(BT * C);
+    L.x_mid = ops_.allocate(BT * C);
+    L.ln2 = ops_.allocate(BT * C), L.ln2_mean = ops_.allocate(BT), L.ln2_rstd = ops_.allocate(BT);
+    L.fc = ops_.allocate(BT * M), L.gelu = ops_.allocate(BT * M);
+    activation_floats_per_token_ += 9 * C + 2 * M + 4 + (L.lse ? H : 0);
+  }
+  // Residual stream: layer l + 1 reads layer l's output; the last output feeds the final LayerNorm.
+  for (size_t l = 0; l < layers_.size(); ++l) layers_[l].x_in = l == 0 ? embed_ : ops_.allocate(BT * C);
+  final_ = ops_.allocate(BT * C);
+  activation_floats_per_token_ += C * static_cast<int64_t>(layers_.size() + 1);
+  lnf_ = ops_.allocate(BT * C), lnf_mean_ = ops_.allocate(BT), lnf_rstd_ = ops_.allocate(BT);
+  activation_floats_per_token_ += C + 2;
+
+  qkv_ = ops_.allocate(BT * 3 * C);
+  d_qkv_ = ops_.allocate(BT * 3 * C);
+  d_rows_ = ops_.allocate(BT * C);
+  d_hidden_a_ = ops_.allocate(BT * M), d_hidden_b_ = ops_.allocate(BT * M);
+  dq_ = ops_.allocate(heads_size), dk_ = ops_.allocate(heads_size), dv_ = ops_.allocate(heads_size);
+  d_heads_ = ops_.allocate(heads_size);
+  residual_grad_ = ops_.allocate(BT * C);
+  dbeta_ = ops_.allocate(H);
+  // About 4 MB of logits at a time, whatever the vocabulary.
+  head_block_rows_ = std::clamp<int64_t>((int64_t{1} << 20) / V, 1, BT);
+  logits_ = ops_.allocate(head_block_rows_ * V);
+}
+
+float* Gpt::param(const std::string& name) {
+  for (const ParamInfo& p : params_)
+    if (p.name == name) return params_data_ + p.offset;
+  fail("model: no parameter named {}", name);
+}
+
+float* Gpt::grad(const std::string& name) {
+  for (const ParamInfo& p : params_)
+    if (p.name == name) return grads_data_ + p.offset;
+  fail("model: no parameter named {}", name);
+}
+
+int64_t Gpt::activation_bytes_per_token() const {
+  return activation_floats_per_token_ * static_cast<int64_t>(sizeof(float));
+}
+
+void Gpt::initialize() {
+  std::mt19937_64 rng(spec_.seed);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  std::vector<float> host(static_cast<size_t>(param_count_), 0.f);
+  const double residual_std = 0.02 / std::sqrt(2.0 * static_cast<double>(spec_.layers.size()));
+  for (const ParamInfo& p : params_) {
+    float* values = host.data() + p.offset;
+    const bool norm_weight = p.name.ends_with("ln1.weight") || p.name.ends_with("ln2.weight") ||
+                             p.name == "lnf.weight";
+    const bool residual_projection = p.name.ends_with("attn.proj.weight") || p.name.ends_with("mlp.proj.weight");
+    double std_dev = 0.02;
+    if (p.name == "wpe") std_dev = 0.01;
+    if (residual_projection) std_dev = residual_std;
+    for (int64_t i = 0; i < p.size; ++i) {
+      if (norm_weight) values[i] = 1.f;
+      else if (p.name.ends_with("bias")) values[i] = 0.f;
+      else if (p.name.ends_with("log_beta")) values[i] = 0.f;  // set per layer below
+      else values[i] = static_cast<float>(std_dev * normal(rng));
+    }
+  }
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const AttentionSpec& a = spec_.layers[l];
+    if (a.kind != AttentionKind::race || !a.learned_beta) continue;
+    for (const ParamInfo& p : params_)
+      if (p.name == "layers." + std::to_string(l) + ".attn.log_beta")
+        std::fill_n(host.data() + p.offset, p.size, std::log(a.beta));
+  }
+  ops_.copy_from_host(params_data_, host.data(), param_count_);
+
+  // Hyperplanes: frozen, N(0, 1), each layer from its own stream so adding a layer leaves the others.
+  std::vector<float> planes(static_cast<size_t>(buffer_count_));
+  for (const ParamInfo& b : buffers_) {
+    std::mt19937_64 layer_rng(spec_.seed ^ (0x9e3779b97f4a7c15ULL * (std::hash<std::string>{}(b.name) | 1)));
+    for (int64_t i = 0; i < b.size; ++i) planes[static_cast<size_t>(b.offset + i)] = static_cast<float>(normal(layer_rng));
+  }
+  if (buffer_count_ > 0) ops_.copy_from_host(buffers_data_, planes.data(), buffer_count_);
+  zero_gradients();
+}
+
+void Gpt::zero_gradients() { ops_.fill(grads_data_, 0.f, param_count_); }
+
+void Gpt::upload(const Batch& batch) {
+  RACE_CHECK(batch.tokens != nullptr && batch.targets != nullptr, "model: a batch needs tokens and targets");
+  ops_.copy_ints_from_host(tokens_, batch.tokens, rows_);
+  ops_.copy_ints_from_host(targets_, batch.targets, rows_);
+  if (batch.positions != nullptr) {
+    ops_.copy_ints_from_host(positions_, batch.positions, rows_);
+  } else {
+    std::vector<int32_t> positions(static_cast<size_t>(rows_));
+    for (int64_t i = 0; i < rows_; ++i) positions[static_cast<size_t>(i)] = static_cast<int32_t>(i % seq_len_);
+    ops_.copy_ints_from_host(positions_, positions.data(), rows_);
+  }
+  has_segments_ = batch.segment_ids != nullptr;
+  if (has_segments_) ops_.copy_ints_from_host(segments_, batch.segment_ids, rows_);
+}
+
+void Gpt::forward() {
+  const int64_t C = spec_.d_model, M = spec_.mlp_hidden, V = spec_.vocab_size, H = spec_.heads;
+  const int64_t BT = rows_, D = head_dim_;
+  ops_.embedding_forward(embed_, tokens_, params_data_, BT, V, C, false);
+  if (spec_.positions == Positions::learned)
+    ops_.embedding_forward(embed_, positions_, param("wpe"), BT, spec_.max_seq_len, C, true);
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    Layer& L = layers_[l];
+    const AttentionSpec& a = *L.attention;
+    float* x_out = l + 1 < layers_.size() ? layers_[l + 1].x_in : final_;
+    ops_.layernorm_forward(L.ln1, L.ln1_mean, L.ln1_rstd, L.x_in, L.ln1_w, L.ln1_b, BT, C, spec_.layernorm_eps);
+    ops_.linear_forward(qkv_, L.ln1, L.qkv_w, L.qkv_b, BT, C, 3 * C);
+    ops_.split_heads(L.q, L.k, L.v, qkv_, batch_, seq_len_, H, D);
+    if (spec_.positions == Positions::rope) {
+      ops_.rope_forward(L.q, L.q, positions_, batch_, H, seq_len_, D, spec_.rope_base);
+      ops_.rope_forward(L.k, L.k, positions_, batch_, H, seq_len_, D, spec_.rope_base);
+    }
+    const int32_t* segments = has_segments_ ? segments_ : nullptr;
+    if (a.kind == AttentionKind::race) {
+      if (a.learned_beta) ops_.exp_forward(L.beta, L.log_beta, H);
+      else ops_.fill(L.beta, a.beta, H);
+      ops_.race_attention_forward({batch_, H, seq_len_, D, a.tables, a.bits, a.planes_per_head},
+                                  {true, a.estimator, a.eps},
+                                  {L.q, L.k, L.v, L.planes, L.beta, nullptr, segments}, L.att);
+    } else {
+      ops_.softmax_attention_forward({batch_, H, seq_len_, D}, {true, a.window, 0.f},
+                                     {L.q, L.k, L.v, nullptr, segments}, L.att, L.lse);
+    }
+    ops_.heads_to_rows(L.att_rows, L.att, batch_, seq_len_, H, D);
+    ops_.linear_forward(L.x_mid, L.att_rows, L.proj_w, L.proj_b, BT, C, C);
+    ops_.add(L.x_mid, L.x_in, BT * C);
+    ops_.layernorm_forward(L.ln2, L.ln2_mean, L.ln2_rstd, L.x_mid, L.ln2_w, L.ln2_b, BT, C, spec_.layernorm_eps);
+    ops_.linear_forward(L.fc, L.ln2, L.fc_w, L.fc_b, BT, C, M);
+    ops_.gelu_forward(L.gelu, L.fc, BT * M);
+    ops_.linear_forward(x_out, L.gelu, L.fc2_w, L.fc2_b, BT, M, C);
+    ops_.add(x_out, L.x_mid, BT * C);
+  }
+  ops_.layernorm_forward(lnf_, lnf_mean_, lnf_rstd_, final_, param("lnf.weight"), param("lnf.bias"), BT, C,
+                         spec_.layernorm_eps);
+}
+
+LossSum Gpt::head(bool backward, float loss_scale) {
+  const int64_t C = spec_.d_model, V = spec_.vocab_size;
+  const float* w = spec_.tie_embeddings ? params_data_ : param("lm_head.weight");
+  float* dw = spec_.tie_embeddings ? grads_data_ : grad("lm_head.weight");
+  LossSum loss;
+  for (int64_t r0 = 0; r0 < rows_; r0 += head_block_rows_) {
+    const int64_t n = std::min(head_block_rows_, rows_ - r0);
+    ops_.linear_forward(logits_, lnf_ + r0 * C, w, nullptr, n, C, V);
+    int64_t count = 0;
+    loss.sum += ops_.cross_entropy(backward ? logits_ : nullptr, logits_, targets_ + r0, n, V, loss_scale, &count);
+    loss.count += count;
+    if (backward) ops_.linear_backward(d_rows_ + r0 * C, dw, nullptr, logits_, lnf_ + r0 * C, w, n, C, V);
+  }
+  return loss;
+}
+
+void Gpt::backward() {
+  const int64_t C = spec_.d_model, M = spec_.mlp_hidden, V = spec_.vocab_size, H = spec_.heads;
+  const int64_t BT = rows_, D = head_dim_;
+  // residual_grad_ carries dL/dx of the residual stream down the layers; layernorm_backward adds into it.
+  ops_.fill(residual_grad_, 0.f, BT * C);
+  ops_.layernorm_backward(residual_grad_, grad("lnf.weight"), grad("lnf.bias"), d_rows_, final_,
+                          param("lnf.weight"), lnf_mean_, lnf_rstd_, BT, C);
+  for (size_t l = layers_.size(); l-- > 0;) {
+    Layer& L = layers_[l];
+    const AttentionSpec& a = *L.attention;
+    // MLP
+    ops_.linear_backward(d_hidden_a_, L.d_fc2_w, L.d_fc2_b, residual_grad_, L.gelu, L.fc2_w, BT, M, C);
+    ops_.gelu_backward(d_hidden_b_, d_hidden_a_, L.fc, BT * M);
+    ops_.linear_backward(d_rows_, L.d_fc_w, L.d_fc_b, d_hidden_b_, L.ln2, L.fc_w, BT, C, M);
+    ops_.layernorm_backward(residual_grad_, L.d_ln2_w, L.d_ln2_b, d_rows_, L.x_mid, L.ln2_w, L.ln2_mean,
+                            L.ln2_rstd, BT, C);
+    // Attention
+    ops_.linear_backward(d_rows_, L.d_proj_w, L.d_proj_b, residual_grad_, L.att_rows, L.proj_w, BT, C, C);
+    ops_.rows_to_heads(d_heads_, d_rows_, batch_, seq_len_, H, D);
+    const int32_t* segments = has_segments_ ? segments_ : nullptr;
+    if (a.kind == AttentionKind::race) {
+      ops_.race_attention_backward({batch_, H, seq_len_, D, a.tables, a.bits, a.planes_per_head},
+                                   {true, a.estimator, a.eps},
+                                   {L.q, L.k, L.v, L.planes, L.beta, nullptr, segments}, d_heads_,
+                                   {dq_, dk_, dv_, a.learned_beta ? dbeta_ : nullptr});
+      if (a.learned_beta) ops_.exp_backward(L.d_log_beta, dbeta_, L.beta, H);
+    } else {
+      ops_.softmax_attention_backward({batch_, H, seq_len_, D}, {true, a.window, 0.f},
+                                      {L.q, L.k, L.v, nullptr, segments}, L.att, L.lse, d_heads_,
+                                      {dq_, dk_, dv_});
+    }
+    if (spec_.positions == Positions::rope) {
+      ops_.rope_backward(dq_, dq_, positions_, batch_, H, seq_len_, D, spec_.rope_base);
+      ops_.rope_backward(dk_, dk_, positions_, batch_, H, seq_len_, D, spec_.rope_base);
+    }
+    ops_.merge_heads(d_qkv_, dq_, dk_, dv_, batch_, seq_len_, H, D);
+    ops_.linear_backward(d_rows_, L.d_qkv_w, L.d_qkv_b, d_qkv_, L.ln1, L.qkv_w, BT, C, 3 * C);
+    ops_.layernorm_backward(residual_grad_, L.d_ln1_w, L.d_ln1_b, d_rows_, L.x_in, L.ln1_w, L.ln1_mean,
+                            L.ln1_rstd, BT, C);
+  }
+  ops_.embedding_backward(grads_data_, tokens_, residual_grad_, BT, V, C);
+  if (spec_.positions == Positions::learned)
+    ops_.embedding_backward(grad("wpe"), positions_, residual_grad_, BT, spec_.max_seq_len, C);
+}
+
+LossSum Gpt::forward_backward(const Batch& batch, float loss_scale) {
+  upload(batch);
+  forward();
+  const LossSum loss = head(true, loss_scale);
+  backward();
+  return loss;
+}
+
+LossSum Gpt::forward_loss(const Batch& batch) {
+  upload(batch);
+  forward();
+  return head(false, 1.f);
+}
+
+}  // namespace race::model

@@ -1,0 +1,135 @@
+// GPT: a decoder-only transformer with pre-LN blocks, trained as a causal language model. Hand-written
+// forward and backward over an Ops backend (the model never knows its device). Each layer's attention is
+// RACE or softmax (full or sliding window), so a hybrid is a spec, not a fork. Positions: RoPE (applied
+// to q and k before hashing), learned absolute, or none.
+//
+//   x = wte[tokens] (+ wpe[positions])                                                  (B*T, C)
+//   per layer: a = Attn(LN1(x)); x = x + a W_proj^T + b;  m = GELU(LN2(x) W_fc^T + b);  x = x + m W_fc2^T + b
+//   logits = LNf(x) W_head^T, with W_head = wte when tied;  loss = cross-entropy(logits, targets)
+//
+// The vocabulary projection runs in blocks of rows, each immediately followed by its loss, gradient and
+// backward, so (B*T, V) logits never exist at once.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kernels/race_attention.h"
+#include "model/ops.h"
+
+namespace race::model {
+
+enum class AttentionKind { race, softmax };
+enum class Positions { rope, learned, none };
+
+struct AttentionSpec {
+  AttentionKind kind = AttentionKind::race;
+  int tables = 3;  // RACE: L
+  int bits = 3;    // RACE: P
+  kernels::RaceEstimator estimator = kernels::RaceEstimator::bucket;
+  float beta = 1.f;           // RACE temperature, or its initial value when learned
+  bool learned_beta = false;  // RACE: a log-beta parameter per head
+  bool planes_per_head = false;
+  float eps = 1e-6f;
+  int64_t window = 0;  // softmax: sliding window W (0 = full attention)
+};
+
+struct ModelSpec {
+  int64_t vocab_size = 256;
+  int64_t max_seq_len = 1024;  // learned positions: rows of wpe
+  int64_t d_model = 256;       // C
+  int64_t heads = 4;           // H; D = C / H
+  int64_t mlp_hidden = 1024;   // M
+  bool bias = true;
+  bool tie_embeddings = true;
+  Positions positions = Positions::rope;
+  float rope_base = 10000.f;
+  float layernorm_eps = 1e-5f;
+  std::vector<AttentionSpec> layers;  // one per layer
+  uint64_t seed = 0;                  // initialisation and RACE hyperplanes
+};
+
+// Throws race::Error naming the first bad field.
+void validate(const ModelSpec& spec);
+
+struct ParamInfo {
+  std::string name;
+  std::vector<int64_t> shape;
+  int64_t offset = 0, size = 0;  // in floats, within parameters() / gradients()
+  bool weight_decay = false;     // matrices decay; norms, biases, embeddings and temperatures do not
+};
+
+// One batch on the host, (B, T) each.
+struct Batch {
+  const int32_t* tokens = nullptr;
+  const int32_t* targets = nullptr;      // -1: no loss at that position
+  const int32_t* positions = nullptr;    // null: position t; packed rows restart at each document
+  const int32_t* segment_ids = nullptr;  // null: one document per row
+};
+
+struct LossSum {
+  double sum = 0.0;   // summed over counted positions
+  int64_t count = 0;  // positions with a target
+  double mean() const { return count > 0 ? sum / static_cast<double>(count) : 0.0; }
+};
+
+class Gpt {
+ public:
+  // Plans and allocates parameters, gradients and activations for batches of (batch, seq_len).
+  Gpt(Ops& ops, ModelSpec spec, int64_t batch, int64_t seq_len);
+  ~Gpt();
+  Gpt(const Gpt&) = delete;
+  Gpt& operator=(const Gpt&) = delete;
+
+  const ModelSpec& spec() const { return spec_; }
+  const std::vector<ParamInfo>& params() const { return params_; }
+  const std::vector<ParamInfo>& buffers() const { return buffers_; }  // frozen: RACE hyperplanes
+  int64_t parameter_count() const { return param_count_; }
+  float* parameters() { return params_data_; }  // device
+  float* gradients() { return grads_data_; }    // device
+  float* buffer_data() { return buffers_data_; }
+  int64_t buffer_count() const { return buffer_count_; }
+  // Bytes of activations stored per token for the backward, over all layers.
+  int64_t activation_bytes_per_token() const;
+
+  // GPT-2 initialisation (N(0, 0.02), residual projections scaled by 1/sqrt(2 layers)) and hyperplanes
+  // N(0, 1), both from spec.seed.
+  void initialize();
+  void zero_gradients();
+  // Forward and backward of the summed loss times loss_scale; gradients accumulate.
+  LossSum forward_backward(const Batch& batch, float loss_scale);
+  LossSum forward_loss(const Batch& batch);
+
+ private:
+  struct Layer;
+  void upload(const Batch& batch);
+  void forward();
+  LossSum head(bool backward, float loss_scale);
+  void backward();
+  float* param(const std::string& name);
+  float* grad(const std::string& name);
+
+  Ops& ops_;
+  ModelSpec spec_;
+  int64_t batch_, seq_len_, rows_, head_dim_;
+  std::vector<ParamInfo> params_, buffers_;
+  int64_t param_count_ = 0, buffer_count_ = 0;
+  float* params_data_ = nullptr;
+  float* grads_data_ = nullptr;
+  float* buffers_data_ = nullptr;
+  std::vector<Layer> layers_;
+  int64_t activation_floats_per_token_ = 0;
+  // Batch on the device.
+  int32_t *tokens_ = nullptr, *targets_ = nullptr, *positions_ = nullptr, *segments_ = nullptr;
+  bool has_segments_ = false;
+  // Activations shared by all layers.
+  float *embed_ = nullptr, *final_ = nullptr, *lnf_ = nullptr, *lnf_mean_ = nullptr, *lnf_rstd_ = nullptr;
+  // Scratch.
+  float *qkv_ = nullptr, *d_rows_ = nullptr, *d_hidden_a_ = nullptr,
+        *d_hidden_b_ = nullptr, *dq_ = nullptr, *dk_ = nullptr, *dv_ = nullptr, *d_heads_ = nullptr,
+        *d_qkv_ = nullptr, *residual_grad_ = nullptr, *logits_ = nullptr, *dbeta_ = nullptr;
+  int64_t head_block_rows_ = 0;
+};
+
+}  // namespace race::model

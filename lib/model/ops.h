@@ -1,0 +1,96 @@
+// The operations a model is written against: memory and every kernel it calls, on one device. The model
+// holds an Ops& and never knows which device it runs on; CpuOps (cpu_ops.h) implements it with the kernels
+// in lib/kernels/cpu, and a CUDA implementation will do the same with lib/kernels/cuda. Pointers returned by
+// allocate() and passed to the kernels are device pointers; host data crosses only through copy_*.
+// Shapes follow the kernels: rows of C channels are (N, C), heads are (B, H, T, D).
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/race_attention.h"
+#include "kernels/softmax_attention.h"
+
+namespace race::model {
+
+struct AdamWStep {
+  float lr = 0.f, beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, weight_decay = 0.f;
+  int64_t step = 1;
+  float grad_scale = 1.f;
+};
+
+class Ops {
+ public:
+  virtual ~Ops() = default;
+
+  // Memory: zero-filled device buffers owned by the Ops object until it is destroyed.
+  virtual float* allocate(int64_t count) = 0;
+  virtual int32_t* allocate_ints(int64_t count) = 0;
+  virtual void copy_from_host(float* device, const float* host, int64_t count) = 0;
+  virtual void copy_to_host(float* host, const float* device, int64_t count) = 0;
+  virtual void copy_ints_from_host(int32_t* device, const int32_t* host, int64_t count) = 0;
+  virtual void fill(float* x, float value, int64_t count) = 0;
+  virtual void add(float* y, const float* x, int64_t count) = 0;  // y += x
+
+  // y (N, out) = x (N, in) W^T + b; backward: dx overwritten, dW and db accumulated; any may be null.
+  virtual void linear_forward(float* y, const float* x, const float* w, const float* b, int64_t rows,
+                              int64_t in, int64_t out) = 0;
+  virtual void linear_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
+                               const float* w, int64_t rows, int64_t in, int64_t out) = 0;
+  // LayerNorm over C; backward accumulates dx, dw, db.
+  virtual void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w,
+                                 const float* b, int64_t rows, int64_t channels, float eps) = 0;
+  virtual void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
+                                  const float* w, const float* mean, const float* rstd, int64_t rows,
+                                  int64_t channels) = 0;
+  virtual void gelu_forward(float* y, const float* x, int64_t count) = 0;
+  virtual void gelu_backward(float* dx, const float* dy, const float* x, int64_t count) = 0;
+  // out (N, C) (+)= table[ids]; backward accumulates into dtable.
+  virtual void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t n,
+                                 int64_t vocab, int64_t channels, bool accumulate) = 0;
+  virtual void embedding_backward(float* dtable, const int32_t* ids, const float* dout, int64_t n,
+                                  int64_t vocab, int64_t channels) = 0;
+  // Softmax cross-entropy over rows with targets (-1: ignored); writes dlogits * grad_scale when not null.
+  // Returns the sum of the counted rows' losses (fp64) and sets *count.
+  virtual double cross_entropy(float* dlogits, const float* logits, const int32_t* targets, int64_t rows,
+                               int64_t vocab, float grad_scale, int64_t* count) = 0;
+  // (rows, 3, H, D) of a fused qkv projection <-> q, k, v (B, H, T, D).
+  virtual void split_heads(float* q, float* k, float* v, const float* qkv, int64_t batch, int64_t seq_len,
+                           int64_t heads, int64_t head_dim) = 0;
+  virtual void merge_heads(float* qkv, const float* q, const float* k, const float* v, int64_t batch,
+                           int64_t seq_len, int64_t heads, int64_t head_dim) = 0;
+  // (B, H, T, D) <-> (B, T, H * D)
+  virtual void heads_to_rows(float* rows, const float* heads, int64_t batch, int64_t seq_len,
+                             int64_t head_count, int64_t head_dim) = 0;
+  virtual void rows_to_heads(float* heads, const float* rows, int64_t batch, int64_t seq_len,
+                             int64_t head_count, int64_t head_dim) = 0;
+  virtual void rope_forward(float* out, const float* x, const int32_t* positions, int64_t batch,
+                            int64_t heads, int64_t seq_len, int64_t head_dim, float base) = 0;
+  virtual void rope_backward(float* dx, const float* dout, const int32_t* positions, int64_t batch,
+                             int64_t heads, int64_t seq_len, int64_t head_dim, float base) = 0;
+  virtual void race_attention_forward(const kernels::RaceAttentionShape& shape,
+                                      const kernels::RaceAttentionOptions& options,
+                                      const kernels::RaceAttentionInputs& inputs, float* out) = 0;
+  virtual void race_attention_backward(const kernels::RaceAttentionShape& shape,
+                                       const kernels::RaceAttentionOptions& options,
+                                       const kernels::RaceAttentionInputs& inputs, const float* dout,
+                                       const kernels::RaceAttentionGradients& grads) = 0;
+  virtual void softmax_attention_forward(const kernels::SoftmaxAttentionShape& shape,
+                                         const kernels::SoftmaxAttentionOptions& options,
+                                         const kernels::SoftmaxAttentionInputs& inputs, float* out,
+                                         float* lse) = 0;
+  virtual void softmax_attention_backward(const kernels::SoftmaxAttentionShape& shape,
+                                          const kernels::SoftmaxAttentionOptions& options,
+                                          const kernels::SoftmaxAttentionInputs& inputs, const float* out,
+                                          const float* lse, const float* dout,
+                                          const kernels::SoftmaxAttentionGradients& grads) = 0;
+  // Elementwise helpers for learned temperatures: y = exp(x); dx += dy * y.
+  virtual void exp_forward(float* y, const float* x, int64_t count) = 0;
+  virtual void exp_backward(float* dx, const float* dy, const float* y, int64_t count) = 0;
+
+  // Optimizer: global gradient norm (fp64, fixed order) and one AdamW update.
+  virtual double grad_norm(const float* grads, int64_t count) = 0;
+  virtual void adamw(float* params, const float* grads, float* m, float* v, int64_t count,
+                     const AdamWStep& step) = 0;
+};
+
+}  // namespace race::model

@@ -1,0 +1,164 @@
+// GPT on the CPU backend: the hand-written backward against central finite differences of the loss (every
+// parameter tensor, RACE and softmax layers, RoPE and learned positions, tied and untied heads, packed
+// documents), and the loss on one repeated batch falling near zero under AdamW.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "model/cpu_ops.h"
+#include "model/gpt.h"
+
+namespace {
+
+using race::model::AttentionKind;
+using race::model::AttentionSpec;
+using race::model::Batch;
+using race::model::CpuOps;
+using race::model::Gpt;
+using race::model::ModelSpec;
+using race::model::Positions;
+
+constexpr int64_t kBatch = 2, kSeq = 9;
+
+struct HostBatch {
+  std::vector<int32_t> tokens, targets, segments;
+  Batch view(bool packed) const {
+    return {tokens.data(), targets.data(), nullptr, packed ? segments.data() : nullptr};
+  }
+};
+
+HostBatch random_batch(int64_t vocab, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  HostBatch b;
+  for (int64_t i = 0; i < kBatch * kSeq; ++i) {
+    b.tokens.push_back(static_cast<int32_t>(rng() % vocab));
+    b.targets.push_back(i % 5 == 3 ? -1 : static_cast<int32_t>(rng() % vocab));  // some positions unscored
+    b.segments.push_back(static_cast<int32_t>((i % kSeq) < 4 ? 0 : 1));          // two documents per row
+  }
+  // Rows start with different tokens, so no two positions share a context but want different targets
+  // (which would put a floor under the loss of the repeated-batch test).
+  for (int64_t row = 0; row < kBatch; ++row) b.tokens[static_cast<size_t>(row * kSeq)] = static_cast<int32_t>(row);
+  return b;
+}
+
+ModelSpec hybrid_spec(bool variant) {
+  ModelSpec s;
+  s.vocab_size = 13;
+  s.max_seq_len = 16;
+  s.d_model = 16;
+  s.heads = 2;
+  s.mlp_hidden = 24;
+  s.seed = 3;
+  s.bias = !variant;
+  s.tie_embeddings = !variant;
+  s.positions = variant ? Positions::learned : Positions::rope;
+  AttentionSpec race;
+  race.kind = AttentionKind::race;
+  race.tables = 2;
+  race.bits = 2;
+  race.learned_beta = true;
+  race.beta = 0.7f;
+  race.planes_per_head = variant;
+  race.estimator = variant ? race::kernels::RaceEstimator::ratio : race::kernels::RaceEstimator::bucket;
+  AttentionSpec softmax;
+  softmax.kind = AttentionKind::softmax;
+  softmax.window = variant ? 0 : 4;
+  s.layers = {race, softmax};
+  return s;
+}
+
+std::vector<float> host_copy(CpuOps& ops, const float* device, int64_t n) {
+  std::vector<float> out(static_cast<size_t>(n));
+  ops.copy_to_host(out.data(), device, n);
+  return out;
+}
+
+void check_gradients(bool variant) {
+  CpuOps ops;
+  Gpt model(ops, hybrid_spec(variant), kBatch, kSeq);
+  model.initialize();
+  // Larger weights than GPT-2's 0.02 so every path carries a gradient well above fp32 noise.
+  std::vector<float> params = host_copy(ops, model.parameters(), model.parameter_count());
+  std::mt19937_64 rng(11);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  for (const auto& p : model.params())
+    if (!p.name.ends_with("log_beta") && !p.name.ends_with("ln1.weight") && !p.name.ends_with("ln2.weight") &&
+        p.name != "lnf.weight")
+      for (int64_t i = 0; i < p.size; ++i) params[static_cast<size_t>(p.offset + i)] = static_cast<float>(0.3 * normal(rng));
+  ops.copy_from_host(model.parameters(), params.data(), model.parameter_count());
+
+  const HostBatch batch = random_batch(13, 5);
+  model.zero_gradients();
+  model.forward_backward(batch.view(variant), 1.f);
+  const std::vector<float> grads = host_copy(ops, model.gradients(), model.parameter_count());
+
+  for (const auto& p : model.params()) {
+    // A random direction within this tensor; the loss is a sum, so its derivative is O(1).
+    std::vector<double> direction(static_cast<size_t>(p.size));
+    double norm = 0.0;
+    for (double& d : direction) {
+      d = normal(rng);
+      norm += d * d;
+    }
+    for (double& d : direction) d /= std::sqrt(norm);
+    double analytic = 0.0;
+    for (int64_t i = 0; i < p.size; ++i) analytic += grads[static_cast<size_t>(p.offset + i)] * direction[static_cast<size_t>(i)];
+    const double h = 1e-2;
+    auto loss_at = [&](double step) {
+      std::vector<float> moved = params;
+      for (int64_t i = 0; i < p.size; ++i)
+        moved[static_cast<size_t>(p.offset + i)] += static_cast<float>(step * direction[static_cast<size_t>(i)]);
+      ops.copy_from_host(model.parameters(), moved.data(), model.parameter_count());
+      return model.forward_loss(batch.view(variant)).sum;
+    };
+    const double numeric = (loss_at(h) - loss_at(-h)) / (2 * h);
+    ops.copy_from_host(model.parameters(), params.data(), model.parameter_count());
+    EXPECT_NEAR(analytic, numeric, 2e-2 * std::fabs(numeric) + 2e-3)
+        << (variant ? "variant " : "hybrid ") << p.name << ": analytic " << analytic << " numeric " << numeric;
+  }
+}
+
+TEST(Gpt, GradientsMatchFiniteDifferencesRopeTiedWindowedSoftmax) { check_gradients(false); }
+
+TEST(Gpt, GradientsMatchFiniteDifferencesLearnedPositionsUntiedRatioPackedDocuments) { check_gradients(true); }
+
+TEST(Gpt, LossOnOneRepeatedBatchFallsNearZero) {
+  CpuOps ops;
+  Gpt model(ops, hybrid_spec(false), kBatch, kSeq);
+  model.initialize();
+  const HostBatch batch = random_batch(13, 9);
+  const int64_t n = model.parameter_count();
+  float* m = ops.allocate(n);
+  float* v = ops.allocate(n);
+  double first = 0.0, last = 0.0;
+  for (int64_t step = 1; step <= 300; ++step) {
+    model.zero_gradients();
+    const auto loss = model.forward_backward(batch.view(false), 1.f / 15.f);  // 15 scored positions
+    if (step == 1) first = loss.mean();
+    last = loss.mean();
+    race::model::AdamWStep adam;
+    adam.lr = 1e-2f;
+    adam.step = step;
+    ops.adamw(model.parameters(), model.gradients(), m, v, n, adam);
+  }
+  EXPECT_GT(first, 2.0);  // about log(13) = 2.56 at initialisation
+  EXPECT_LT(last, 0.02) << "first " << first;
+}
+
+TEST(Gpt, BadSpecsAreRejectedByName) {
+  CpuOps ops;
+  ModelSpec s = hybrid_spec(false);
+  s.heads = 3;
+  EXPECT_THROW(Gpt(ops, s, 1, 4), race::Error);
+  s = hybrid_spec(false);
+  s.layers.clear();
+  EXPECT_THROW(Gpt(ops, s, 1, 4), race::Error);
+  s = hybrid_spec(true);
+  EXPECT_THROW(Gpt(ops, s, 1, 17), race::Error);  // learned positions: 17 > max_seq_len 16
+}
+
+}  // namespace
