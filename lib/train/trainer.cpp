@@ -1,0 +1,324 @@
+// race-train's loop for GPT language models: config, plan, steps, validation, checkpoints, resume.
+#include "train/trainer.h"
+
+#include <omp.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <limits>
+
+#include "core/error.h"
+#include "core/logging.h"
+#include "model/cpu_ops.h"
+#include "model/gpt.h"
+#include "model/model_config.h"
+#include "train/checkpoint.h"
+#include "train/lm_data.h"
+#include "train/run_directory.h"
+#include "train/schedule.h"
+#include "train/tokenizer.h"
+
+namespace race::train {
+
+Schema train_schema() {
+  return Schema::object(
+      "A race-train run.",
+      {
+          {"run", Schema::object("Where results go.",
+                                 {{"name", Schema::string("run", "Run directory name under run.root.")},
+                                  {"root", Schema::string("runs", "Parent directory of run directories.")},
+                                  {"threads", Schema::integer(0, "OpenMP threads (0: all cores).").min(0)}})},
+          {"data",
+           Schema::object(
+               "Language-model data: an HDF5 file in the layout of docs (DESIGN section 4).",
+               {{"path", Schema::string("", "The HDF5 dataset (train and val splits).")},
+                {"context", Schema::integer(256, "Tokens per window (T).").min(1)},
+                {"batch_size", Schema::integer(4, "Windows per micro-batch (B).").min(1)},
+                {"cross_documents", Schema::boolean(true, "Windows may span document boundaries.")},
+                {"packed", Schema::boolean(false, "Documents in one window do not attend to each other.")},
+                {"seed", Schema::integer(0, "Seed of the window order.").min(0)},
+                {"val_windows", Schema::integer(16, "Windows of the val split used for validation.").min(1)}})},
+          {"model", model::model_schema()},
+          {"optimizer",
+           Schema::object("AdamW with decoupled weight decay on matrices only.",
+                          {{"beta1", Schema::number(0.9, "First-moment decay.").min(0.0).max(0.999999)},
+                           {"beta2", Schema::number(0.95, "Second-moment decay.").min(0.0).max(0.999999)},
+                           {"eps", Schema::number(1e-8, "Denominator epsilon.").min(1e-30)},
+                           {"weight_decay", Schema::number(0.1, "Decay of weight matrices.").min(0.0)},
+                           {"grad_clip", Schema::number(1.0, "Global gradient-norm clip (0: off).").min(0.0)}})},
+          {"schedule", schedule_schema()},
+          {"train",
+           Schema::object(
+               "The loop; its length is schedule.total_steps.",
+               {{"grad_accum", Schema::integer(1, "Micro-batches per optimizer step.").min(1)},
+                {"log_every", Schema::integer(10, "Steps between train metrics lines.").min(1)},
+                {"eval_every", Schema::integer(100, "Steps between validations (and at the end).").min(1)},
+                {"checkpoint_every", Schema::integer(500, "Steps between checkpoints (and at the end).").min(1)},
+                {"keep_last", Schema::integer(3, "Checkpoints kept.").min(1)},
+                {"on_nan", Schema::string("error", "A NaN or inf loss or gradient: stop, or skip the step.")
+                               .one_of({"error", "skip"})}})},
+      });
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// One micro-batch as the model wants it: inputs, targets, optional packing, all (B, T).
+struct ModelBatch {
+  std::vector<int32_t> tokens, targets;
+  const LmBatch* source = nullptr;
+  model::Batch view() const {
+    const bool packed = source != nullptr && !source->segment_ids.empty();
+    return {tokens.data(), targets.data(), packed ? source->position_ids.data() : nullptr,
+            packed ? source->segment_ids.data() : nullptr};
+  }
+};
+
+// Splits (rows, T + 1) windows into inputs and next-token targets; rows beyond the batch's own (a short
+// last validation batch) are padding with no targets.
+ModelBatch to_model_batch(const LmBatch& batch, int64_t batch_size, int64_t context) {
+  ModelBatch b;
+  b.source = &batch;
+  b.tokens.assign(static_cast<size_t>(batch_size * context), 0);
+  b.targets.assign(static_cast<size_t>(batch_size * context), -1);
+  for (int64_t r = 0; r < batch.rows; ++r)
+    for (int64_t t = 0; t < context; ++t) {
+      b.tokens[static_cast<size_t>(r * context + t)] = batch.tokens[static_cast<size_t>(r * (context + 1) + t)];
+      b.targets[static_cast<size_t>(r * context + t)] = batch.tokens[static_cast<size_t>(r * (context + 1) + t + 1)];
+    }
+  return b;
+}
+
+std::vector<TensorView> views(const std::vector<model::ParamInfo>& infos, const std::vector<float>& host) {
+  std::vector<TensorView> out;
+  for (const auto& p : infos)
+    out.push_back({p.name, p.shape, std::span<const float>(host.data() + p.offset, static_cast<size_t>(p.size))});
+  return out;
+}
+
+std::vector<TensorSpec> specs(const std::vector<model::ParamInfo>& infos) {
+  std::vector<TensorSpec> out;
+  for (const auto& p : infos) out.push_back({p.name, p.shape});
+  return out;
+}
+
+// Copies checkpoint tensors, matched by name, into a flat host arena laid out as `infos`.
+void unpack(const std::vector<NamedTensor>& tensors, const std::vector<model::ParamInfo>& infos,
+            std::vector<float>& host) {
+  for (const auto& p : infos)
+    for (const auto& t : tensors)
+      if (t.name == p.name) std::copy(t.values.begin(), t.values.end(), host.begin() + p.offset);
+}
+
+std::string format_bytes(double bytes) { return fmt::format("{:.1f} MB", bytes / 1e6); }
+
+}  // namespace
+
+TrainResult run_training(const TrainOptions& options, const std::function<bool()>& stop_requested) {
+  if (options.config_file.has_value() == options.resume_dir.has_value())
+    throw UsageError("race-train: give exactly one of --config FILE or --resume RUN_DIR");
+
+  // The resolved config: from the file (+ overrides) for a new run, from the run directory on resume.
+  nlohmann::json config;
+  std::optional<RunDirectory> run;
+  if (options.config_file) {
+    config = load_config(train_schema(), *options.config_file, options.overrides);
+  } else {
+    if (!options.overrides.empty())
+      throw UsageError("race-train --resume: --set cannot change a run's config; start a new run instead");
+    RunDirectory opened = RunDirectory::open_for_resume(*options.resume_dir);
+    config = resolve(train_schema(), opened.config(), {}, (opened.path() / "config.json").string());
+    run.emplace(std::move(opened));
+  }
+  const auto& data_cfg = config.at("data");
+  const auto& opt_cfg = config.at("optimizer");
+  const auto& train_cfg = config.at("train");
+  const int threads = config.at("run").at("threads").get<int>();
+  if (threads > 0) omp_set_num_threads(threads);
+  const ScheduleOptions schedule = schedule_options_from_json(config.at("schedule"));
+  const int64_t total_steps = schedule.total_steps;
+
+  const std::string data_path = data_cfg.at("path").get<std::string>();
+  if (data_path.empty()) fail("data.path: no dataset given (an HDF5 file with train and val splits)");
+  const int64_t context = data_cfg.at("context").get<int64_t>();
+  const int64_t batch_size = data_cfg.at("batch_size").get<int64_t>();
+  const int64_t grad_accum = train_cfg.at("grad_accum").get<int64_t>();
+  const LmBatchOptions batch_options{data_cfg.at("cross_documents").get<bool>(), data_cfg.at("packed").get<bool>()};
+  const LmDataset train_data = LmDataset::open(data_path, "train");
+  const LmDataset val_data = LmDataset::open(data_path, "val");
+  const Tokenizer& tokenizer = train_data.tokenizer();
+  const std::vector<LmBatch> val_batches =
+      validation_batches(val_data, context, batch_size, data_cfg.at("val_windows").get<int64_t>(), batch_options);
+
+  const model::ModelSpec spec = model::spec_from_config(config.at("model"), tokenizer.vocab_size, context);
+  model::CpuOps ops;
+  model::Gpt gpt(ops, spec, batch_size, context);
+  const int64_t n_params = gpt.parameter_count();
+
+  // The memory plan, before anything is trained.
+  const double param_bytes = 16.0 * static_cast<double>(n_params);  // parameters, gradients, AdamW m and v
+  const double act_per_token = static_cast<double>(gpt.activation_bytes_per_token());
+  spdlog::info("model: {} layers, d_model {}, {} heads, {} parameters; data {} (vocab {}, {} train tokens)",
+               spec.layers.size(), spec.d_model, spec.heads, n_params, data_path, tokenizer.vocab_size,
+               train_data.num_tokens());
+  spdlog::info("memory plan: {} for parameters, gradients and AdamW state; activations {} per token ({} per "
+               "micro-batch of {} x {} tokens)",
+               format_bytes(param_bytes), format_bytes(act_per_token),
+               format_bytes(act_per_token * static_cast<double>(batch_size * context)), batch_size, context);
+  if (options.dry_run) {
+    TrainResult result;
+    return result;
+  }
+
+  if (!run) run.emplace(RunDirectory::create(config.at("run").at("root").get<std::string>(),
+                                             config.at("run").at("name").get<std::string>(), config));
+  init_logging(options.log_level, run->log_path());
+
+  std::vector<float> m_host(static_cast<size_t>(n_params), 0.f), v_host(static_cast<size_t>(n_params), 0.f);
+  float* adam_m = ops.allocate(n_params);
+  float* adam_v = ops.allocate(n_params);
+  int64_t step = 0, tokens_seen = 0;
+  DataState data_state;
+  gpt.initialize();
+  if (options.resume_dir) {
+    const auto latest = latest_checkpoint(run->checkpoint_dir());
+    if (latest) {
+      const Checkpoint ckpt = read_checkpoint(*latest);
+      check_compatible(ckpt, specs(gpt.params()), specs(gpt.buffers()), "checkpoint " + latest->string());
+      std::vector<float> host(static_cast<size_t>(n_params));
+      unpack(ckpt.params, gpt.params(), host);
+      ops.copy_from_host(gpt.parameters(), host.data(), n_params);
+      unpack(ckpt.adam_m, gpt.params(), m_host);
+      unpack(ckpt.adam_v, gpt.params(), v_host);
+      std::vector<float> buffers(static_cast<size_t>(gpt.buffer_count()));
+      unpack(ckpt.buffers, gpt.buffers(), buffers);
+      if (gpt.buffer_count() > 0) ops.copy_from_host(gpt.buffer_data(), buffers.data(), gpt.buffer_count());
+      step = ckpt.step;
+      tokens_seen = ckpt.tokens_seen;
+      data_state = ckpt.trainer_state.at("data").get<DataState>();
+      spdlog::info("resuming {} from {} (step {})", run->path().string(), latest->string(), step);
+    } else {
+      spdlog::info("resuming {}: no complete checkpoint, starting from step 0", run->path().string());
+    }
+    run->truncate_metrics_after(latest ? step : -1);
+  }
+  ops.copy_from_host(adam_m, m_host.data(), n_params);
+  ops.copy_from_host(adam_v, v_host.data(), n_params);
+
+  LmBatcher batcher(train_data, context, batch_size, data_cfg.at("seed").get<uint64_t>(), batch_options, data_state);
+
+  auto save_checkpoint = [&] {
+    std::vector<float> params(static_cast<size_t>(n_params)), buffers(static_cast<size_t>(gpt.buffer_count()));
+    ops.copy_to_host(params.data(), gpt.parameters(), n_params);
+    ops.copy_to_host(m_host.data(), adam_m, n_params);
+    ops.copy_to_host(v_host.data(), adam_v, n_params);
+    if (gpt.buffer_count() > 0) ops.copy_to_host(buffers.data(), gpt.buffer_data(), gpt.buffer_count());
+    CheckpointView ckpt;
+    ckpt.step = step;
+    ckpt.tokens_seen = tokens_seen;
+    ckpt.config_json = config.dump();
+    ckpt.source_revision = "";
+    ckpt.params = views(gpt.params(), params);
+    ckpt.adam_m = views(gpt.params(), m_host);
+    ckpt.adam_v = views(gpt.params(), v_host);
+    ckpt.buffers = views(gpt.buffers(), buffers);
+    ckpt.trainer_state = {{"data", batcher.state()}};
+    const auto path = write_checkpoint(run->checkpoint_dir(), ckpt, train_cfg.at("keep_last").get<int64_t>(),
+                                       [&](Hdf5Writer& writer) { write_tokenizer(writer, tokenizer); });
+    spdlog::info("checkpoint {}", path.string());
+  };
+
+  auto validate_now = [&] {
+    model::LossSum total;
+    int64_t target_bytes = 0;
+    for (const LmBatch& b : val_batches) {
+      const ModelBatch mb = to_model_batch(b, batch_size, context);
+      const model::LossSum loss = gpt.forward_loss(mb.view());
+      total.sum += loss.sum;
+      total.count += loss.count;
+      for (const int32_t t : mb.targets)
+        if (t >= 0) target_bytes += static_cast<int64_t>(tokenizer.piece(t).size());
+    }
+    const double bits_per_byte = total.sum / std::log(2.0) / static_cast<double>(std::max<int64_t>(1, target_bytes));
+    run->append_metrics({{"step", step}, {"split", "val"}, {"loss", total.mean()}, {"bits_per_byte", bits_per_byte}});
+    spdlog::info("step {}: val loss {:.4f}, {:.4f} bits per byte", step, total.mean(), bits_per_byte);
+    return total.mean();
+  };
+
+  TrainResult result;
+  result.run_dir = run->path();
+  const float loss_scale = 1.f / static_cast<float>(batch_size * context * grad_accum);
+  const double grad_clip = opt_cfg.at("grad_clip").get<double>();
+  const bool skip_nan = train_cfg.at("on_nan") == "skip";
+  const int64_t log_every = train_cfg.at("log_every").get<int64_t>();
+  const int64_t eval_every = train_cfg.at("eval_every").get<int64_t>();
+  const int64_t checkpoint_every = train_cfg.at("checkpoint_every").get<int64_t>();
+  bool evaluated_last = false;
+  while (step < total_steps) {
+    const auto start = Clock::now();
+    gpt.zero_gradients();
+    model::LossSum loss;
+    for (int64_t micro = 0; micro < grad_accum; ++micro) {
+      const LmBatch batch = batcher.next();
+      const ModelBatch mb = to_model_batch(batch, batch_size, context);
+      const model::LossSum l = gpt.forward_backward(mb.view(), loss_scale);
+      loss.sum += l.sum;
+      loss.count += l.count;
+    }
+    const double norm = ops.grad_norm(gpt.gradients(), n_params);
+    if (!std::isfinite(loss.mean()) || !std::isfinite(norm)) {
+      if (!skip_nan)
+        fail("step {}: the loss ({}) or the gradient norm ({}) is not finite; nothing was updated or saved "
+             "(train.on_nan = \"skip\" skips such steps)",
+             step + 1, loss.mean(), norm);
+      spdlog::warn("step {}: non-finite loss or gradient, step skipped", step + 1);
+      ++step;
+      continue;
+    }
+    const double lr = learning_rate(schedule, step);
+    const float clip = grad_clip > 0.0 && norm > grad_clip ? static_cast<float>(grad_clip / norm) : 1.f;
+    ++step;
+    for (const auto& p : gpt.params()) {
+      model::AdamWStep adam;
+      adam.lr = static_cast<float>(lr);
+      adam.beta1 = opt_cfg.at("beta1").get<float>();
+      adam.beta2 = opt_cfg.at("beta2").get<float>();
+      adam.eps = opt_cfg.at("eps").get<float>();
+      adam.weight_decay = p.weight_decay ? opt_cfg.at("weight_decay").get<float>() : 0.f;
+      adam.step = step;
+      adam.grad_scale = clip;
+      ops.adamw(gpt.parameters() + p.offset, gpt.gradients() + p.offset, adam_m + p.offset, adam_v + p.offset,
+                p.size, adam);
+    }
+    tokens_seen += batch_size * context * grad_accum;
+    const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    result.steps.push_back({step, loss.mean(), lr, norm});
+    if (step % log_every == 0 || step == total_steps) {
+      const double tokens_per_s = static_cast<double>(batch_size * context * grad_accum) / seconds;
+      run->append_metrics({{"step", step}, {"split", "train"}, {"loss", loss.mean()}, {"lr", lr},
+                           {"grad_norm", norm}, {"tokens_per_s", tokens_per_s}, {"ms_per_step", seconds * 1e3}});
+      spdlog::info("step {}/{}: loss {:.4f}, lr {:.3g}, grad norm {:.3f}, {:.0f} tokens/s", step, total_steps,
+                   loss.mean(), lr, norm, tokens_per_s);
+    }
+    evaluated_last = false;
+    if (step % eval_every == 0 || step == total_steps) {
+      result.final_val_loss = validate_now();
+      evaluated_last = true;
+    }
+    const bool stopping = stop_requested && stop_requested();
+    if (step % checkpoint_every == 0 || step == total_steps || stopping) save_checkpoint();
+    if (stopping) {
+      result.interrupted = true;
+      spdlog::info("stopped at step {} on request; resume with race-train --resume {}", step, run->path().string());
+      break;
+    }
+  }
+  if (!evaluated_last && !result.interrupted && step == total_steps) result.final_val_loss = validate_now();
+  result.last_step = step;
+  return result;
+}
+
+}  // namespace race::train
