@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "core/hdf5_io.h"
+#include "train/evaluation.h"
 #include "train/tokenizer.h"
 #include "train/trainer.h"
 
@@ -100,6 +101,23 @@ TEST_F(Trainer, ResumedRunReproducesTheUninterruptedLossesBitForBit) {
     EXPECT_EQ(rest.steps[i].grad_norm, full.steps[i + 3].grad_norm) << "step " << rest.steps[i].step;
   }
   EXPECT_EQ(rest.final_val_loss, full.final_val_loss);
+}
+
+TEST_F(Trainer, EvaluatingTheCheckpointGivesTheLoggedValidationLoss) {
+  TrainOptions options;
+  options.config_file = write_config("evaluated", 12, 6);
+  const auto trained = run_training(options);
+  ASSERT_TRUE(trained.final_val_loss.has_value());
+  race::train::EvalOptions eval;
+  eval.checkpoint = trained.run_dir;  // a run directory: its newest checkpoint
+  const auto evaluated = race::train::evaluate_checkpoint(eval);
+  EXPECT_EQ(evaluated.step, 12);
+  EXPECT_EQ(evaluated.result.loss, *trained.final_val_loss);
+  EXPECT_NEAR(evaluated.result.perplexity, std::exp(evaluated.result.loss), 1e-9);
+  // Byte-level: one token is one byte, so bits per byte is the loss in bits.
+  EXPECT_NEAR(evaluated.result.bits_per_byte, evaluated.result.loss / std::log(2.0), 1e-9);
+  eval.split = "test";
+  EXPECT_THROW(race::train::evaluate_checkpoint(eval), race::Error);
 }
 
 TEST_F(Trainer, ConfigMistakesNameTheKey) {

@@ -86,6 +86,8 @@ class Gpt {
   const std::vector<ParamInfo>& params() const { return params_; }
   const std::vector<ParamInfo>& buffers() const { return buffers_; }  // frozen: RACE hyperplanes
   int64_t parameter_count() const { return param_count_; }
+  int64_t batch_size() const { return batch_; }
+  int64_t seq_len() const { return seq_len_; }
   float* parameters() { return params_data_; }  // device
   float* gradients() { return grads_data_; }    // device
   float* buffer_data() { return buffers_data_; }

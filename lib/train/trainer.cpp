@@ -117,6 +117,25 @@ std::string format_bytes(double bytes) { return fmt::format("{:.1f} MB", bytes /
 
 }  // namespace
 
+EvalResult evaluate_lm(model::Gpt& gpt, const std::vector<LmBatch>& batches, const Tokenizer& tokenizer) {
+  model::LossSum total;
+  int64_t target_bytes = 0;
+  for (const LmBatch& b : batches) {
+    const ModelBatch mb = to_model_batch(b, gpt.batch_size(), gpt.seq_len());
+    const model::LossSum loss = gpt.forward_loss(mb.view());
+    total.sum += loss.sum;
+    total.count += loss.count;
+    for (const int32_t t : mb.targets)
+      if (t >= 0) target_bytes += static_cast<int64_t>(tokenizer.piece(t).size());
+  }
+  EvalResult result;
+  result.tokens = total.count;
+  result.loss = total.mean();
+  result.perplexity = std::exp(result.loss);
+  result.bits_per_byte = total.sum / std::log(2.0) / static_cast<double>(std::max<int64_t>(1, target_bytes));
+  return result;
+}
+
 TrainResult run_training(const TrainOptions& options, const std::function<bool()>& stop_requested) {
   if (options.config_file.has_value() == options.resume_dir.has_value())
     throw UsageError("race-train: give exactly one of --config FILE or --resume RUN_DIR");
@@ -232,20 +251,10 @@ TrainResult run_training(const TrainOptions& options, const std::function<bool()
   };
 
   auto validate_now = [&] {
-    model::LossSum total;
-    int64_t target_bytes = 0;
-    for (const LmBatch& b : val_batches) {
-      const ModelBatch mb = to_model_batch(b, batch_size, context);
-      const model::LossSum loss = gpt.forward_loss(mb.view());
-      total.sum += loss.sum;
-      total.count += loss.count;
-      for (const int32_t t : mb.targets)
-        if (t >= 0) target_bytes += static_cast<int64_t>(tokenizer.piece(t).size());
-    }
-    const double bits_per_byte = total.sum / std::log(2.0) / static_cast<double>(std::max<int64_t>(1, target_bytes));
-    run->append_metrics({{"step", step}, {"split", "val"}, {"loss", total.mean()}, {"bits_per_byte", bits_per_byte}});
-    spdlog::info("step {}: val loss {:.4f}, {:.4f} bits per byte", step, total.mean(), bits_per_byte);
-    return total.mean();
+    const EvalResult eval = evaluate_lm(gpt, val_batches, tokenizer);
+    run->append_metrics({{"step", step}, {"split", "val"}, {"loss", eval.loss}, {"bits_per_byte", eval.bits_per_byte}});
+    spdlog::info("step {}: val loss {:.4f}, {:.4f} bits per byte", step, eval.loss, eval.bits_per_byte);
+    return eval.loss;
   };
 
   TrainResult result;

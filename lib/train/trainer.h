@@ -20,6 +20,9 @@
 #include <nlohmann/json.hpp>
 
 #include "core/config.h"
+#include "model/gpt.h"
+#include "train/lm_data.h"
+#include "train/tokenizer.h"
 
 namespace race::train {
 
@@ -45,6 +48,16 @@ struct TrainResult {
   std::optional<double> final_val_loss;
   bool interrupted = false;
 };
+
+struct EvalResult {
+  double loss = 0.0;           // mean cross-entropy per target token (nats)
+  double perplexity = 0.0;     // exp(loss)
+  double bits_per_byte = 0.0;  // summed loss / ln 2 / bytes of the target tokens' pieces
+  int64_t tokens = 0;          // target tokens scored
+};
+
+// Language-model loss of `gpt` over `batches` (rows beyond a short last batch are padding).
+EvalResult evaluate_lm(model::Gpt& gpt, const std::vector<LmBatch>& batches, const Tokenizer& tokenizer);
 
 // Runs (or resumes) training; `stop_requested` is polled after each step (SIGINT/SIGTERM in race-train).
 TrainResult run_training(const TrainOptions& options, const std::function<bool()>& stop_requested = {});
