@@ -9,6 +9,7 @@
 #include <fstream>
 #include <string>
 
+#include "core/config.h"
 #include "core/error.h"
 #include "core/hdf5_io.h"
 #include "train/evaluation.h"
@@ -140,6 +141,18 @@ TEST_F(Trainer, ConfigMistakesNameTheKey) {
     EXPECT_NE(std::string(e.what()).find("model.softmax_layers[0]"), std::string::npos) << "got: " << e.what();
   }
   EXPECT_FALSE(fs::exists(dir_ / "runs" / "typo")) << "a failed start must not leave a run directory";
+}
+
+// Every shipped config resolves against the schema (a typo in configs/ fails here, not after a download).
+TEST(Configs, EveryShippedConfigResolves) {
+  const fs::path configs = fs::path(RACE_SOURCE_DIR) / "configs";
+  int seen = 0;
+  for (const auto& entry : fs::directory_iterator(configs)) {
+    if (entry.path().extension() != ".json") continue;
+    ++seen;
+    EXPECT_NO_THROW(race::load_config(race::train::train_schema(), entry.path())) << entry.path();
+  }
+  EXPECT_GE(seen, 3);
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 #include "train/trainer.h"
 
 #include <omp.h>
+#include <unistd.h>
 #include <spdlog/spdlog.h>
 
 #include <chrono>
@@ -183,10 +184,22 @@ TrainResult run_training(const TrainOptions& options, const std::function<bool()
   spdlog::info("model: {} layers, d_model {}, {} heads, {} parameters; data {} (vocab {}, {} train tokens)",
                spec.layers.size(), spec.d_model, spec.heads, n_params, data_path, tokenizer.vocab_size,
                train_data.num_tokens());
-  spdlog::info("memory plan: {} for parameters, gradients and AdamW state; activations {} per token ({} per "
-               "micro-batch of {} x {} tokens)",
-               format_bytes(param_bytes), format_bytes(act_per_token),
-               format_bytes(act_per_token * static_cast<double>(batch_size * context)), batch_size, context);
+  // Scratch beyond the saved activations (qkv, gradient buffers, logits blocks) is about as large again
+  // per token for one layer; the plan counts it as one more layer's worth.
+  const double per_token = act_per_token * (1.0 + 1.0 / static_cast<double>(spec.layers.size()));
+  const double budget = 0.8 * static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGE_SIZE));
+  const double fits = (budget - param_bytes) / (per_token * static_cast<double>(batch_size));
+  spdlog::info("memory plan: {} for parameters, gradients and AdamW state; activations {:.1f} KB per token, {} "
+               "per micro-batch of {} x {} tokens; largest context that fits in 80% of this machine's memory "
+               "at batch {}: about {:.0f} tokens",
+               format_bytes(param_bytes), act_per_token / 1e3,
+               format_bytes(per_token * static_cast<double>(batch_size * context)), batch_size, context,
+               batch_size, std::max(0.0, fits));
+  if (per_token * static_cast<double>(batch_size * context) + param_bytes > budget)
+    fail("data.context {} x data.batch_size {}: the plan needs {}, more than 80% of this machine's memory ({}); "
+         "lower the context or the batch, or raise train.grad_accum instead",
+         context, batch_size, format_bytes(per_token * static_cast<double>(batch_size * context) + param_bytes),
+         format_bytes(budget));
   if (options.dry_run) {
     TrainResult result;
     return result;
