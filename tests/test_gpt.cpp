@@ -3,6 +3,7 @@
 // documents), and the loss on one repeated batch falling near zero under AdamW.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <string>
@@ -147,6 +148,33 @@ TEST(Gpt, LossOnOneRepeatedBatchFallsNearZero) {
   }
   EXPECT_GT(first, 2.0);  // about log(13) = 2.56 at initialisation
   EXPECT_LT(last, 0.02) << "first " << first;
+}
+
+// Token-by-token generation (RACE recurrent state, softmax caches incl. a window shorter than the
+// sequence) gives the logits a full forward pass gives at every position.
+TEST(Gpt, DecodingTokenByTokenMatchesTheFullForwardPass) {
+  for (const bool variant : {false, true}) {
+    CpuOps ops;
+    ModelSpec spec = hybrid_spec(variant);
+    Gpt model(ops, spec, 1, kSeq);
+    model.initialize();
+    const HostBatch batch = random_batch(13, 21);
+    const Batch view{batch.tokens.data(), batch.targets.data(), nullptr, nullptr};
+    const std::vector<float> full = model.forward_logits(view);
+    model.start_decoding(kSeq);
+    double max_error = 0.0, max_value = 0.0;
+    for (int64_t t = 0; t < kSeq; ++t) {
+      const float* logits = model.decode_step(batch.tokens[static_cast<size_t>(t)]);
+      std::vector<float> host(13);
+      ops.copy_to_host(host.data(), logits, 13);
+      for (int64_t j = 0; j < 13; ++j) {
+        max_error = std::max(max_error, double(std::fabs(host[j] - full[static_cast<size_t>(t * 13 + j)])));
+        max_value = std::max(max_value, double(std::fabs(full[static_cast<size_t>(t * 13 + j)])));
+      }
+    }
+    EXPECT_LT(max_error, 1e-4 * std::max(1.0, max_value)) << (variant ? "variant" : "hybrid");
+    EXPECT_THROW(model.decode_step(0), race::Error);  // past the kSeq tokens it was started for
+  }
 }
 
 TEST(Gpt, BadSpecsAreRejectedByName) {

@@ -121,6 +121,28 @@ TEST_F(Trainer, EvaluatingTheCheckpointGivesTheLoggedValidationLoss) {
   EXPECT_THROW(race::train::evaluate_checkpoint(eval), race::Error);
 }
 
+TEST_F(Trainer, GenerationIsSeededAndLearnsTheCorpus) {
+  TrainOptions options;
+  options.config_file = write_config("generating", 150, 1000);
+  const auto trained = run_training(options);
+  race::train::GenerateOptions gen;
+  gen.checkpoint = trained.run_dir;
+  gen.prompt = "the quick brown fox ";
+  gen.max_new_tokens = 20;
+  gen.temperature = 0.0;  // greedy: the corpus continues "jumps over the lazy dog"
+  const auto greedy = race::train::generate(gen);
+  EXPECT_EQ(greedy.tokens.size(), 20u);
+  EXPECT_NE(greedy.text.find("jumps"), std::string::npos) << greedy.text;
+  gen.temperature = 1.0;
+  gen.top_k = 5;
+  gen.seed = 7;
+  const auto a = race::train::generate(gen);
+  const auto b = race::train::generate(gen);
+  EXPECT_EQ(a.text, b.text);
+  gen.max_new_tokens = 0;
+  EXPECT_THROW(race::train::generate(gen), race::Error);
+}
+
 TEST_F(Trainer, ConfigMistakesNameTheKey) {
   TrainOptions options;
   options.config_file = write_config("typo", 2, 1);

@@ -1,5 +1,6 @@
-// race-eval: the loss, perplexity and bits per byte of a checkpoint on a dataset split. Thin: options and
-// output here, the evaluation in lib/train/evaluation.
+// race-eval: the loss, perplexity and bits per byte of a checkpoint on a dataset split, or
+// `race-eval generate`: text sampled from it. Thin: options and output here, the work in
+// lib/train/evaluation.
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
@@ -13,20 +14,47 @@
 
 namespace {
 
+void write_json(const std::string& path, const nlohmann::json& json) {
+  if (path == "-") {
+    fmt::print("{}\n", json.dump(2));
+    return;
+  }
+  std::ofstream out(path);
+  if (!(out << json.dump(2) << "\n")) race::fail("--json {}: cannot write the file", path);
+}
+
 int run(int argc, char** argv) {
-  CLI::App app{"race-eval: evaluate a race checkpoint"};
-  race::train::EvalOptions options;
+  CLI::App app{"race-eval: evaluate a race checkpoint, or generate text from it"};
+  app.require_subcommand(0, 1);
+  race::train::EvalOptions eval;
   std::string checkpoint, data, json_path;
   app.add_option("--checkpoint", checkpoint, "Checkpoint file, or a run directory (its newest checkpoint)")
-      ->required()
       ->check(CLI::ExistingPath);
   app.add_option("--data", data, "HDF5 dataset (default: the one in the checkpoint's config)")
       ->check(CLI::ExistingFile);
-  app.add_option("--split", options.split, "Split of the dataset")->capture_default_str();
-  app.add_option("--windows", options.windows, "Windows evaluated, in file order (0: the config's val_windows)")
+  app.add_option("--split", eval.split, "Split of the dataset")->capture_default_str();
+  app.add_option("--windows", eval.windows, "Windows evaluated, in file order (0: the config's val_windows)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
-  app.add_option("--json", json_path, "Also write the results as JSON to FILE (\"-\": stdout only JSON)");
+  app.add_option("--json", json_path, "Also write the results as JSON to FILE (\"-\": only JSON, on stdout)");
+
+  race::train::GenerateOptions gen;
+  std::string gen_checkpoint;
+  auto* generate = app.add_subcommand("generate", "Sample text from a checkpoint");
+  generate->add_option("--checkpoint", gen_checkpoint, "Checkpoint file, or a run directory")
+      ->required()
+      ->check(CLI::ExistingPath);
+  generate->add_option("--prompt", gen.prompt, "Text the sample continues")->capture_default_str();
+  generate->add_option("--max-new-tokens", gen.max_new_tokens, "Tokens to sample")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  generate->add_option("--temperature", gen.temperature, "Softmax temperature (0: greedy)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  generate->add_option("--top-k", gen.top_k, "Sample among the k most likely tokens (0: all)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  generate->add_option("--seed", gen.seed, "Seed of the sampling")->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -34,25 +62,27 @@ int run(int argc, char** argv) {
     return status == 0 ? 0 : 2;
   }
   race::init_logging("warn");
-  options.checkpoint = checkpoint;
-  if (!data.empty()) options.data = data;
-  const auto e = race::train::evaluate_checkpoint(options);
+
+  if (generate->parsed()) {
+    gen.checkpoint = gen_checkpoint;
+    const auto g = race::train::generate(gen);
+    fmt::print("{}{}\n", gen.prompt, g.text);
+    return 0;
+  }
+  if (checkpoint.empty()) throw race::UsageError("race-eval: --checkpoint is required (or use `race-eval generate`)");
+  eval.checkpoint = checkpoint;
+  if (!data.empty()) eval.data = data;
+  const auto e = race::train::evaluate_checkpoint(eval);
   const nlohmann::json json = {{"checkpoint", e.checkpoint.string()}, {"step", e.step},
                                {"data", e.data.string()},           {"split", e.split},
                                {"windows", e.windows},              {"tokens", e.result.tokens},
                                {"loss", e.result.loss},             {"perplexity", e.result.perplexity},
                                {"bits_per_byte", e.result.bits_per_byte}};
-  if (json_path == "-") {
-    fmt::print("{}\n", json.dump(2));
-    return 0;
-  }
-  fmt::print("{} (step {}) on {} [{}], {} tokens: loss {:.4f}, perplexity {:.3f}, {:.4f} bits per byte\n",
-             e.checkpoint.string(), e.step, e.data.string(), e.split, e.result.tokens, e.result.loss,
-             e.result.perplexity, e.result.bits_per_byte);
-  if (!json_path.empty()) {
-    std::ofstream out(json_path);
-    if (!(out << json.dump(2) << "\n")) race::fail("--json {}: cannot write the file", json_path);
-  }
+  if (json_path != "-")
+    fmt::print("{} (step {}) on {} [{}], {} tokens: loss {:.4f}, perplexity {:.3f}, {:.4f} bits per byte\n",
+               e.checkpoint.string(), e.step, e.data.string(), e.split, e.result.tokens, e.result.loss,
+               e.result.perplexity, e.result.bits_per_byte);
+  if (!json_path.empty()) write_json(json_path, json);
   return 0;
 }
 

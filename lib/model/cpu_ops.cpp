@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "kernels/cpu/adamw_cpu.h"
+#include "kernels/cpu/attention_decode_cpu.h"
 #include "kernels/cpu/cross_entropy_cpu.h"
 #include "kernels/cpu/embedding_cpu.h"
 #include "kernels/cpu/gelu_cpu.h"
@@ -174,6 +175,18 @@ void CpuOps::softmax_attention_backward(const kernels::SoftmaxAttentionShape& sh
                                         const float* lse, const float* dout,
                                         const kernels::SoftmaxAttentionGradients& grads) {
   cpu::softmax_attention_backward(shape, options, inputs, out, lse, dout, grads);
+}
+
+void CpuOps::race_attention_decode(const kernels::RaceAttentionShape& shape,
+                                   const kernels::RaceAttentionOptions& options, const float* q, const float* k,
+                                   const float* v, const float* planes, const float* beta, float* key_sums,
+                                   float* value_sums, float* out) {
+  cpu::race_attention_decode(shape, options, q, k, v, planes, beta, key_sums, value_sums, out);
+}
+void CpuOps::softmax_attention_decode(int64_t heads, int64_t head_dim, int64_t window, float scale,
+                                      const float* q, const float* k, const float* v, float* keys,
+                                      float* values, int64_t capacity, int64_t position, float* out) {
+  cpu::softmax_attention_decode(heads, head_dim, window, scale, q, k, v, keys, values, capacity, position, out);
 }
 
 void CpuOps::exp_forward(float* y, const float* x, int64_t count) {

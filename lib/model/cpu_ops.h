@@ -62,6 +62,13 @@ class CpuOps final : public Ops {
                                   const kernels::SoftmaxAttentionInputs& inputs, const float* out,
                                   const float* lse, const float* dout,
                                   const kernels::SoftmaxAttentionGradients& grads) override;
+  void race_attention_decode(const kernels::RaceAttentionShape& shape,
+                             const kernels::RaceAttentionOptions& options, const float* q, const float* k,
+                             const float* v, const float* planes, const float* beta, float* key_sums,
+                             float* value_sums, float* out) override;
+  void softmax_attention_decode(int64_t heads, int64_t head_dim, int64_t window, float scale, const float* q,
+                                const float* k, const float* v, float* keys, float* values, int64_t capacity,
+                                int64_t position, float* out) override;
   void exp_forward(float* y, const float* x, int64_t count) override;
   void exp_backward(float* dx, const float* dy, const float* y, int64_t count) override;
   double grad_norm(const float* grads, int64_t count) override;

@@ -49,6 +49,16 @@ struct Gpt::Layer {
   float *fc, *gelu;                   // (B*T, M)
 };
 
+// Generation state and one token's activations.
+struct Gpt::Decoder {
+  int64_t max_tokens = 0, position = 0;
+  std::vector<float*> key_sums, value_sums;  // RACE layers: (H, S), (H, S, D); null for softmax layers
+  std::vector<float*> keys, values;          // softmax layers: (H, capacity, D); null for RACE layers
+  std::vector<int64_t> capacity;
+  int32_t *token = nullptr, *position_id = nullptr;  // (1)
+  float *x, *ln, *qkv, *q, *k, *v, *att, *att_rows, *mid, *fc, *gelu, *logits, *ln_mean, *ln_rstd;
+};
+
 Gpt::~Gpt() = default;
 
 Gpt::Gpt(Ops& ops, ModelSpec spec, int64_t batch, int64_t seq_len)
@@ -335,6 +345,109 @@ void Gpt::backward() {
   ops_.embedding_backward(grads_data_, tokens_, residual_grad_, BT, V, C);
   if (spec_.positions == Positions::learned)
     ops_.embedding_backward(grad("wpe"), positions_, residual_grad_, BT, spec_.max_seq_len, C);
+}
+
+std::vector<float> Gpt::forward_logits(const Batch& batch) {
+  const int64_t C = spec_.d_model, V = spec_.vocab_size;
+  upload(batch);
+  forward();
+  const float* w = spec_.tie_embeddings ? params_data_ : param("lm_head.weight");
+  std::vector<float> logits(static_cast<size_t>(rows_ * V));
+  for (int64_t r0 = 0; r0 < rows_; r0 += head_block_rows_) {
+    const int64_t n = std::min(head_block_rows_, rows_ - r0);
+    ops_.linear_forward(logits_, lnf_ + r0 * C, w, nullptr, n, C, V);
+    ops_.copy_to_host(logits.data() + r0 * V, logits_, n * V);
+  }
+  return logits;
+}
+
+void Gpt::start_decoding(int64_t max_tokens) {
+  if (max_tokens < 1) fail("model: generation needs room for at least one token, got {}", max_tokens);
+  const int64_t C = spec_.d_model, M = spec_.mlp_hidden, V = spec_.vocab_size, H = spec_.heads, D = head_dim_;
+  if (!decoder_) {
+    decoder_ = std::make_unique<Decoder>();
+    Decoder& d = *decoder_;
+    d.token = ops_.allocate_ints(1), d.position_id = ops_.allocate_ints(1);
+    d.x = ops_.allocate(C), d.ln = ops_.allocate(C), d.qkv = ops_.allocate(3 * C);
+    d.q = ops_.allocate(C), d.k = ops_.allocate(C), d.v = ops_.allocate(C), d.att = ops_.allocate(C);
+    d.att_rows = ops_.allocate(C), d.mid = ops_.allocate(C), d.fc = ops_.allocate(M), d.gelu = ops_.allocate(M);
+    d.logits = ops_.allocate(V), d.ln_mean = ops_.allocate(1), d.ln_rstd = ops_.allocate(1);
+  }
+  Decoder& d = *decoder_;
+  if (max_tokens > d.max_tokens) {
+    d.key_sums.assign(layers_.size(), nullptr), d.value_sums.assign(layers_.size(), nullptr);
+    d.keys.assign(layers_.size(), nullptr), d.values.assign(layers_.size(), nullptr);
+    d.capacity.assign(layers_.size(), 0);
+    for (size_t l = 0; l < layers_.size(); ++l) {
+      const AttentionSpec& a = spec_.layers[l];
+      if (a.kind == AttentionKind::race) {
+        const int64_t S = a.tables * (int64_t{1} << a.bits);
+        d.key_sums[l] = ops_.allocate(H * S), d.value_sums[l] = ops_.allocate(H * S * D);
+      } else {
+        d.capacity[l] = a.window > 0 ? std::min(a.window, max_tokens) : max_tokens;
+        d.keys[l] = ops_.allocate(H * d.capacity[l] * D), d.values[l] = ops_.allocate(H * d.capacity[l] * D);
+      }
+    }
+    d.max_tokens = max_tokens;
+  }
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    if (d.key_sums[l] == nullptr) continue;
+    const AttentionSpec& a = spec_.layers[l];
+    const int64_t S = a.tables * (int64_t{1} << a.bits);
+    ops_.fill(d.key_sums[l], 0.f, H * S);
+    ops_.fill(d.value_sums[l], 0.f, H * S * D);
+  }
+  d.position = 0;
+}
+
+const float* Gpt::decode_step(int32_t token) {
+  RACE_CHECK(decoder_ != nullptr, "model: start_decoding before decode_step");
+  Decoder& d = *decoder_;
+  if (d.position >= d.max_tokens)
+    fail("model: generation reached its limit of {} tokens (start_decoding)", d.max_tokens);
+  if (spec_.positions == Positions::learned && d.position >= spec_.max_seq_len)
+    fail("model: position {} is beyond the learned position table ({} rows)", d.position, spec_.max_seq_len);
+  const int64_t C = spec_.d_model, M = spec_.mlp_hidden, V = spec_.vocab_size, H = spec_.heads, D = head_dim_;
+  const auto position = static_cast<int32_t>(d.position);
+  ops_.copy_ints_from_host(d.token, &token, 1);
+  ops_.copy_ints_from_host(d.position_id, &position, 1);
+  ops_.embedding_forward(d.x, d.token, params_data_, 1, V, C, false);
+  if (spec_.positions == Positions::learned)
+    ops_.embedding_forward(d.x, d.position_id, param("wpe"), 1, spec_.max_seq_len, C, true);
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    Layer& L = layers_[l];
+    const AttentionSpec& a = *L.attention;
+    ops_.layernorm_forward(d.ln, d.ln_mean, d.ln_rstd, d.x, L.ln1_w, L.ln1_b, 1, C, spec_.layernorm_eps);
+    ops_.linear_forward(d.qkv, d.ln, L.qkv_w, L.qkv_b, 1, C, 3 * C);
+    ops_.split_heads(d.q, d.k, d.v, d.qkv, 1, 1, H, D);
+    if (spec_.positions == Positions::rope) {
+      ops_.rope_forward(d.q, d.q, d.position_id, 1, H, 1, D, spec_.rope_base);
+      ops_.rope_forward(d.k, d.k, d.position_id, 1, H, 1, D, spec_.rope_base);
+    }
+    if (a.kind == AttentionKind::race) {
+      if (a.learned_beta) ops_.exp_forward(L.beta, L.log_beta, H);
+      else ops_.fill(L.beta, a.beta, H);
+      ops_.race_attention_decode({1, H, 1, D, a.tables, a.bits, a.planes_per_head}, {true, a.estimator, a.eps},
+                                 d.q, d.k, d.v, L.planes, L.beta, d.key_sums[l], d.value_sums[l], d.att);
+    } else {
+      ops_.softmax_attention_decode(H, D, a.window, 1.f / std::sqrt(static_cast<float>(D)), d.q, d.k, d.v,
+                                    d.keys[l], d.values[l], d.capacity[l], d.position, d.att);
+    }
+    ops_.heads_to_rows(d.att_rows, d.att, 1, 1, H, D);
+    ops_.linear_forward(d.mid, d.att_rows, L.proj_w, L.proj_b, 1, C, C);
+    ops_.add(d.mid, d.x, C);
+    ops_.layernorm_forward(d.ln, d.ln_mean, d.ln_rstd, d.mid, L.ln2_w, L.ln2_b, 1, C, spec_.layernorm_eps);
+    ops_.linear_forward(d.fc, d.ln, L.fc_w, L.fc_b, 1, C, M);
+    ops_.gelu_forward(d.gelu, d.fc, M);
+    ops_.linear_forward(d.x, d.gelu, L.fc2_w, L.fc2_b, 1, M, C);
+    ops_.add(d.x, d.mid, C);
+  }
+  ops_.layernorm_forward(d.ln, d.ln_mean, d.ln_rstd, d.x, param("lnf.weight"), param("lnf.bias"), 1, C,
+                         spec_.layernorm_eps);
+  ops_.linear_forward(d.logits, d.ln, spec_.tie_embeddings ? params_data_ : param("lm_head.weight"), nullptr, 1,
+                      C, V);
+  ++d.position;
+  return d.logits;
 }
 
 LossSum Gpt::forward_backward(const Batch& batch, float loss_scale) {

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -102,6 +103,15 @@ class Gpt {
   // Forward and backward of the summed loss times loss_scale; gradients accumulate.
   LossSum forward_backward(const Batch& batch, float loss_scale);
   LossSum forward_loss(const Batch& batch);
+  // Logits (B*T, V) of a full forward pass, on the host (for checks; training never forms them).
+  std::vector<float> forward_logits(const Batch& batch);
+
+  // Generation, one token at a time: RACE layers carry their recurrent state (A, B), softmax layers a
+  // key/value cache (window-sized for a sliding window). start_decoding resets to an empty sequence of at
+  // most max_tokens; decode_step feeds the next token and returns the logits (V, on the device) of the
+  // token after it, equal to what a full forward pass gives at that position.
+  void start_decoding(int64_t max_tokens);
+  const float* decode_step(int32_t token);
 
  private:
   struct Layer;
@@ -132,6 +142,8 @@ class Gpt {
         *d_hidden_b_ = nullptr, *dq_ = nullptr, *dk_ = nullptr, *dv_ = nullptr, *d_heads_ = nullptr,
         *d_qkv_ = nullptr, *residual_grad_ = nullptr, *logits_ = nullptr, *dbeta_ = nullptr;
   int64_t head_block_rows_ = 0;
+  struct Decoder;
+  std::unique_ptr<Decoder> decoder_;
 };
 
 }  // namespace race::model

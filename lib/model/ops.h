@@ -83,6 +83,16 @@ class Ops {
                                           const kernels::SoftmaxAttentionInputs& inputs, const float* out,
                                           const float* lse, const float* dout,
                                           const kernels::SoftmaxAttentionGradients& grads) = 0;
+  // Generation, one token (q, k, v, out: (H, D)). RACE updates its recurrent state (key_sums (H, S),
+  // value_sums (H, S, D)); softmax appends to its key/value cache (H, capacity, D) at `position`.
+  virtual void race_attention_decode(const kernels::RaceAttentionShape& shape,
+                                     const kernels::RaceAttentionOptions& options, const float* q,
+                                     const float* k, const float* v, const float* planes, const float* beta,
+                                     float* key_sums, float* value_sums, float* out) = 0;
+  virtual void softmax_attention_decode(int64_t heads, int64_t head_dim, int64_t window, float scale,
+                                        const float* q, const float* k, const float* v, float* keys,
+                                        float* values, int64_t capacity, int64_t position, float* out) = 0;
+
   // Elementwise helpers for learned temperatures: y = exp(x); dx += dy * y.
   virtual void exp_forward(float* y, const float* x, int64_t count) = 0;
   virtual void exp_backward(float* dx, const float* dy, const float* y, int64_t count) = 0;

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "train/trainer.h"
 
@@ -27,5 +28,25 @@ struct CheckpointEvaluation {
 };
 
 CheckpointEvaluation evaluate_checkpoint(const EvalOptions& options);
+
+struct GenerateOptions {
+  std::filesystem::path checkpoint;  // a checkpoint file, or a run directory
+  std::string prompt;                // encoded with the checkpoint's tokenizer (byte level)
+  int64_t max_new_tokens = 100;
+  double temperature = 1.0;  // 0: greedy
+  int64_t top_k = 0;         // 0: the whole vocabulary
+  uint64_t seed = 0;
+};
+
+struct Generation {
+  std::string text;                   // the new tokens decoded (the prompt is not repeated)
+  std::vector<int32_t> tokens;        // the new token ids
+  std::filesystem::path checkpoint;
+  int64_t step = 0;
+};
+
+// Feeds the prompt token by token, then samples max_new_tokens (RACE layers on their recurrent state,
+// softmax layers on a key/value cache); the same seed gives the same text.
+Generation generate(const GenerateOptions& options);
 
 }  // namespace race::train
