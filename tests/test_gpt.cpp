@@ -27,8 +27,10 @@ constexpr int64_t kBatch = 2, kSeq = 9;
 
 struct HostBatch {
   std::vector<int32_t> tokens, targets, segments;
-  Batch view(bool packed) const {
-    return {tokens.data(), targets.data(), nullptr, packed ? segments.data() : nullptr};
+  std::vector<uint8_t> key_mask;  // (B, T): the last two positions of each row are padding
+  Batch view(bool packed, bool masked = false) const {
+    return {tokens.data(), targets.data(), nullptr, packed ? segments.data() : nullptr,
+            masked ? key_mask.data() : nullptr};
   }
 };
 
@@ -39,6 +41,7 @@ HostBatch random_batch(int64_t vocab, uint64_t seed) {
     b.tokens.push_back(static_cast<int32_t>(rng() % vocab));
     b.targets.push_back(i % 5 == 3 ? -1 : static_cast<int32_t>(rng() % vocab));  // some positions unscored
     b.segments.push_back(static_cast<int32_t>((i % kSeq) < 4 ? 0 : 1));          // two documents per row
+    b.key_mask.push_back(static_cast<uint8_t>((i % kSeq) < kSeq - 2 ? 1 : 0));
   }
   // Rows start with different tokens, so no two positions share a context but want different targets
   // (which would put a floor under the loss of the repeated-batch test).
@@ -78,9 +81,11 @@ std::vector<float> host_copy(CpuOps& ops, const float* device, int64_t n) {
   return out;
 }
 
-void check_gradients(bool variant) {
+void check_gradients(bool variant, bool encoder = false) {
   CpuOps ops;
-  Gpt model(ops, hybrid_spec(variant), kBatch, kSeq);
+  ModelSpec spec = hybrid_spec(variant);
+  spec.causal = !encoder;
+  Gpt model(ops, spec, kBatch, kSeq);
   model.initialize();
   // Larger weights than GPT-2's 0.02 so every path carries a gradient well above fp32 noise.
   std::vector<float> params = host_copy(ops, model.parameters(), model.parameter_count());
@@ -94,7 +99,7 @@ void check_gradients(bool variant) {
 
   const HostBatch batch = random_batch(13, 5);
   model.zero_gradients();
-  model.forward_backward(batch.view(variant), 1.f);
+  model.forward_backward(batch.view(variant, encoder), 1.f);
   const std::vector<float> grads = host_copy(ops, model.gradients(), model.parameter_count());
 
   for (const auto& p : model.params()) {
@@ -114,7 +119,7 @@ void check_gradients(bool variant) {
       for (int64_t i = 0; i < p.size; ++i)
         moved[static_cast<size_t>(p.offset + i)] += static_cast<float>(step * direction[static_cast<size_t>(i)]);
       ops.copy_from_host(model.parameters(), moved.data(), model.parameter_count());
-      return model.forward_loss(batch.view(variant)).sum;
+      return model.forward_loss(batch.view(variant, encoder)).sum;
     };
     const double numeric = (loss_at(h) - loss_at(-h)) / (2 * h);
     ops.copy_from_host(model.parameters(), params.data(), model.parameter_count());
@@ -126,6 +131,12 @@ void check_gradients(bool variant) {
 TEST(Gpt, GradientsMatchFiniteDifferencesRopeTiedWindowedSoftmax) { check_gradients(false); }
 
 TEST(Gpt, GradientsMatchFiniteDifferencesLearnedPositionsUntiedRatioPackedDocuments) { check_gradients(true); }
+
+// The bidirectional encoder (BERT) with padded keys: every query sees every real key of its row.
+TEST(Gpt, EncoderGradientsMatchFiniteDifferencesWithPadding) {
+  check_gradients(false, true);
+  check_gradients(true, true);
+}
 
 TEST(Gpt, LossOnOneRepeatedBatchFallsNearZero) {
   CpuOps ops;

@@ -50,9 +50,11 @@ class Trainer : public ::testing::Test {
     writer.commit();
   }
 
-  fs::path write_config(const std::string& name, int64_t steps, int64_t checkpoint_every) {
+  fs::path write_config(const std::string& name, int64_t steps, int64_t checkpoint_every,
+                        const std::string& task = "lm") {
     const fs::path path = dir_ / (name + ".json");
     std::ofstream(path) << nlohmann::json{
+        {"task", task},
         {"run", {{"name", name}, {"root", (dir_ / "runs").string()}}},
         {"data", {{"path", (dir_ / "corpus.h5").string()}, {"context", 32}, {"batch_size", 4}, {"val_windows", 8}}},
         {"model", {{"layers", 2}, {"d_model", 32}, {"heads", 2}, {"mlp_hidden", 64},
@@ -141,6 +143,33 @@ TEST_F(Trainer, GenerationIsSeededAndLearnsTheCorpus) {
   EXPECT_EQ(a.text, b.text);
   gen.max_new_tokens = 0;
   EXPECT_THROW(race::train::generate(gen), race::Error);
+}
+
+TEST_F(Trainer, MaskedLanguageModelLearnsAndResumesExactly) {
+  TrainOptions options;
+  options.config_file = write_config("bert", 150, 1000, "mlm");
+  const auto trained = run_training(options);
+  ASSERT_TRUE(trained.final_val_loss.has_value());
+  EXPECT_LT(*trained.final_val_loss, 0.6 * std::log(261.0));
+  race::train::EvalOptions eval;
+  eval.checkpoint = trained.run_dir;
+  EXPECT_EQ(race::train::evaluate_checkpoint(eval).result.loss, *trained.final_val_loss);
+  race::train::GenerateOptions gen;
+  gen.checkpoint = trained.run_dir;
+  EXPECT_THROW(race::train::generate(gen), race::Error);  // an encoder does not generate
+
+  TrainOptions straight;
+  straight.config_file = write_config("bert-straight", 6, 3, "mlm");
+  const auto full = run_training(straight);
+  TrainOptions first;
+  first.config_file = write_config("bert-interrupted", 6, 3, "mlm");
+  int calls = 0;
+  const auto part = run_training(first, [&] { return ++calls >= 2; });
+  TrainOptions second;
+  second.resume_dir = part.run_dir;
+  const auto rest = run_training(second);
+  ASSERT_EQ(rest.steps.size(), 4u);
+  for (size_t i = 0; i < rest.steps.size(); ++i) EXPECT_EQ(rest.steps[i].loss, full.steps[i + 2].loss);
 }
 
 TEST_F(Trainer, ConfigMistakesNameTheKey) {

@@ -31,6 +31,15 @@ int32_t* CpuOps::allocate_ints(int64_t count) {
   return int_buffers_.back().get();
 }
 
+uint8_t* CpuOps::allocate_bytes(int64_t count) {
+  byte_buffers_.push_back(std::make_unique<uint8_t[]>(static_cast<size_t>(count)));
+  return byte_buffers_.back().get();
+}
+
+void CpuOps::copy_bytes_from_host(uint8_t* device, const uint8_t* host, int64_t count) {
+  std::memcpy(device, host, static_cast<size_t>(count));
+}
+
 void CpuOps::copy_from_host(float* device, const float* host, int64_t count) {
   std::memcpy(device, host, static_cast<size_t>(count) * sizeof(float));
 }

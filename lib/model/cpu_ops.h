@@ -12,9 +12,11 @@ class CpuOps final : public Ops {
  public:
   float* allocate(int64_t count) override;
   int32_t* allocate_ints(int64_t count) override;
+  uint8_t* allocate_bytes(int64_t count) override;
   void copy_from_host(float* device, const float* host, int64_t count) override;
   void copy_to_host(float* host, const float* device, int64_t count) override;
   void copy_ints_from_host(int32_t* device, const int32_t* host, int64_t count) override;
+  void copy_bytes_from_host(uint8_t* device, const uint8_t* host, int64_t count) override;
   void fill(float* x, float value, int64_t count) override;
   void add(float* y, const float* x, int64_t count) override;
 
@@ -78,6 +80,7 @@ class CpuOps final : public Ops {
  private:
   std::vector<std::unique_ptr<float[]>> float_buffers_;
   std::vector<std::unique_ptr<int32_t[]>> int_buffers_;
+  std::vector<std::unique_ptr<uint8_t[]>> byte_buffers_;
   std::vector<float> race_scratch_;  // the RACE backward's per-token storage, kept across calls
 };
 

@@ -113,6 +113,7 @@ Gpt::Gpt(Ops& ops, ModelSpec spec, int64_t batch, int64_t seq_len)
   targets_ = ops_.allocate_ints(rows_);
   positions_ = ops_.allocate_ints(rows_);
   segments_ = ops_.allocate_ints(rows_);
+  key_mask_ = ops_.allocate_bytes(rows_);
 
   // Activations: what each layer keeps for its backward, counted per token for the memory plan.
   const int64_t BT = rows_, heads_size = batch_ * H * seq_len_ * head_dim_;
@@ -243,6 +244,8 @@ void Gpt::upload(const Batch& batch) {
   }
   has_segments_ = batch.segment_ids != nullptr;
   if (has_segments_) ops_.copy_ints_from_host(segments_, batch.segment_ids, rows_);
+  has_key_mask_ = batch.key_mask != nullptr;
+  if (has_key_mask_) ops_.copy_bytes_from_host(key_mask_, batch.key_mask, rows_);
 }
 
 void Gpt::forward() {
@@ -263,15 +266,16 @@ void Gpt::forward() {
       ops_.rope_forward(L.k, L.k, positions_, batch_, H, seq_len_, D, spec_.rope_base);
     }
     const int32_t* segments = has_segments_ ? segments_ : nullptr;
+    const uint8_t* mask = has_key_mask_ ? key_mask_ : nullptr;
     if (a.kind == AttentionKind::race) {
       if (a.learned_beta) ops_.exp_forward(L.beta, L.log_beta, H);
       else ops_.fill(L.beta, a.beta, H);
       ops_.race_attention_forward({batch_, H, seq_len_, D, a.tables, a.bits, a.planes_per_head},
-                                  {true, a.estimator, a.eps},
-                                  {L.q, L.k, L.v, L.planes, L.beta, nullptr, segments}, L.att);
+                                  {spec_.causal, a.estimator, a.eps},
+                                  {L.q, L.k, L.v, L.planes, L.beta, mask, segments}, L.att);
     } else {
-      ops_.softmax_attention_forward({batch_, H, seq_len_, D}, {true, a.window, 0.f},
-                                     {L.q, L.k, L.v, nullptr, segments}, L.att, L.lse);
+      ops_.softmax_attention_forward({batch_, H, seq_len_, D}, {spec_.causal, a.window, 0.f},
+                                     {L.q, L.k, L.v, mask, segments}, L.att, L.lse);
     }
     ops_.heads_to_rows(L.att_rows, L.att, batch_, seq_len_, H, D);
     ops_.linear_forward(L.x_mid, L.att_rows, L.proj_w, L.proj_b, BT, C, C);
@@ -322,15 +326,16 @@ void Gpt::backward() {
     ops_.linear_backward(d_rows_, L.d_proj_w, L.d_proj_b, residual_grad_, L.att_rows, L.proj_w, BT, C, C);
     ops_.rows_to_heads(d_heads_, d_rows_, batch_, seq_len_, H, D);
     const int32_t* segments = has_segments_ ? segments_ : nullptr;
+    const uint8_t* mask = has_key_mask_ ? key_mask_ : nullptr;
     if (a.kind == AttentionKind::race) {
       ops_.race_attention_backward({batch_, H, seq_len_, D, a.tables, a.bits, a.planes_per_head},
-                                   {true, a.estimator, a.eps},
-                                   {L.q, L.k, L.v, L.planes, L.beta, nullptr, segments}, d_heads_,
+                                   {spec_.causal, a.estimator, a.eps},
+                                   {L.q, L.k, L.v, L.planes, L.beta, mask, segments}, d_heads_,
                                    {dq_, dk_, dv_, a.learned_beta ? dbeta_ : nullptr});
       if (a.learned_beta) ops_.exp_backward(L.d_log_beta, dbeta_, L.beta, H);
     } else {
-      ops_.softmax_attention_backward({batch_, H, seq_len_, D}, {true, a.window, 0.f},
-                                      {L.q, L.k, L.v, nullptr, segments}, L.att, L.lse, d_heads_,
+      ops_.softmax_attention_backward({batch_, H, seq_len_, D}, {spec_.causal, a.window, 0.f},
+                                      {L.q, L.k, L.v, mask, segments}, L.att, L.lse, d_heads_,
                                       {dq_, dk_, dv_});
     }
     if (spec_.positions == Positions::rope) {
@@ -362,6 +367,7 @@ std::vector<float> Gpt::forward_logits(const Batch& batch) {
 }
 
 void Gpt::start_decoding(int64_t max_tokens) {
+  if (!spec_.causal) fail("model: a bidirectional encoder does not generate token by token");
   if (max_tokens < 1) fail("model: generation needs room for at least one token, got {}", max_tokens);
   const int64_t C = spec_.d_model, M = spec_.mlp_hidden, V = spec_.vocab_size, H = spec_.heads, D = head_dim_;
   if (!decoder_) {

@@ -1,4 +1,5 @@
-// GPT: a decoder-only transformer with pre-LN blocks, trained as a causal language model. Hand-written
+// GPT: a decoder-only transformer with pre-LN blocks, trained as a causal language model; with
+// spec.causal false the same blocks form a bidirectional encoder (BERT), trained as a masked LM. Hand-written
 // forward and backward over an Ops backend (the model never knows its device). Each layer's attention is
 // RACE or softmax (full or sliding window), so a hybrid is a spec, not a fork. Positions: RoPE (applied
 // to q and k before hashing), learned absolute, or none.
@@ -37,6 +38,7 @@ struct AttentionSpec {
 };
 
 struct ModelSpec {
+  bool causal = true;  // GPT; false: a bidirectional encoder (BERT, trained as a masked LM)
   int64_t vocab_size = 256;
   int64_t max_seq_len = 1024;  // learned positions: rows of wpe
   int64_t d_model = 256;       // C
@@ -67,6 +69,7 @@ struct Batch {
   const int32_t* targets = nullptr;      // -1: no loss at that position
   const int32_t* positions = nullptr;    // null: position t; packed rows restart at each document
   const int32_t* segment_ids = nullptr;  // null: one document per row
+  const uint8_t* key_mask = nullptr;     // 1 = real token, 0 = padding no query sees; null: all real
 };
 
 struct LossSum {
@@ -134,7 +137,8 @@ class Gpt {
   int64_t activation_floats_per_token_ = 0;
   // Batch on the device.
   int32_t *tokens_ = nullptr, *targets_ = nullptr, *positions_ = nullptr, *segments_ = nullptr;
-  bool has_segments_ = false;
+  uint8_t* key_mask_ = nullptr;
+  bool has_segments_ = false, has_key_mask_ = false;
   // Activations shared by all layers.
   float *embed_ = nullptr, *final_ = nullptr, *lnf_ = nullptr, *lnf_mean_ = nullptr, *lnf_rstd_ = nullptr;
   // Scratch.

@@ -25,9 +25,11 @@ class Ops {
   // Memory: zero-filled device buffers owned by the Ops object until it is destroyed.
   virtual float* allocate(int64_t count) = 0;
   virtual int32_t* allocate_ints(int64_t count) = 0;
+  virtual uint8_t* allocate_bytes(int64_t count) = 0;
   virtual void copy_from_host(float* device, const float* host, int64_t count) = 0;
   virtual void copy_to_host(float* host, const float* device, int64_t count) = 0;
   virtual void copy_ints_from_host(int32_t* device, const int32_t* host, int64_t count) = 0;
+  virtual void copy_bytes_from_host(uint8_t* device, const uint8_t* host, int64_t count) = 0;
   virtual void fill(float* x, float value, int64_t count) = 0;
   virtual void add(float* y, const float* x, int64_t count) = 0;  // y += x
 

@@ -58,15 +58,15 @@ CheckpointEvaluation evaluate_checkpoint(const EvalOptions& options) {
   const LmBatchOptions batch_options{data_cfg.at("cross_documents").get<bool>(), data_cfg.at("packed").get<bool>()};
 
   const LmDataset data = LmDataset::open(data_path, options.split);
-  const model::ModelSpec spec =
-      model::spec_from_config(config.at("model"), data.tokenizer().vocab_size, context);
+  model::ModelSpec spec = model::spec_from_config(config.at("model"), data.tokenizer().vocab_size, context);
+  spec.causal = config.at("task") == "lm";
   model::CpuOps ops;
   model::Gpt gpt(ops, spec, batch_size, context);
   load_into(gpt, ops, ckpt, "checkpoint " + path.string() + " with data " + data_path.string());
 
   CheckpointEvaluation out;
   out.result = evaluate_lm(gpt, validation_batches(data, context, batch_size, windows, batch_options),
-                           data.tokenizer());
+                           data.tokenizer(), masking_for(config, data.tokenizer()));
   out.checkpoint = path;
   out.data = data_path;
   out.split = options.split;
@@ -84,6 +84,9 @@ Generation generate(const GenerateOptions& options) {
   const Checkpoint ckpt = read_checkpoint(path, [&](const Hdf5File& file) { tokenizer = read_tokenizer(file); });
   const nlohmann::json config =
       resolve(train_schema(), nlohmann::json::parse(ckpt.config_json), {}, path.string() + ": config");
+  if (config.at("task") != "lm")
+    fail("generate: {} is a {} model (a bidirectional encoder); only task \"lm\" models generate", path.string(),
+         config.at("task").get<std::string>());
   std::vector<int32_t> prompt = tokenizer.encode_bytes(options.prompt);
   if (prompt.empty()) {
     if (tokenizer.bos_id < 0) fail("generate: an empty prompt needs a tokenizer with a bos token");

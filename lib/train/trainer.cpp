@@ -17,6 +17,7 @@
 #include "model/model_config.h"
 #include "train/checkpoint.h"
 #include "train/lm_data.h"
+#include "train/mlm.h"
 #include "train/run_directory.h"
 #include "train/schedule.h"
 #include "train/tokenizer.h"
@@ -27,6 +28,9 @@ Schema train_schema() {
   return Schema::object(
       "A race-train run.",
       {
+          {"task", Schema::string("lm", "lm: GPT, next-token prediction; mlm: BERT, masked tokens (15%, "
+                                        "80/10/10 mask/random/keep).")
+                       .one_of({"lm", "mlm"})},
           {"run", Schema::object("Where results go.",
                                  {{"name", Schema::string("run", "Run directory name under run.root.")},
                                   {"root", Schema::string("runs", "Parent directory of run directories.")},
@@ -67,6 +71,15 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+}  // namespace
+
+Masking masking_for(const nlohmann::json& config, const Tokenizer& tokenizer) {
+  if (config.at("task") != "mlm") return {};
+  return {&tokenizer, config.at("data").at("seed").get<uint64_t>()};
+}
+
+namespace {
+
 // One micro-batch as the model wants it: inputs, targets, optional packing, all (B, T).
 struct ModelBatch {
   std::vector<int32_t> tokens, targets;
@@ -78,9 +91,11 @@ struct ModelBatch {
   }
 };
 
-// Splits (rows, T + 1) windows into inputs and next-token targets; rows beyond the batch's own (a short
-// last validation batch) are padding with no targets.
-ModelBatch to_model_batch(const LmBatch& batch, int64_t batch_size, int64_t context) {
+// LM: splits (rows, T + 1) windows into inputs and next-token targets. MLM: the first T tokens of each
+// window, corrupted by mask_tokens from (seed, mask_step), with targets at the chosen positions. Rows
+// beyond the batch's own (a short last validation batch) are padding with no targets.
+ModelBatch to_model_batch(const LmBatch& batch, int64_t batch_size, int64_t context, const Masking& masking,
+                          int64_t mask_step) {
   ModelBatch b;
   b.source = &batch;
   b.tokens.assign(static_cast<size_t>(batch_size * context), 0);
@@ -90,6 +105,13 @@ ModelBatch to_model_batch(const LmBatch& batch, int64_t batch_size, int64_t cont
       b.tokens[static_cast<size_t>(r * context + t)] = batch.tokens[static_cast<size_t>(r * (context + 1) + t)];
       b.targets[static_cast<size_t>(r * context + t)] = batch.tokens[static_cast<size_t>(r * (context + 1) + t + 1)];
     }
+  if (masking.tokenizer != nullptr) {
+    const auto rows = static_cast<size_t>(batch.rows * context);
+    const MlmBatch masked = mask_tokens(std::span<const int32_t>(b.tokens.data(), rows), batch.rows, context,
+                                        *masking.tokenizer, masking.seed, mask_step);
+    std::copy(masked.inputs.begin(), masked.inputs.end(), b.tokens.begin());
+    std::copy(masked.targets.begin(), masked.targets.end(), b.targets.begin());
+  }
   return b;
 }
 
@@ -118,11 +140,15 @@ std::string format_bytes(double bytes) { return fmt::format("{:.1f} MB", bytes /
 
 }  // namespace
 
-EvalResult evaluate_lm(model::Gpt& gpt, const std::vector<LmBatch>& batches, const Tokenizer& tokenizer) {
+EvalResult evaluate_lm(model::Gpt& gpt, const std::vector<LmBatch>& batches, const Tokenizer& tokenizer,
+                       const Masking& masking) {
   model::LossSum total;
   int64_t target_bytes = 0;
-  for (const LmBatch& b : batches) {
-    const ModelBatch mb = to_model_batch(b, gpt.batch_size(), gpt.seq_len());
+  // Validation masks with a stream of its own, fixed per batch, so every evaluation scores the same tokens.
+  const Masking validation{masking.tokenizer, masking.seed ^ 0x76616c6964617465ULL};
+  for (size_t i = 0; i < batches.size(); ++i) {
+    const LmBatch& b = batches[i];
+    const ModelBatch mb = to_model_batch(b, gpt.batch_size(), gpt.seq_len(), validation, static_cast<int64_t>(i));
     const model::LossSum loss = gpt.forward_loss(mb.view());
     total.sum += loss.sum;
     total.count += loss.count;
@@ -173,7 +199,9 @@ TrainResult run_training(const TrainOptions& options, const std::function<bool()
   const std::vector<LmBatch> val_batches =
       validation_batches(val_data, context, batch_size, data_cfg.at("val_windows").get<int64_t>(), batch_options);
 
-  const model::ModelSpec spec = model::spec_from_config(config.at("model"), tokenizer.vocab_size, context);
+  model::ModelSpec spec = model::spec_from_config(config.at("model"), tokenizer.vocab_size, context);
+  spec.causal = config.at("task") == "lm";
+  const Masking masking = masking_for(config, tokenizer);
   model::CpuOps ops;
   model::Gpt gpt(ops, spec, batch_size, context);
   const int64_t n_params = gpt.parameter_count();
@@ -264,7 +292,7 @@ TrainResult run_training(const TrainOptions& options, const std::function<bool()
   };
 
   auto validate_now = [&] {
-    const EvalResult eval = evaluate_lm(gpt, val_batches, tokenizer);
+    const EvalResult eval = evaluate_lm(gpt, val_batches, tokenizer, masking);
     run->append_metrics({{"step", step}, {"split", "val"}, {"loss", eval.loss}, {"bits_per_byte", eval.bits_per_byte}});
     spdlog::info("step {}: val loss {:.4f}, {:.4f} bits per byte", step, eval.loss, eval.bits_per_byte);
     return eval.loss;
@@ -285,7 +313,7 @@ TrainResult run_training(const TrainOptions& options, const std::function<bool()
     model::LossSum loss;
     for (int64_t micro = 0; micro < grad_accum; ++micro) {
       const LmBatch batch = batcher.next();
-      const ModelBatch mb = to_model_batch(batch, batch_size, context);
+      const ModelBatch mb = to_model_batch(batch, batch_size, context, masking, step * grad_accum + micro);
       const model::LossSum l = gpt.forward_backward(mb.view(), loss_scale);
       loss.sum += l.sum;
       loss.count += l.count;

@@ -56,8 +56,17 @@ struct EvalResult {
   int64_t tokens = 0;          // target tokens scored
 };
 
-// Language-model loss of `gpt` over `batches` (rows beyond a short last batch are padding).
-EvalResult evaluate_lm(model::Gpt& gpt, const std::vector<LmBatch>& batches, const Tokenizer& tokenizer);
+// Masked-LM corruption of batches (task "mlm"); tokenizer null: plain next-token LM.
+struct Masking {
+  const Tokenizer* tokenizer = nullptr;
+  uint64_t seed = 0;
+};
+Masking masking_for(const nlohmann::json& resolved_config, const Tokenizer& tokenizer);
+
+// Loss of `gpt` over `batches`: next-token (LM) or masked tokens (MLM, masked from a fixed validation
+// stream); rows beyond a short last batch are padding.
+EvalResult evaluate_lm(model::Gpt& gpt, const std::vector<LmBatch>& batches, const Tokenizer& tokenizer,
+                       const Masking& masking = {});
 
 // Runs (or resumes) training; `stop_requested` is polled after each step (SIGINT/SIGTERM in race-train).
 TrainResult run_training(const TrainOptions& options, const std::function<bool()>& stop_requested = {});
