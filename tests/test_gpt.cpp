@@ -28,9 +28,10 @@ constexpr int64_t kBatch = 2, kSeq = 9;
 struct HostBatch {
   std::vector<int32_t> tokens, targets, segments;
   std::vector<uint8_t> key_mask;  // (B, T): the last two positions of each row are padding
+  std::vector<int32_t> labels;    // (B) for a classifier
   Batch view(bool packed, bool masked = false) const {
     return {tokens.data(), targets.data(), nullptr, packed ? segments.data() : nullptr,
-            masked ? key_mask.data() : nullptr};
+            masked ? key_mask.data() : nullptr, labels.empty() ? nullptr : labels.data()};
   }
 };
 
@@ -81,10 +82,12 @@ std::vector<float> host_copy(CpuOps& ops, const float* device, int64_t n) {
   return out;
 }
 
-void check_gradients(bool variant, bool encoder = false) {
+void check_gradients(bool variant, bool encoder = false, int64_t classes = 0) {
   CpuOps ops;
   ModelSpec spec = hybrid_spec(variant);
   spec.causal = !encoder;
+  spec.num_classes = classes;
+  spec.cls_pooling = variant;
   Gpt model(ops, spec, kBatch, kSeq);
   model.initialize();
   // Larger weights than GPT-2's 0.02 so every path carries a gradient well above fp32 noise.
@@ -97,7 +100,8 @@ void check_gradients(bool variant, bool encoder = false) {
       for (int64_t i = 0; i < p.size; ++i) params[static_cast<size_t>(p.offset + i)] = static_cast<float>(0.3 * normal(rng));
   ops.copy_from_host(model.parameters(), params.data(), model.parameter_count());
 
-  const HostBatch batch = random_batch(13, 5);
+  HostBatch batch = random_batch(13, 5);
+  batch.labels = {2, 0};
   model.zero_gradients();
   model.forward_backward(batch.view(variant, encoder), 1.f);
   const std::vector<float> grads = host_copy(ops, model.gradients(), model.parameter_count());
@@ -136,6 +140,12 @@ TEST(Gpt, GradientsMatchFiniteDifferencesLearnedPositionsUntiedRatioPackedDocume
 TEST(Gpt, EncoderGradientsMatchFiniteDifferencesWithPadding) {
   check_gradients(false, true);
   check_gradients(true, true);
+}
+
+// The classifier: mean pooling over real tokens (and CLS pooling in the variant), linear head.
+TEST(Gpt, ClassifierGradientsMatchFiniteDifferences) {
+  check_gradients(false, true, 3);
+  check_gradients(true, true, 3);
 }
 
 TEST(Gpt, LossOnOneRepeatedBatchFallsNearZero) {
@@ -198,6 +208,9 @@ TEST(Gpt, BadSpecsAreRejectedByName) {
   EXPECT_THROW(Gpt(ops, s, 1, 4), race::Error);
   s = hybrid_spec(true);
   EXPECT_THROW(Gpt(ops, s, 1, 17), race::Error);  // learned positions: 17 > max_seq_len 16
+  s = hybrid_spec(false);
+  s.num_classes = 3;  // a causal classifier would pool over prefixes
+  EXPECT_THROW(Gpt(ops, s, 1, 4), race::Error);
 }
 
 }  // namespace

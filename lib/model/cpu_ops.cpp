@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "kernels/cpu/adamw_cpu.h"
 #include "kernels/cpu/attention_decode_cpu.h"
@@ -196,6 +197,48 @@ void CpuOps::softmax_attention_decode(int64_t heads, int64_t head_dim, int64_t w
                                       const float* q, const float* k, const float* v, float* keys,
                                       float* values, int64_t capacity, int64_t position, float* out) {
   cpu::softmax_attention_decode(heads, head_dim, window, scale, q, k, v, keys, values, capacity, position, out);
+}
+
+// Real tokens of row b (all T without a mask); a row with none pools to zero.
+static int64_t real_tokens(const uint8_t* key_mask, int64_t b, int64_t seq_len) {
+  if (key_mask == nullptr) return seq_len;
+  int64_t count = 0;
+  for (int64_t t = 0; t < seq_len; ++t) count += key_mask[b * seq_len + t] != 0;
+  return count;
+}
+
+void CpuOps::pool_forward(float* pooled, const float* rows, const uint8_t* key_mask, int64_t batch, int64_t seq_len,
+                          int64_t channels, bool cls) {
+  for (int64_t b = 0; b < batch; ++b) {
+    float* out = pooled + b * channels;
+    if (cls) {
+      std::copy_n(rows + b * seq_len * channels, channels, out);
+      continue;
+    }
+    std::vector<double> sum(static_cast<size_t>(channels), 0.0);
+    for (int64_t t = 0; t < seq_len; ++t)
+      if (key_mask == nullptr || key_mask[b * seq_len + t] != 0)
+        for (int64_t c = 0; c < channels; ++c) sum[c] += rows[(b * seq_len + t) * channels + c];
+    const int64_t count = real_tokens(key_mask, b, seq_len);
+    for (int64_t c = 0; c < channels; ++c) out[c] = count > 0 ? static_cast<float>(sum[c] / static_cast<double>(count)) : 0.f;
+  }
+}
+
+void CpuOps::pool_backward(float* drows, const float* dpooled, const uint8_t* key_mask, int64_t batch,
+                           int64_t seq_len, int64_t channels, bool cls) {
+  std::fill_n(drows, batch * seq_len * channels, 0.f);
+  for (int64_t b = 0; b < batch; ++b) {
+    const float* g = dpooled + b * channels;
+    if (cls) {
+      std::copy_n(g, channels, drows + b * seq_len * channels);
+      continue;
+    }
+    const int64_t count = real_tokens(key_mask, b, seq_len);
+    for (int64_t t = 0; t < seq_len; ++t)
+      if (count > 0 && (key_mask == nullptr || key_mask[b * seq_len + t] != 0))
+        for (int64_t c = 0; c < channels; ++c)
+          drows[(b * seq_len + t) * channels + c] = g[c] / static_cast<float>(count);
+  }
 }
 
 void CpuOps::exp_forward(float* y, const float* x, int64_t count) {

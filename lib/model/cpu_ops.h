@@ -71,6 +71,10 @@ class CpuOps final : public Ops {
   void softmax_attention_decode(int64_t heads, int64_t head_dim, int64_t window, float scale, const float* q,
                                 const float* k, const float* v, float* keys, float* values, int64_t capacity,
                                 int64_t position, float* out) override;
+  void pool_forward(float* pooled, const float* rows, const uint8_t* key_mask, int64_t batch, int64_t seq_len,
+                    int64_t channels, bool cls) override;
+  void pool_backward(float* drows, const float* dpooled, const uint8_t* key_mask, int64_t batch,
+                     int64_t seq_len, int64_t channels, bool cls) override;
   void exp_forward(float* y, const float* x, int64_t count) override;
   void exp_backward(float* dx, const float* dy, const float* y, int64_t count) override;
   double grad_norm(const float* grads, int64_t count) override;

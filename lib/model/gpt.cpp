@@ -20,6 +20,8 @@ void validate(const ModelSpec& s) {
   if (s.mlp_hidden < 1) fail("model: mlp_hidden must be >= 1, got {}", s.mlp_hidden);
   if (s.max_seq_len < 1) fail("model: max_seq_len must be >= 1, got {}", s.max_seq_len);
   if (s.layers.empty()) fail("model: at least one layer is needed");
+  if (s.num_classes < 0) fail("model: num_classes must be >= 0, got {}", s.num_classes);
+  if (s.num_classes > 0 && s.causal) fail("model: a classifier reads the whole sequence: it must not be causal");
   if (!(s.layernorm_eps > 0.f)) fail("model: layernorm_eps must be > 0, got {}", s.layernorm_eps);
   for (size_t l = 0; l < s.layers.size(); ++l) {
     const AttentionSpec& a = s.layers[l];
@@ -103,7 +105,12 @@ Gpt::Gpt(Ops& ops, ModelSpec spec, int64_t batch, int64_t seq_len)
   }
   add(params_, param_count_, "lnf.weight", {C}, false);
   add(params_, param_count_, "lnf.bias", {C}, false);
-  if (!spec_.tie_embeddings) add(params_, param_count_, "lm_head.weight", {V, C}, true);
+  if (spec_.num_classes > 0) {
+    add(params_, param_count_, "classifier.weight", {spec_.num_classes, C}, true);
+    add(params_, param_count_, "classifier.bias", {spec_.num_classes}, false);
+  } else if (!spec_.tie_embeddings) {
+    add(params_, param_count_, "lm_head.weight", {V, C}, true);
+  }
 
   params_data_ = ops_.allocate(param_count_);
   grads_data_ = ops_.allocate(param_count_);
@@ -114,6 +121,11 @@ Gpt::Gpt(Ops& ops, ModelSpec spec, int64_t batch, int64_t seq_len)
   positions_ = ops_.allocate_ints(rows_);
   segments_ = ops_.allocate_ints(rows_);
   key_mask_ = ops_.allocate_bytes(rows_);
+  labels_ = ops_.allocate_ints(batch_);
+  if (spec_.num_classes > 0) {
+    pooled_ = ops_.allocate(batch_ * spec_.d_model), d_pooled_ = ops_.allocate(batch_ * spec_.d_model);
+    class_logits_ = ops_.allocate(batch_ * spec_.num_classes);
+  }
 
   // Activations: what each layer keeps for its backward, counted per token for the memory plan.
   const int64_t BT = rows_, heads_size = batch_ * H * seq_len_ * head_dim_;
@@ -246,6 +258,13 @@ void Gpt::upload(const Batch& batch) {
   if (has_segments_) ops_.copy_ints_from_host(segments_, batch.segment_ids, rows_);
   has_key_mask_ = batch.key_mask != nullptr;
   if (has_key_mask_) ops_.copy_bytes_from_host(key_mask_, batch.key_mask, rows_);
+  if (spec_.num_classes > 0) {
+    RACE_CHECK(batch.labels != nullptr, "model: a classifier batch needs labels");
+    for (int64_t b = 0; b < batch_; ++b)
+      if (batch.labels[b] >= spec_.num_classes)
+        fail("model: label {} of row {} is not below num_classes {}", batch.labels[b], b, spec_.num_classes);
+    ops_.copy_ints_from_host(labels_, batch.labels, batch_);
+  }
 }
 
 void Gpt::forward() {
@@ -292,6 +311,21 @@ void Gpt::forward() {
 
 LossSum Gpt::head(bool backward, float loss_scale) {
   const int64_t C = spec_.d_model, V = spec_.vocab_size;
+  if (spec_.num_classes > 0) {
+    const int64_t K = spec_.num_classes;
+    const uint8_t* mask = has_key_mask_ ? key_mask_ : nullptr;
+    ops_.pool_forward(pooled_, lnf_, mask, batch_, seq_len_, C, spec_.cls_pooling);
+    ops_.linear_forward(class_logits_, pooled_, param("classifier.weight"), param("classifier.bias"), batch_, C, K);
+    LossSum loss;
+    loss.sum = ops_.cross_entropy(backward ? class_logits_ : nullptr, class_logits_, labels_, batch_, K, loss_scale,
+                                  &loss.count);
+    if (backward) {
+      ops_.linear_backward(d_pooled_, grad("classifier.weight"), grad("classifier.bias"), class_logits_, pooled_,
+                           param("classifier.weight"), batch_, C, K);
+      ops_.pool_backward(d_rows_, d_pooled_, mask, batch_, seq_len_, C, spec_.cls_pooling);
+    }
+    return loss;
+  }
   const float* w = spec_.tie_embeddings ? params_data_ : param("lm_head.weight");
   float* dw = spec_.tie_embeddings ? grads_data_ : grad("lm_head.weight");
   LossSum loss;
@@ -350,6 +384,19 @@ void Gpt::backward() {
   ops_.embedding_backward(grads_data_, tokens_, residual_grad_, BT, V, C);
   if (spec_.positions == Positions::learned)
     ops_.embedding_backward(grad("wpe"), positions_, residual_grad_, BT, spec_.max_seq_len, C);
+}
+
+std::vector<int32_t> Gpt::predictions() {
+  RACE_CHECK(spec_.num_classes > 0, "model: predictions() is for classifiers");
+  // class_logits_ holds the logits of the last forward_loss (the backward pass overwrites them).
+  std::vector<int32_t> out(static_cast<size_t>(batch_));
+  std::vector<float> logits(static_cast<size_t>(batch_ * spec_.num_classes));
+  ops_.copy_to_host(logits.data(), class_logits_, batch_ * spec_.num_classes);
+  for (int64_t b = 0; b < batch_; ++b) {
+    const float* row = logits.data() + b * spec_.num_classes;
+    out[static_cast<size_t>(b)] = static_cast<int32_t>(std::max_element(row, row + spec_.num_classes) - row);
+  }
+  return out;
 }
 
 std::vector<float> Gpt::forward_logits(const Batch& batch) {

@@ -50,10 +50,13 @@ struct ModelSpec {
   float rope_base = 10000.f;
   float layernorm_eps = 1e-5f;
   std::vector<AttentionSpec> layers;  // one per layer
+  int64_t num_classes = 0;            // > 0: a classifier (pooled encoder + linear head) instead of a LM head
+  bool cls_pooling = false;           // classifier: the first token's state instead of the mean of real tokens
   uint64_t seed = 0;                  // initialisation and RACE hyperplanes
 };
 
 // Throws race::Error naming the first bad field.
+// A classifier (num_classes > 0) must be bidirectional (causal false).
 void validate(const ModelSpec& spec);
 
 struct ParamInfo {
@@ -70,6 +73,7 @@ struct Batch {
   const int32_t* positions = nullptr;    // null: position t; packed rows restart at each document
   const int32_t* segment_ids = nullptr;  // null: one document per row
   const uint8_t* key_mask = nullptr;     // 1 = real token, 0 = padding no query sees; null: all real
+  const int32_t* labels = nullptr;       // (B) classifier: the class of each row (-1: not scored)
 };
 
 struct LossSum {
@@ -106,6 +110,8 @@ class Gpt {
   // Forward and backward of the summed loss times loss_scale; gradients accumulate.
   LossSum forward_backward(const Batch& batch, float loss_scale);
   LossSum forward_loss(const Batch& batch);
+  // Classifier: the predicted class of each row (B) of the last forward pass.
+  std::vector<int32_t> predictions();
   // Logits (B*T, V) of a full forward pass, on the host (for checks; training never forms them).
   std::vector<float> forward_logits(const Batch& batch);
 
@@ -136,7 +142,9 @@ class Gpt {
   std::vector<Layer> layers_;
   int64_t activation_floats_per_token_ = 0;
   // Batch on the device.
-  int32_t *tokens_ = nullptr, *targets_ = nullptr, *positions_ = nullptr, *segments_ = nullptr;
+  int32_t *tokens_ = nullptr, *targets_ = nullptr, *positions_ = nullptr, *segments_ = nullptr,
+          *labels_ = nullptr;
+  float *pooled_ = nullptr, *d_pooled_ = nullptr, *class_logits_ = nullptr;  // (B, C), (B, C), (B, K)
   uint8_t* key_mask_ = nullptr;
   bool has_segments_ = false, has_key_mask_ = false;
   // Activations shared by all layers.

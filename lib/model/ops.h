@@ -95,6 +95,13 @@ class Ops {
                                         const float* q, const float* k, const float* v, float* keys,
                                         float* values, int64_t capacity, int64_t position, float* out) = 0;
 
+  // Pooling of rows (B, T, C) into (B, C): the mean over real tokens (key_mask, null: all), or token 0
+  // (cls). Backward writes drows (overwritten; zero where the pool does not look).
+  virtual void pool_forward(float* pooled, const float* rows, const uint8_t* key_mask, int64_t batch,
+                            int64_t seq_len, int64_t channels, bool cls) = 0;
+  virtual void pool_backward(float* drows, const float* dpooled, const uint8_t* key_mask, int64_t batch,
+                             int64_t seq_len, int64_t channels, bool cls) = 0;
+
   // Elementwise helpers for learned temperatures: y = exp(x); dx += dy * y.
   virtual void exp_forward(float* y, const float* x, int64_t count) = 0;
   virtual void exp_backward(float* dx, const float* dy, const float* y, int64_t count) = 0;
