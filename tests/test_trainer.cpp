@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <string>
 
 #include "core/config.h"
@@ -170,6 +171,62 @@ TEST_F(Trainer, MaskedLanguageModelLearnsAndResumesExactly) {
   const auto rest = run_training(second);
   ASSERT_EQ(rest.steps.size(), 4u);
   for (size_t i = 0; i < rest.steps.size(); ++i) EXPECT_EQ(rest.steps[i].loss, full.steps[i + 2].loss);
+}
+
+// Rows of random letters padded to T; the label is whether the row contains 'x' (needs every position and
+// the padding mask: pad ids would otherwise leak into the mean).
+void write_classification(const fs::path& path, int64_t rows, uint64_t seed) {
+  const auto tokenizer = race::train::byte_level_tokenizer();
+  constexpr int64_t T = 24;
+  std::mt19937_64 rng(seed);
+  auto writer = race::Hdf5Writer::create(path);
+  for (const char* split : {"train", "val"}) {
+    std::vector<int32_t> inputs(static_cast<size_t>(rows * T), tokenizer.pad_id), lengths, labels;
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t length = 8 + static_cast<int64_t>(rng() % (T - 8 + 1));
+      bool has_x = false;
+      for (int64_t t = 0; t < length; ++t) {
+        const int32_t letter = 'a' + static_cast<int32_t>(rng() % 24);  // 'a'..'x'
+        inputs[static_cast<size_t>(r * T + t)] = letter;
+        has_x |= letter == 'x';
+      }
+      lengths.push_back(static_cast<int32_t>(length));
+      labels.push_back(has_x ? 1 : 0);
+    }
+    const std::string s(split);
+    writer.write("/" + s + "/inputs", {rows, T}, std::span<const int32_t>(inputs));
+    writer.write("/" + s + "/lengths", {rows}, std::span<const int32_t>(lengths));
+    writer.write("/" + s + "/labels", {rows}, std::span<const int32_t>(labels));
+  }
+  writer.write_int64_attribute("/", "num_classes", 2);
+  race::train::write_tokenizer(writer, tokenizer);
+  writer.commit();
+}
+
+TEST_F(Trainer, ClassifierLearnsARuleThatNeedsTheWholeRow) {
+  write_classification(dir_ / "classes.h5", 512, 3);
+  const fs::path config = dir_ / "classify.json";
+  std::ofstream(config) << nlohmann::json{
+      {"task", "classify"},
+      {"run", {{"name", "classify"}, {"root", (dir_ / "runs").string()}}},
+      {"data", {{"path", (dir_ / "classes.h5").string()}, {"context", 24}, {"batch_size", 16}, {"val_windows", 128}}},
+      {"model", {{"layers", 2}, {"d_model", 32}, {"heads", 2}, {"mlp_hidden", 64}}},
+      {"schedule", {{"lr", 3e-3}, {"min_lr", 3e-4}, {"warmup_steps", 10}, {"total_steps", 250}}},
+      {"train", {{"log_every", 50}, {"eval_every", 1000}, {"checkpoint_every", 1000}}}}
+                             .dump();
+  TrainOptions options;
+  options.config_file = config;
+  const auto trained = run_training(options);
+  race::train::EvalOptions eval;
+  eval.checkpoint = trained.run_dir;
+  const auto evaluated = race::train::evaluate_checkpoint(eval);
+  EXPECT_EQ(evaluated.task, "classify");
+  EXPECT_GT(evaluated.result.accuracy, 0.9) << "loss " << evaluated.result.loss;
+  EXPECT_EQ(evaluated.result.loss, *trained.final_val_loss);
+
+  options.overrides = {"data.context=32"};
+  options.overrides.push_back("run.name=classify-bad");
+  EXPECT_THROW(run_training(options), race::Error);  // data.context must match the rows' length
 }
 
 TEST_F(Trainer, ConfigMistakesNameTheKey) {

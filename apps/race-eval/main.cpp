@@ -73,15 +73,25 @@ int run(int argc, char** argv) {
   eval.checkpoint = checkpoint;
   if (!data.empty()) eval.data = data;
   const auto e = race::train::evaluate_checkpoint(eval);
-  const nlohmann::json json = {{"checkpoint", e.checkpoint.string()}, {"step", e.step},
-                               {"data", e.data.string()},           {"split", e.split},
-                               {"windows", e.windows},              {"tokens", e.result.tokens},
-                               {"loss", e.result.loss},             {"perplexity", e.result.perplexity},
-                               {"bits_per_byte", e.result.bits_per_byte}};
-  if (json_path != "-")
-    fmt::print("{} (step {}) on {} [{}], {} tokens: loss {:.4f}, perplexity {:.3f}, {:.4f} bits per byte\n",
-               e.checkpoint.string(), e.step, e.data.string(), e.split, e.result.tokens, e.result.loss,
-               e.result.perplexity, e.result.bits_per_byte);
+  const bool classify = e.task == "classify";
+  nlohmann::json json = {{"checkpoint", e.checkpoint.string()}, {"step", e.step}, {"task", e.task},
+                         {"data", e.data.string()}, {"split", e.split}, {"windows", e.windows},
+                         {"scored", e.result.tokens}, {"loss", e.result.loss}};
+  if (classify) {
+    json["accuracy"] = e.result.accuracy;
+  } else {
+    json["perplexity"] = e.result.perplexity;
+    json["bits_per_byte"] = e.result.bits_per_byte;
+  }
+  if (json_path != "-") {
+    if (classify)
+      fmt::print("{} (step {}) on {} [{}], {} rows: loss {:.4f}, accuracy {:.4f}\n", e.checkpoint.string(), e.step,
+                 e.data.string(), e.split, e.result.tokens, e.result.loss, e.result.accuracy);
+    else
+      fmt::print("{} (step {}) on {} [{}], {} tokens: loss {:.4f}, perplexity {:.3f}, {:.4f} bits per byte\n",
+                 e.checkpoint.string(), e.step, e.data.string(), e.split, e.result.tokens, e.result.loss,
+                 e.result.perplexity, e.result.bits_per_byte);
+  }
   if (!json_path.empty()) write_json(json_path, json);
   return 0;
 }

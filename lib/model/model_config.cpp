@@ -40,6 +40,9 @@ Schema model_schema() {
            Schema::array(Schema::integer(0, "Layer index.").min(0), nlohmann::json::array(),
                          "Layers that use softmax attention instead (a hybrid).")},
           {"softmax_window", Schema::integer(0, "Sliding window of softmax_layers (0: full).").min(0)},
+          {"pooling", Schema::string("mean", "Classifier: mean of the real tokens' states, or the first "
+                                             "token's (cls).")
+                          .one_of({"mean", "cls"})},
       });
 }
 
@@ -57,6 +60,7 @@ ModelSpec spec_from_config(const nlohmann::json& m, int64_t vocab_size, int64_t 
   spec.max_seq_len = m.at("max_seq_len").get<int64_t>() > 0 ? m.at("max_seq_len").get<int64_t>() : context;
   spec.layernorm_eps = m.at("layernorm_eps").get<float>();
   spec.seed = m.at("seed").get<uint64_t>();
+  spec.cls_pooling = m.at("pooling") == "cls";
   if (spec.d_model % spec.heads != 0)
     fail("model.heads: {} does not divide model.d_model {}", spec.heads, spec.d_model);
 

@@ -50,23 +50,18 @@ CheckpointEvaluation evaluate_checkpoint(const EvalOptions& options) {
   const Checkpoint ckpt = read_checkpoint(path);
   const nlohmann::json config =
       resolve(train_schema(), nlohmann::json::parse(ckpt.config_json), {}, path.string() + ": config");
-  const auto& data_cfg = config.at("data");
-  const std::filesystem::path data_path = options.data.value_or(data_cfg.at("path").get<std::string>());
-  const int64_t context = data_cfg.at("context").get<int64_t>();
-  const int64_t batch_size = data_cfg.at("batch_size").get<int64_t>();
-  const int64_t windows = options.windows > 0 ? options.windows : data_cfg.at("val_windows").get<int64_t>();
-  const LmBatchOptions batch_options{data_cfg.at("cross_documents").get<bool>(), data_cfg.at("packed").get<bool>()};
-
-  const LmDataset data = LmDataset::open(data_path, options.split);
-  model::ModelSpec spec = model::spec_from_config(config.at("model"), data.tokenizer().vocab_size, context);
-  spec.causal = config.at("task") == "lm";
+  nlohmann::json data_config = config;
+  if (options.data) data_config["data"]["path"] = options.data->string();
+  const std::filesystem::path data_path = data_config.at("data").at("path").get<std::string>();
+  const int64_t windows = options.windows > 0 ? options.windows : config.at("data").at("val_windows").get<int64_t>();
+  const std::unique_ptr<TaskData> data = TaskData::open(data_config);
   model::CpuOps ops;
-  model::Gpt gpt(ops, spec, batch_size, context);
+  model::Gpt gpt(ops, model_spec(config, *data), data->batch_size(), data->context());
   load_into(gpt, ops, ckpt, "checkpoint " + path.string() + " with data " + data_path.string());
 
   CheckpointEvaluation out;
-  out.result = evaluate_lm(gpt, validation_batches(data, context, batch_size, windows, batch_options),
-                           data.tokenizer(), masking_for(config, data.tokenizer()));
+  out.result = evaluate(gpt, data->validation(options.split, windows), data->tokenizer());
+  out.task = config.at("task").get<std::string>();
   out.checkpoint = path;
   out.data = data_path;
   out.split = options.split;
@@ -85,15 +80,15 @@ Generation generate(const GenerateOptions& options) {
   const nlohmann::json config =
       resolve(train_schema(), nlohmann::json::parse(ckpt.config_json), {}, path.string() + ": config");
   if (config.at("task") != "lm")
-    fail("generate: {} is a {} model (a bidirectional encoder); only task \"lm\" models generate", path.string(),
-         config.at("task").get<std::string>());
+    fail("generate: {} is a \"{}\" model (a bidirectional encoder); only task \"lm\" models generate",
+         path.string(), config.at("task").get<std::string>());
   std::vector<int32_t> prompt = tokenizer.encode_bytes(options.prompt);
   if (prompt.empty()) {
     if (tokenizer.bos_id < 0) fail("generate: an empty prompt needs a tokenizer with a bos token");
     prompt.push_back(tokenizer.bos_id);
   }
   const int64_t total = static_cast<int64_t>(prompt.size()) + options.max_new_tokens;
-  const model::ModelSpec spec =
+  model::ModelSpec spec =
       model::spec_from_config(config.at("model"), tokenizer.vocab_size, config.at("data").at("context").get<int64_t>());
   model::CpuOps ops;
   model::Gpt gpt(ops, spec, 1, 1);

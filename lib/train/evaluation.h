@@ -22,6 +22,7 @@ struct EvalOptions {
 
 struct CheckpointEvaluation {
   EvalResult result;
+  std::string task;  // "lm", "mlm" or "classify"
   std::filesystem::path checkpoint, data;
   std::string split;
   int64_t step = 0, windows = 0;

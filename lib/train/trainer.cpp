@@ -17,7 +17,7 @@
 #include "model/model_config.h"
 #include "train/checkpoint.h"
 #include "train/lm_data.h"
-#include "train/mlm.h"
+#include "train/task_data.h"
 #include "train/run_directory.h"
 #include "train/schedule.h"
 #include "train/tokenizer.h"
@@ -29,8 +29,9 @@ Schema train_schema() {
       "A race-train run.",
       {
           {"task", Schema::string("lm", "lm: GPT, next-token prediction; mlm: BERT, masked tokens (15%, "
-                                        "80/10/10 mask/random/keep).")
-                       .one_of({"lm", "mlm"})},
+                                        "80/10/10 mask/random/keep); classify: an encoder with a linear head "
+                                        "over pooled states.")
+                       .one_of({"lm", "mlm", "classify"})},
           {"run", Schema::object("Where results go.",
                                  {{"name", Schema::string("run", "Run directory name under run.root.")},
                                   {"root", Schema::string("runs", "Parent directory of run directories.")},
@@ -73,47 +74,7 @@ using Clock = std::chrono::steady_clock;
 
 }  // namespace
 
-Masking masking_for(const nlohmann::json& config, const Tokenizer& tokenizer) {
-  if (config.at("task") != "mlm") return {};
-  return {&tokenizer, config.at("data").at("seed").get<uint64_t>()};
-}
-
 namespace {
-
-// One micro-batch as the model wants it: inputs, targets, optional packing, all (B, T).
-struct ModelBatch {
-  std::vector<int32_t> tokens, targets;
-  const LmBatch* source = nullptr;
-  model::Batch view() const {
-    const bool packed = source != nullptr && !source->segment_ids.empty();
-    return {tokens.data(), targets.data(), packed ? source->position_ids.data() : nullptr,
-            packed ? source->segment_ids.data() : nullptr};
-  }
-};
-
-// LM: splits (rows, T + 1) windows into inputs and next-token targets. MLM: the first T tokens of each
-// window, corrupted by mask_tokens from (seed, mask_step), with targets at the chosen positions. Rows
-// beyond the batch's own (a short last validation batch) are padding with no targets.
-ModelBatch to_model_batch(const LmBatch& batch, int64_t batch_size, int64_t context, const Masking& masking,
-                          int64_t mask_step) {
-  ModelBatch b;
-  b.source = &batch;
-  b.tokens.assign(static_cast<size_t>(batch_size * context), 0);
-  b.targets.assign(static_cast<size_t>(batch_size * context), -1);
-  for (int64_t r = 0; r < batch.rows; ++r)
-    for (int64_t t = 0; t < context; ++t) {
-      b.tokens[static_cast<size_t>(r * context + t)] = batch.tokens[static_cast<size_t>(r * (context + 1) + t)];
-      b.targets[static_cast<size_t>(r * context + t)] = batch.tokens[static_cast<size_t>(r * (context + 1) + t + 1)];
-    }
-  if (masking.tokenizer != nullptr) {
-    const auto rows = static_cast<size_t>(batch.rows * context);
-    const MlmBatch masked = mask_tokens(std::span<const int32_t>(b.tokens.data(), rows), batch.rows, context,
-                                        *masking.tokenizer, masking.seed, mask_step);
-    std::copy(masked.inputs.begin(), masked.inputs.end(), b.tokens.begin());
-    std::copy(masked.targets.begin(), masked.targets.end(), b.targets.begin());
-  }
-  return b;
-}
 
 std::vector<TensorView> views(const std::vector<model::ParamInfo>& infos, const std::vector<float>& host) {
   std::vector<TensorView> out;
@@ -140,27 +101,41 @@ std::string format_bytes(double bytes) { return fmt::format("{:.1f} MB", bytes /
 
 }  // namespace
 
-EvalResult evaluate_lm(model::Gpt& gpt, const std::vector<LmBatch>& batches, const Tokenizer& tokenizer,
-                       const Masking& masking) {
+EvalResult evaluate(model::Gpt& gpt, const std::vector<ModelBatch>& batches, const Tokenizer& tokenizer) {
   model::LossSum total;
-  int64_t target_bytes = 0;
-  // Validation masks with a stream of its own, fixed per batch, so every evaluation scores the same tokens.
-  const Masking validation{masking.tokenizer, masking.seed ^ 0x76616c6964617465ULL};
-  for (size_t i = 0; i < batches.size(); ++i) {
-    const LmBatch& b = batches[i];
-    const ModelBatch mb = to_model_batch(b, gpt.batch_size(), gpt.seq_len(), validation, static_cast<int64_t>(i));
-    const model::LossSum loss = gpt.forward_loss(mb.view());
+  int64_t target_bytes = 0, correct = 0, labelled = 0;
+  const bool classify = gpt.spec().num_classes > 0;
+  for (const ModelBatch& b : batches) {
+    const model::LossSum loss = gpt.forward_loss(b.view());
     total.sum += loss.sum;
     total.count += loss.count;
-    for (const int32_t t : mb.targets)
-      if (t >= 0) target_bytes += static_cast<int64_t>(tokenizer.piece(t).size());
+    if (classify) {
+      const std::vector<int32_t> predicted = gpt.predictions();
+      for (int64_t r = 0; r < b.rows; ++r) {
+        labelled += b.labels[static_cast<size_t>(r)] >= 0;
+        correct += predicted[static_cast<size_t>(r)] == b.labels[static_cast<size_t>(r)];
+      }
+    } else {
+      for (const int32_t t : b.targets)
+        if (t >= 0) target_bytes += static_cast<int64_t>(tokenizer.piece(t).size());
+    }
   }
   EvalResult result;
   result.tokens = total.count;
   result.loss = total.mean();
   result.perplexity = std::exp(result.loss);
-  result.bits_per_byte = total.sum / std::log(2.0) / static_cast<double>(std::max<int64_t>(1, target_bytes));
+  if (classify)
+    result.accuracy = static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(1, labelled));
+  else
+    result.bits_per_byte = total.sum / std::log(2.0) / static_cast<double>(std::max<int64_t>(1, target_bytes));
   return result;
+}
+
+model::ModelSpec model_spec(const nlohmann::json& config, const TaskData& data) {
+  model::ModelSpec spec = model::spec_from_config(config.at("model"), data.tokenizer().vocab_size, data.context());
+  spec.causal = config.at("task") == "lm";
+  spec.num_classes = data.num_classes();
+  return spec;
 }
 
 TrainResult run_training(const TrainOptions& options, const std::function<bool()>& stop_requested) {
@@ -187,21 +162,13 @@ TrainResult run_training(const TrainOptions& options, const std::function<bool()
   const ScheduleOptions schedule = schedule_options_from_json(config.at("schedule"));
   const int64_t total_steps = schedule.total_steps;
 
-  const std::string data_path = data_cfg.at("path").get<std::string>();
-  if (data_path.empty()) fail("data.path: no dataset given (an HDF5 file with train and val splits)");
-  const int64_t context = data_cfg.at("context").get<int64_t>();
-  const int64_t batch_size = data_cfg.at("batch_size").get<int64_t>();
   const int64_t grad_accum = train_cfg.at("grad_accum").get<int64_t>();
-  const LmBatchOptions batch_options{data_cfg.at("cross_documents").get<bool>(), data_cfg.at("packed").get<bool>()};
-  const LmDataset train_data = LmDataset::open(data_path, "train");
-  const LmDataset val_data = LmDataset::open(data_path, "val");
-  const Tokenizer& tokenizer = train_data.tokenizer();
-  const std::vector<LmBatch> val_batches =
-      validation_batches(val_data, context, batch_size, data_cfg.at("val_windows").get<int64_t>(), batch_options);
+  std::unique_ptr<TaskData> data = TaskData::open(config);
+  const int64_t context = data->context(), batch_size = data->batch_size();
+  const Tokenizer tokenizer = data->tokenizer();  // a copy: `data` is reopened at the resume position below
+  const std::vector<ModelBatch> val_batches = data->validation("val", data_cfg.at("val_windows").get<int64_t>());
 
-  model::ModelSpec spec = model::spec_from_config(config.at("model"), tokenizer.vocab_size, context);
-  spec.causal = config.at("task") == "lm";
-  const Masking masking = masking_for(config, tokenizer);
+  const model::ModelSpec spec = model_spec(config, *data);
   model::CpuOps ops;
   model::Gpt gpt(ops, spec, batch_size, context);
   const int64_t n_params = gpt.parameter_count();
@@ -209,9 +176,8 @@ TrainResult run_training(const TrainOptions& options, const std::function<bool()
   // The memory plan, before anything is trained.
   const double param_bytes = 16.0 * static_cast<double>(n_params);  // parameters, gradients, AdamW m and v
   const double act_per_token = static_cast<double>(gpt.activation_bytes_per_token());
-  spdlog::info("model: {} layers, d_model {}, {} heads, {} parameters; data {} (vocab {}, {} train tokens)",
-               spec.layers.size(), spec.d_model, spec.heads, n_params, data_path, tokenizer.vocab_size,
-               train_data.num_tokens());
+  spdlog::info("task {}: {} layers, d_model {}, {} heads, {} parameters; data {}", config.at("task").get<std::string>(),
+               spec.layers.size(), spec.d_model, spec.heads, n_params, data->describe());
   // Scratch beyond the saved activations (qkv, gradient buffers, logits blocks) is about as large again
   // per token for one layer; the plan counts it as one more layer's worth.
   const double per_token = act_per_token * (1.0 + 1.0 / static_cast<double>(spec.layers.size()));
@@ -268,7 +234,7 @@ TrainResult run_training(const TrainOptions& options, const std::function<bool()
   ops.copy_from_host(adam_m, m_host.data(), n_params);
   ops.copy_from_host(adam_v, v_host.data(), n_params);
 
-  LmBatcher batcher(train_data, context, batch_size, data_cfg.at("seed").get<uint64_t>(), batch_options, data_state);
+  data = TaskData::open(config, data_state);  // the training order resumes where the checkpoint stood
 
   auto save_checkpoint = [&] {
     std::vector<float> params(static_cast<size_t>(n_params)), buffers(static_cast<size_t>(gpt.buffer_count()));
@@ -285,22 +251,31 @@ TrainResult run_training(const TrainOptions& options, const std::function<bool()
     ckpt.adam_m = views(gpt.params(), m_host);
     ckpt.adam_v = views(gpt.params(), v_host);
     ckpt.buffers = views(gpt.buffers(), buffers);
-    ckpt.trainer_state = {{"data", batcher.state()}};
+    ckpt.trainer_state = {{"data", data->state()}};
     const auto path = write_checkpoint(run->checkpoint_dir(), ckpt, train_cfg.at("keep_last").get<int64_t>(),
                                        [&](Hdf5Writer& writer) { write_tokenizer(writer, tokenizer); });
     spdlog::info("checkpoint {}", path.string());
   };
 
   auto validate_now = [&] {
-    const EvalResult eval = evaluate_lm(gpt, val_batches, tokenizer, masking);
-    run->append_metrics({{"step", step}, {"split", "val"}, {"loss", eval.loss}, {"bits_per_byte", eval.bits_per_byte}});
-    spdlog::info("step {}: val loss {:.4f}, {:.4f} bits per byte", step, eval.loss, eval.bits_per_byte);
+    const EvalResult eval = evaluate(gpt, val_batches, tokenizer);
+    nlohmann::json record = {{"step", step}, {"split", "val"}, {"loss", eval.loss}};
+    if (spec.num_classes > 0) {
+      record["accuracy"] = eval.accuracy;
+      spdlog::info("step {}: val loss {:.4f}, accuracy {:.4f}", step, eval.loss, eval.accuracy);
+    } else {
+      record["bits_per_byte"] = eval.bits_per_byte;
+      spdlog::info("step {}: val loss {:.4f}, {:.4f} bits per byte", step, eval.loss, eval.bits_per_byte);
+    }
+    run->append_metrics(record);
     return eval.loss;
   };
 
   TrainResult result;
   result.run_dir = run->path();
-  const float loss_scale = 1.f / static_cast<float>(batch_size * context * grad_accum);
+  // The mean over the step's scored targets: every token for LM, about 15% for MLM, one label per row for
+  // a classifier (counted on the batches themselves, so padding rows weigh nothing).
+
   const double grad_clip = opt_cfg.at("grad_clip").get<double>();
   const bool skip_nan = train_cfg.at("on_nan") == "skip";
   const int64_t log_every = train_cfg.at("log_every").get<int64_t>();
@@ -311,9 +286,18 @@ TrainResult run_training(const TrainOptions& options, const std::function<bool()
     const auto start = Clock::now();
     gpt.zero_gradients();
     model::LossSum loss;
+    std::vector<ModelBatch> micro_batches;
+    int64_t scored = 0;
     for (int64_t micro = 0; micro < grad_accum; ++micro) {
-      const LmBatch batch = batcher.next();
-      const ModelBatch mb = to_model_batch(batch, batch_size, context, masking, step * grad_accum + micro);
+      micro_batches.push_back(data->next(step * grad_accum + micro));
+      const ModelBatch& mb = micro_batches.back();
+      if (spec.num_classes > 0)
+        scored += std::count_if(mb.labels.begin(), mb.labels.end(), [](int32_t l) { return l >= 0; });
+      else
+        scored += std::count_if(mb.targets.begin(), mb.targets.end(), [](int32_t t) { return t >= 0; });
+    }
+    const float loss_scale = 1.f / static_cast<float>(std::max<int64_t>(1, scored));
+    for (const ModelBatch& mb : micro_batches) {
       const model::LossSum l = gpt.forward_backward(mb.view(), loss_scale);
       loss.sum += l.sum;
       loss.count += l.count;

@@ -21,7 +21,7 @@
 
 #include "core/config.h"
 #include "model/gpt.h"
-#include "train/lm_data.h"
+#include "train/task_data.h"
 #include "train/tokenizer.h"
 
 namespace race::train {
@@ -52,21 +52,16 @@ struct TrainResult {
 struct EvalResult {
   double loss = 0.0;           // mean cross-entropy per target token (nats)
   double perplexity = 0.0;     // exp(loss)
-  double bits_per_byte = 0.0;  // summed loss / ln 2 / bytes of the target tokens' pieces
+  double bits_per_byte = 0.0;  // LM and MLM: summed loss / ln 2 / bytes of the target tokens' pieces
+  double accuracy = 0.0;       // classification: share of rows whose most likely class is the label
   int64_t tokens = 0;          // target tokens scored
 };
 
-// Masked-LM corruption of batches (task "mlm"); tokenizer null: plain next-token LM.
-struct Masking {
-  const Tokenizer* tokenizer = nullptr;
-  uint64_t seed = 0;
-};
-Masking masking_for(const nlohmann::json& resolved_config, const Tokenizer& tokenizer);
+// Loss (and, for a classifier, accuracy) of `gpt` over `batches`.
+EvalResult evaluate(model::Gpt& gpt, const std::vector<ModelBatch>& batches, const Tokenizer& tokenizer);
 
-// Loss of `gpt` over `batches`: next-token (LM) or masked tokens (MLM, masked from a fixed validation
-// stream); rows beyond a short last batch are padding.
-EvalResult evaluate_lm(model::Gpt& gpt, const std::vector<LmBatch>& batches, const Tokenizer& tokenizer,
-                       const Masking& masking = {});
+// The model of a resolved config for its task's data (vocabulary, context, classes, causality).
+model::ModelSpec model_spec(const nlohmann::json& config, const TaskData& data);
 
 // Runs (or resumes) training; `stop_requested` is polled after each step (SIGINT/SIGTERM in race-train).
 TrainResult run_training(const TrainOptions& options, const std::function<bool()>& stop_requested = {});
