@@ -82,9 +82,10 @@ std::vector<float> host_copy(CpuOps& ops, const float* device, int64_t n) {
   return out;
 }
 
-void check_gradients(bool variant, bool encoder = false, int64_t classes = 0) {
+void check_gradients(bool variant, bool encoder = false, int64_t classes = 0, float dropout = 0.f) {
   CpuOps ops;
   ModelSpec spec = hybrid_spec(variant);
+  spec.dropout = dropout;
   spec.causal = !encoder;
   spec.num_classes = classes;
   spec.cls_pooling = variant;
@@ -103,7 +104,8 @@ void check_gradients(bool variant, bool encoder = false, int64_t classes = 0) {
   HostBatch batch = random_batch(13, 5);
   batch.labels = {2, 0};
   model.zero_gradients();
-  model.forward_backward(batch.view(variant, encoder), 1.f);
+  constexpr uint64_t kDropoutSeed = 17;
+  model.forward_backward(batch.view(variant, encoder), 1.f, kDropoutSeed);
   const std::vector<float> grads = host_copy(ops, model.gradients(), model.parameter_count());
 
   for (const auto& p : model.params()) {
@@ -123,6 +125,8 @@ void check_gradients(bool variant, bool encoder = false, int64_t classes = 0) {
       for (int64_t i = 0; i < p.size; ++i)
         moved[static_cast<size_t>(p.offset + i)] += static_cast<float>(step * direction[static_cast<size_t>(i)]);
       ops.copy_from_host(model.parameters(), moved.data(), model.parameter_count());
+      // With dropout the loss is the one the masks of kDropoutSeed give (forward_loss never drops).
+      if (dropout > 0.f) return model.forward_backward(batch.view(variant, encoder), 1.f, kDropoutSeed).sum;
       return model.forward_loss(batch.view(variant, encoder)).sum;
     };
     const double numeric = (loss_at(h) - loss_at(-h)) / (2 * h);
@@ -146,6 +150,11 @@ TEST(Gpt, EncoderGradientsMatchFiniteDifferencesWithPadding) {
 TEST(Gpt, ClassifierGradientsMatchFiniteDifferences) {
   check_gradients(false, true, 3);
   check_gradients(true, true, 3);
+}
+
+TEST(Gpt, GradientsWithDropoutMatchFiniteDifferencesOfTheSameMasks) {
+  check_gradients(false, false, 0, 0.3f);
+  check_gradients(true, true, 3, 0.3f);
 }
 
 TEST(Gpt, LossOnOneRepeatedBatchFallsNearZero) {

@@ -241,6 +241,20 @@ void CpuOps::pool_backward(float* drows, const float* dpooled, const uint8_t* ke
   }
 }
 
+void CpuOps::dropout(float* y, const float* x, int64_t count, float p, uint64_t seed) {
+  const float scale = 1.f / (1.f - p);
+  // keep when the top 24 bits of splitmix64(seed + index) fall at or above p * 2^24
+  const auto threshold = static_cast<uint64_t>(static_cast<double>(p) * 16777216.0);
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < count; ++i) {
+    uint64_t z = seed + 0x9e3779b97f4a7c15ULL * static_cast<uint64_t>(i + 1);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    z ^= z >> 31;
+    y[i] = (z >> 40) >= threshold ? x[i] * scale : 0.f;
+  }
+}
+
 void CpuOps::exp_forward(float* y, const float* x, int64_t count) {
   for (int64_t i = 0; i < count; ++i) y[i] = std::exp(x[i]);
 }

@@ -75,6 +75,7 @@ class CpuOps final : public Ops {
                     int64_t channels, bool cls) override;
   void pool_backward(float* drows, const float* dpooled, const uint8_t* key_mask, int64_t batch,
                      int64_t seq_len, int64_t channels, bool cls) override;
+  void dropout(float* y, const float* x, int64_t count, float p, uint64_t seed) override;
   void exp_forward(float* y, const float* x, int64_t count) override;
   void exp_backward(float* dx, const float* dy, const float* y, int64_t count) override;
   double grad_norm(const float* grads, int64_t count) override;

@@ -23,6 +23,7 @@ void validate(const ModelSpec& s) {
   if (s.num_classes < 0) fail("model: num_classes must be >= 0, got {}", s.num_classes);
   if (s.num_classes > 0 && s.causal) fail("model: a classifier reads the whole sequence: it must not be causal");
   if (!(s.layernorm_eps > 0.f)) fail("model: layernorm_eps must be > 0, got {}", s.layernorm_eps);
+  if (!(s.dropout >= 0.f && s.dropout < 1.f)) fail("model: dropout must be in [0, 1), got {}", s.dropout);
   for (size_t l = 0; l < s.layers.size(); ++l) {
     const AttentionSpec& a = s.layers[l];
     if (a.kind == AttentionKind::softmax && a.window < 0)
@@ -267,15 +268,22 @@ void Gpt::upload(const Batch& batch) {
   }
 }
 
-void Gpt::forward() {
+uint64_t Gpt::dropout_site(int64_t layer, int site) const {
+  return dropout_seed_ ^ (0x9e3779b97f4a7c15ULL * static_cast<uint64_t>(3 * (layer + 1) + site));
+}
+
+void Gpt::forward(bool training) {
+  const bool drop = training && spec_.dropout > 0.f;
   const int64_t C = spec_.d_model, M = spec_.mlp_hidden, V = spec_.vocab_size, H = spec_.heads;
   const int64_t BT = rows_, D = head_dim_;
   ops_.embedding_forward(embed_, tokens_, params_data_, BT, V, C, false);
   if (spec_.positions == Positions::learned)
     ops_.embedding_forward(embed_, positions_, param("wpe"), BT, spec_.max_seq_len, C, true);
+  if (drop) ops_.dropout(embed_, embed_, BT * C, spec_.dropout, dropout_site(-1, 0));
   for (size_t l = 0; l < layers_.size(); ++l) {
     Layer& L = layers_[l];
     const AttentionSpec& a = *L.attention;
+    const auto li = static_cast<int64_t>(l);
     float* x_out = l + 1 < layers_.size() ? layers_[l + 1].x_in : final_;
     ops_.layernorm_forward(L.ln1, L.ln1_mean, L.ln1_rstd, L.x_in, L.ln1_w, L.ln1_b, BT, C, spec_.layernorm_eps);
     ops_.linear_forward(qkv_, L.ln1, L.qkv_w, L.qkv_b, BT, C, 3 * C);
@@ -298,11 +306,13 @@ void Gpt::forward() {
     }
     ops_.heads_to_rows(L.att_rows, L.att, batch_, seq_len_, H, D);
     ops_.linear_forward(L.x_mid, L.att_rows, L.proj_w, L.proj_b, BT, C, C);
+    if (drop) ops_.dropout(L.x_mid, L.x_mid, BT * C, spec_.dropout, dropout_site(li, 1));
     ops_.add(L.x_mid, L.x_in, BT * C);
     ops_.layernorm_forward(L.ln2, L.ln2_mean, L.ln2_rstd, L.x_mid, L.ln2_w, L.ln2_b, BT, C, spec_.layernorm_eps);
     ops_.linear_forward(L.fc, L.ln2, L.fc_w, L.fc_b, BT, C, M);
     ops_.gelu_forward(L.gelu, L.fc, BT * M);
     ops_.linear_forward(x_out, L.gelu, L.fc2_w, L.fc2_b, BT, M, C);
+    if (drop) ops_.dropout(x_out, x_out, BT * C, spec_.dropout, dropout_site(li, 2));
     ops_.add(x_out, L.x_mid, BT * C);
   }
   ops_.layernorm_forward(lnf_, lnf_mean_, lnf_rstd_, final_, param("lnf.weight"), param("lnf.bias"), BT, C,
@@ -341,6 +351,7 @@ LossSum Gpt::head(bool backward, float loss_scale) {
 }
 
 void Gpt::backward() {
+  const bool drop = spec_.dropout > 0.f;
   const int64_t C = spec_.d_model, M = spec_.mlp_hidden, V = spec_.vocab_size, H = spec_.heads;
   const int64_t BT = rows_, D = head_dim_;
   // residual_grad_ carries dL/dx of the residual stream down the layers; layernorm_backward adds into it.
@@ -351,13 +362,25 @@ void Gpt::backward() {
     Layer& L = layers_[l];
     const AttentionSpec& a = *L.attention;
     // MLP
-    ops_.linear_backward(d_hidden_a_, L.d_fc2_w, L.d_fc2_b, residual_grad_, L.gelu, L.fc2_w, BT, M, C);
+    const auto li = static_cast<int64_t>(l);
+    // Through a dropout the branch sees the residual gradient masked the same way (d_rows_ is free here).
+    const float* d_branch = residual_grad_;
+    if (drop) {
+      ops_.dropout(d_rows_, residual_grad_, BT * C, spec_.dropout, dropout_site(li, 2));
+      d_branch = d_rows_;
+    }
+    ops_.linear_backward(d_hidden_a_, L.d_fc2_w, L.d_fc2_b, d_branch, L.gelu, L.fc2_w, BT, M, C);
     ops_.gelu_backward(d_hidden_b_, d_hidden_a_, L.fc, BT * M);
     ops_.linear_backward(d_rows_, L.d_fc_w, L.d_fc_b, d_hidden_b_, L.ln2, L.fc_w, BT, C, M);
     ops_.layernorm_backward(residual_grad_, L.d_ln2_w, L.d_ln2_b, d_rows_, L.x_mid, L.ln2_w, L.ln2_mean,
                             L.ln2_rstd, BT, C);
     // Attention
-    ops_.linear_backward(d_rows_, L.d_proj_w, L.d_proj_b, residual_grad_, L.att_rows, L.proj_w, BT, C, C);
+    if (drop) {
+      ops_.dropout(d_qkv_, residual_grad_, BT * C, spec_.dropout, dropout_site(li, 1));  // d_qkv_ is free here
+      ops_.linear_backward(d_rows_, L.d_proj_w, L.d_proj_b, d_qkv_, L.att_rows, L.proj_w, BT, C, C);
+    } else {
+      ops_.linear_backward(d_rows_, L.d_proj_w, L.d_proj_b, residual_grad_, L.att_rows, L.proj_w, BT, C, C);
+    }
     ops_.rows_to_heads(d_heads_, d_rows_, batch_, seq_len_, H, D);
     const int32_t* segments = has_segments_ ? segments_ : nullptr;
     const uint8_t* mask = has_key_mask_ ? key_mask_ : nullptr;
@@ -381,6 +404,7 @@ void Gpt::backward() {
     ops_.layernorm_backward(residual_grad_, L.d_ln1_w, L.d_ln1_b, d_rows_, L.x_in, L.ln1_w, L.ln1_mean,
                             L.ln1_rstd, BT, C);
   }
+  if (drop) ops_.dropout(residual_grad_, residual_grad_, BT * C, spec_.dropout, dropout_site(-1, 0));
   ops_.embedding_backward(grads_data_, tokens_, residual_grad_, BT, V, C);
   if (spec_.positions == Positions::learned)
     ops_.embedding_backward(grad("wpe"), positions_, residual_grad_, BT, spec_.max_seq_len, C);
@@ -402,7 +426,7 @@ std::vector<int32_t> Gpt::predictions() {
 std::vector<float> Gpt::forward_logits(const Batch& batch) {
   const int64_t C = spec_.d_model, V = spec_.vocab_size;
   upload(batch);
-  forward();
+  forward(false);
   const float* w = spec_.tie_embeddings ? params_data_ : param("lm_head.weight");
   std::vector<float> logits(static_cast<size_t>(rows_ * V));
   for (int64_t r0 = 0; r0 < rows_; r0 += head_block_rows_) {
@@ -503,9 +527,10 @@ const float* Gpt::decode_step(int32_t token) {
   return d.logits;
 }
 
-LossSum Gpt::forward_backward(const Batch& batch, float loss_scale) {
+LossSum Gpt::forward_backward(const Batch& batch, float loss_scale, uint64_t dropout_seed) {
   upload(batch);
-  forward();
+  dropout_seed_ = dropout_seed;
+  forward(true);
   const LossSum loss = head(true, loss_scale);
   backward();
   return loss;
@@ -513,7 +538,7 @@ LossSum Gpt::forward_backward(const Batch& batch, float loss_scale) {
 
 LossSum Gpt::forward_loss(const Batch& batch) {
   upload(batch);
-  forward();
+  forward(false);
   return head(false, 1.f);
 }
 

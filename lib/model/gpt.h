@@ -50,6 +50,7 @@ struct ModelSpec {
   float rope_base = 10000.f;
   float layernorm_eps = 1e-5f;
   std::vector<AttentionSpec> layers;  // one per layer
+  float dropout = 0.f;                // on embeddings and each block's residual branches, training only
   int64_t num_classes = 0;            // > 0: a classifier (pooled encoder + linear head) instead of a LM head
   bool cls_pooling = false;           // classifier: the first token's state instead of the mean of real tokens
   uint64_t seed = 0;                  // initialisation and RACE hyperplanes
@@ -107,8 +108,9 @@ class Gpt {
   // N(0, 1), both from spec.seed.
   void initialize();
   void zero_gradients();
-  // Forward and backward of the summed loss times loss_scale; gradients accumulate.
-  LossSum forward_backward(const Batch& batch, float loss_scale);
+  // Forward and backward of the summed loss times loss_scale; gradients accumulate. dropout_seed draws
+  // this call's dropout masks (ignored when spec.dropout is 0).
+  LossSum forward_backward(const Batch& batch, float loss_scale, uint64_t dropout_seed = 0);
   LossSum forward_loss(const Batch& batch);
   // Classifier: the predicted class of each row (B) of the last forward pass.
   std::vector<int32_t> predictions();
@@ -125,7 +127,7 @@ class Gpt {
  private:
   struct Layer;
   void upload(const Batch& batch);
-  void forward();
+  void forward(bool training);
   LossSum head(bool backward, float loss_scale);
   void backward();
   float* param(const std::string& name);
@@ -154,6 +156,9 @@ class Gpt {
         *d_hidden_b_ = nullptr, *dq_ = nullptr, *dk_ = nullptr, *dv_ = nullptr, *d_heads_ = nullptr,
         *d_qkv_ = nullptr, *residual_grad_ = nullptr, *logits_ = nullptr, *dbeta_ = nullptr;
   int64_t head_block_rows_ = 0;
+  uint64_t dropout_seed_ = 0;
+  // The seed of one dropout site: (call seed, layer, site) -> distinct masks.
+  uint64_t dropout_site(int64_t layer, int site) const;
   struct Decoder;
   std::unique_ptr<Decoder> decoder_;
 };

@@ -102,6 +102,11 @@ class Ops {
   virtual void pool_backward(float* drows, const float* dpooled, const uint8_t* key_mask, int64_t batch,
                              int64_t seq_len, int64_t channels, bool cls) = 0;
 
+  // Inverted dropout with probability p: y = x * keep / (1 - p), keep drawn from a counter-based hash of
+  // (seed, index), so the backward regenerates the same mask and any device draws the same one.
+  // In place is allowed.
+  virtual void dropout(float* y, const float* x, int64_t count, float p, uint64_t seed) = 0;
+
   // Elementwise helpers for learned temperatures: y = exp(x); dx += dy * y.
   virtual void exp_forward(float* y, const float* x, int64_t count) = 0;
   virtual void exp_backward(float* dx, const float* dy, const float* y, int64_t count) = 0;

@@ -297,8 +297,12 @@ TrainResult run_training(const TrainOptions& options, const std::function<bool()
         scored += std::count_if(mb.targets.begin(), mb.targets.end(), [](int32_t t) { return t >= 0; });
     }
     const float loss_scale = 1.f / static_cast<float>(std::max<int64_t>(1, scored));
-    for (const ModelBatch& mb : micro_batches) {
-      const model::LossSum l = gpt.forward_backward(mb.view(), loss_scale);
+    for (size_t micro = 0; micro < micro_batches.size(); ++micro) {
+      const ModelBatch& mb = micro_batches[micro];
+      // Dropout masks from (model seed, micro-batch index): a resumed run draws the same ones.
+      const uint64_t dropout_seed =
+          spec.seed * 0x9e3779b97f4a7c15ULL + static_cast<uint64_t>(step * grad_accum + static_cast<int64_t>(micro));
+      const model::LossSum l = gpt.forward_backward(mb.view(), loss_scale, dropout_seed);
       loss.sum += l.sum;
       loss.count += l.count;
     }
@@ -334,8 +338,10 @@ TrainResult run_training(const TrainOptions& options, const std::function<bool()
       const double tokens_per_s = static_cast<double>(batch_size * context * grad_accum) / seconds;
       run->append_metrics({{"step", step}, {"split", "train"}, {"loss", loss.mean()}, {"lr", lr},
                            {"grad_norm", norm}, {"tokens_per_s", tokens_per_s}, {"ms_per_step", seconds * 1e3}});
-      spdlog::info("step {}/{}: loss {:.4f}, lr {:.3g}, grad norm {:.3f}, {:.0f} tokens/s", step, total_steps,
-                   loss.mean(), lr, norm, tokens_per_s);
+      const double eta = seconds * static_cast<double>(total_steps - step);
+      spdlog::info("step {}/{}: loss {:.4f}, lr {:.3g}, grad norm {:.3f}, {:.0f} tokens/s, ETA {:.0f} min {:02.0f} s",
+                   step, total_steps, loss.mean(), lr, norm, tokens_per_s, std::floor(eta / 60.0),
+                   std::fmod(eta, 60.0));
     }
     evaluated_last = false;
     if (step % eval_every == 0 || step == total_steps) {
