@@ -21,7 +21,8 @@ void validate(const ModelSpec& s) {
   if (s.max_seq_len < 1) fail("model: max_seq_len must be >= 1, got {}", s.max_seq_len);
   if (s.layers.empty()) fail("model: at least one layer is needed");
   if (s.num_classes < 0) fail("model: num_classes must be >= 0, got {}", s.num_classes);
-  if (s.num_classes > 0 && s.causal) fail("model: a classifier reads the whole sequence: it must not be causal");
+  if (s.num_classes > 0 && s.causal)
+    fail("model: a classifier reads the whole sequence: it must not be causal");
   if (!(s.layernorm_eps > 0.f)) fail("model: layernorm_eps must be > 0, got {}", s.layernorm_eps);
   if (!(s.dropout >= 0.f && s.dropout < 1.f)) fail("model: dropout must be in [0, 1), got {}", s.dropout);
   for (size_t l = 0; l < s.layers.size(); ++l) {
@@ -42,14 +43,14 @@ struct Gpt::Layer {
       *d_fc2_w, *d_fc2_b, *d_log_beta = nullptr;
   float* beta = nullptr;  // (H) exp(log_beta), or the fixed temperature
   // Saved for the backward.
-  float* x_in;                        // (B*T, C) residual stream entering the layer
-  float *ln1, *ln1_mean, *ln1_rstd;   // (B*T, C), (B*T), (B*T)
-  float *q, *k, *v;                   // (B, H, T, D), q and k after RoPE
-  float *att, *lse = nullptr;         // (B, H, T, D); softmax: (B, H, T)
-  float* att_rows;                    // (B*T, C)
-  float* x_mid;                       // (B*T, C) after the attention residual
-  float *ln2, *ln2_mean, *ln2_rstd;   // (B*T, C), (B*T), (B*T)
-  float *fc, *gelu;                   // (B*T, M)
+  float* x_in;                       // (B*T, C) residual stream entering the layer
+  float *ln1, *ln1_mean, *ln1_rstd;  // (B*T, C), (B*T), (B*T)
+  float *q, *k, *v;                  // (B, H, T, D), q and k after RoPE
+  float *att, *lse = nullptr;        // (B, H, T, D); softmax: (B, H, T)
+  float* att_rows;                   // (B*T, C)
+  float* x_mid;                      // (B*T, C) after the attention residual
+  float *ln2, *ln2_mean, *ln2_rstd;  // (B*T, C), (B*T), (B*T)
+  float *fc, *gelu;                  // (B*T, M)
 };
 
 // Generation state and one token's activations.
@@ -69,7 +70,8 @@ Gpt::Gpt(Ops& ops, ModelSpec spec, int64_t batch, int64_t seq_len)
   validate(spec_);
   if (batch < 1 || seq_len < 1) fail("model: batch and seq_len must be >= 1, got {} and {}", batch, seq_len);
   if (spec_.positions == Positions::learned && seq_len > spec_.max_seq_len)
-    fail("model: seq_len {} exceeds max_seq_len {} of the learned position table", seq_len, spec_.max_seq_len);
+    fail("model: seq_len {} exceeds max_seq_len {} of the learned position table", seq_len,
+         spec_.max_seq_len);
   const int64_t C = spec_.d_model, M = spec_.mlp_hidden, V = spec_.vocab_size, H = spec_.heads;
   head_dim_ = C / H;
 
@@ -91,7 +93,8 @@ Gpt::Gpt(Ops& ops, ModelSpec spec, int64_t batch, int64_t seq_len)
     if (spec_.bias) add(params_, param_count_, p + "attn.qkv.bias", {3 * C}, false);
     add(params_, param_count_, p + "attn.proj.weight", {C, C}, true);
     if (spec_.bias) add(params_, param_count_, p + "attn.proj.bias", {C}, false);
-    if (a.kind == AttentionKind::race && a.learned_beta) add(params_, param_count_, p + "attn.log_beta", {H}, false);
+    if (a.kind == AttentionKind::race && a.learned_beta)
+      add(params_, param_count_, p + "attn.log_beta", {H}, false);
     add(params_, param_count_, p + "ln2.weight", {C}, false);
     add(params_, param_count_, p + "ln2.bias", {C}, false);
     add(params_, param_count_, p + "mlp.fc.weight", {M, C}, true);
@@ -157,15 +160,28 @@ Gpt::Gpt(Ops& ops, ModelSpec spec, int64_t batch, int64_t seq_len)
         L.d_log_beta = grad(p + "attn.log_beta");
       }
     }
-    L.ln1 = ops_.allocate(BT * C), L.ln1_mean = ops_.allocate(BT), L.ln1_rstd = ops_.allocate(BT);
-    L.q = ops_.allocate(heads_size), L.k = ops_.allocate(heads_size), L.v = ops_.allocate(heads_size);
-    L.att = ops_.allocate(heads_size);
-    if (L.attention->kind == AttentionKind::softmax) L.lse = ops_.allocate(batch_ * H * seq_len_);
-    L.att_rows = ops_.allocate(BT * C);
-    L.x_mid = ops_.allocate(BT * C);
-    L.ln2 = ops_.allocate(BT * C), L.ln2_mean = ops_.allocate(BT), L.ln2_rstd = ops_.allocate(BT);
-    L.fc = ops_.allocate(BT * M), L.gelu = ops_.allocate(BT * M);
-    activation_floats_per_token_ += 9 * C + 2 * M + 4 + (L.lse ? H : 0);
+    // With recomputation every layer shares one set (the backward re-runs a layer's forward first);
+    // lse stays per layer only for its size: softmax needs it, and it is small.
+    if (spec_.recompute && l > 0) {
+      const Layer& first = layers_[0];
+      L.ln1 = first.ln1, L.ln1_mean = first.ln1_mean, L.ln1_rstd = first.ln1_rstd;
+      L.q = first.q, L.k = first.k, L.v = first.v, L.att = first.att, L.att_rows = first.att_rows;
+      L.x_mid = first.x_mid, L.ln2 = first.ln2, L.ln2_mean = first.ln2_mean, L.ln2_rstd = first.ln2_rstd;
+      L.fc = first.fc, L.gelu = first.gelu;
+    } else {
+      L.ln1 = ops_.allocate(BT * C), L.ln1_mean = ops_.allocate(BT), L.ln1_rstd = ops_.allocate(BT);
+      L.q = ops_.allocate(heads_size), L.k = ops_.allocate(heads_size), L.v = ops_.allocate(heads_size);
+      L.att = ops_.allocate(heads_size);
+      L.att_rows = ops_.allocate(BT * C);
+      L.x_mid = ops_.allocate(BT * C);
+      L.ln2 = ops_.allocate(BT * C), L.ln2_mean = ops_.allocate(BT), L.ln2_rstd = ops_.allocate(BT);
+      L.fc = ops_.allocate(BT * M), L.gelu = ops_.allocate(BT * M);
+      activation_floats_per_token_ += 9 * C + 2 * M + 4;
+    }
+    if (L.attention->kind == AttentionKind::softmax) {
+      L.lse = ops_.allocate(batch_ * H * seq_len_);
+      activation_floats_per_token_ += H;
+    }
   }
   // Residual stream: layer l + 1 reads layer l's output; the last output feeds the final LayerNorm.
   for (size_t l = 0; l < layers_.size(); ++l) layers_[l].x_in = l == 0 ? embed_ : ops_.allocate(BT * C);
@@ -210,17 +226,22 @@ void Gpt::initialize() {
   const double residual_std = 0.02 / std::sqrt(2.0 * static_cast<double>(spec_.layers.size()));
   for (const ParamInfo& p : params_) {
     float* values = host.data() + p.offset;
-    const bool norm_weight = p.name.ends_with("ln1.weight") || p.name.ends_with("ln2.weight") ||
-                             p.name == "lnf.weight";
-    const bool residual_projection = p.name.ends_with("attn.proj.weight") || p.name.ends_with("mlp.proj.weight");
+    const bool norm_weight =
+        p.name.ends_with("ln1.weight") || p.name.ends_with("ln2.weight") || p.name == "lnf.weight";
+    const bool residual_projection =
+        p.name.ends_with("attn.proj.weight") || p.name.ends_with("mlp.proj.weight");
     double std_dev = 0.02;
     if (p.name == "wpe") std_dev = 0.01;
     if (residual_projection) std_dev = residual_std;
     for (int64_t i = 0; i < p.size; ++i) {
-      if (norm_weight) values[i] = 1.f;
-      else if (p.name.ends_with("bias")) values[i] = 0.f;
-      else if (p.name.ends_with("log_beta")) values[i] = 0.f;  // set per layer below
-      else values[i] = static_cast<float>(std_dev * normal(rng));
+      if (norm_weight)
+        values[i] = 1.f;
+      else if (p.name.ends_with("bias"))
+        values[i] = 0.f;
+      else if (p.name.ends_with("log_beta"))
+        values[i] = 0.f;  // set per layer below
+      else
+        values[i] = static_cast<float>(std_dev * normal(rng));
     }
   }
   for (size_t l = 0; l < layers_.size(); ++l) {
@@ -236,7 +257,8 @@ void Gpt::initialize() {
   std::vector<float> planes(static_cast<size_t>(buffer_count_));
   for (const ParamInfo& b : buffers_) {
     std::mt19937_64 layer_rng(spec_.seed ^ (0x9e3779b97f4a7c15ULL * (std::hash<std::string>{}(b.name) | 1)));
-    for (int64_t i = 0; i < b.size; ++i) planes[static_cast<size_t>(b.offset + i)] = static_cast<float>(normal(layer_rng));
+    for (int64_t i = 0; i < b.size; ++i)
+      planes[static_cast<size_t>(b.offset + i)] = static_cast<float>(normal(layer_rng));
   }
   if (buffer_count_ > 0) ops_.copy_from_host(buffers_data_, planes.data(), buffer_count_);
   zero_gradients();
@@ -252,7 +274,8 @@ void Gpt::upload(const Batch& batch) {
     ops_.copy_ints_from_host(positions_, batch.positions, rows_);
   } else {
     std::vector<int32_t> positions(static_cast<size_t>(rows_));
-    for (int64_t i = 0; i < rows_; ++i) positions[static_cast<size_t>(i)] = static_cast<int32_t>(i % seq_len_);
+    for (int64_t i = 0; i < rows_; ++i)
+      positions[static_cast<size_t>(i)] = static_cast<int32_t>(i % seq_len_);
     ops_.copy_ints_from_host(positions_, positions.data(), rows_);
   }
   has_segments_ = batch.segment_ids != nullptr;
@@ -272,49 +295,57 @@ uint64_t Gpt::dropout_site(int64_t layer, int site) const {
   return dropout_seed_ ^ (0x9e3779b97f4a7c15ULL * static_cast<uint64_t>(3 * (layer + 1) + site));
 }
 
+// One block, from layers_[l].x_in to x_out, saving what its backward reads into its buffers.
+void Gpt::forward_layer(size_t l, bool drop, float* x_out) {
+  const int64_t C = spec_.d_model, M = spec_.mlp_hidden, H = spec_.heads;
+  const int64_t BT = rows_, D = head_dim_;
+  Layer& L = layers_[l];
+  const auto li = static_cast<int64_t>(l);
+  const AttentionSpec& a = *L.attention;
+  ops_.layernorm_forward(L.ln1, L.ln1_mean, L.ln1_rstd, L.x_in, L.ln1_w, L.ln1_b, BT, C, spec_.layernorm_eps);
+  ops_.linear_forward(qkv_, L.ln1, L.qkv_w, L.qkv_b, BT, C, 3 * C);
+  ops_.split_heads(L.q, L.k, L.v, qkv_, batch_, seq_len_, H, D);
+  if (spec_.positions == Positions::rope) {
+    ops_.rope_forward(L.q, L.q, positions_, batch_, H, seq_len_, D, spec_.rope_base);
+    ops_.rope_forward(L.k, L.k, positions_, batch_, H, seq_len_, D, spec_.rope_base);
+  }
+  const int32_t* segments = has_segments_ ? segments_ : nullptr;
+  const uint8_t* mask = has_key_mask_ ? key_mask_ : nullptr;
+  if (a.kind == AttentionKind::race) {
+    if (a.learned_beta)
+      ops_.exp_forward(L.beta, L.log_beta, H);
+    else
+      ops_.fill(L.beta, a.beta, H);
+    ops_.race_attention_forward({batch_, H, seq_len_, D, a.tables, a.bits, a.planes_per_head},
+                                {spec_.causal, a.estimator, a.eps},
+                                {L.q, L.k, L.v, L.planes, L.beta, mask, segments}, L.att);
+  } else {
+    ops_.softmax_attention_forward({batch_, H, seq_len_, D}, {spec_.causal, a.window, 0.f},
+                                   {L.q, L.k, L.v, mask, segments}, L.att, L.lse);
+  }
+  ops_.heads_to_rows(L.att_rows, L.att, batch_, seq_len_, H, D);
+  ops_.linear_forward(L.x_mid, L.att_rows, L.proj_w, L.proj_b, BT, C, C);
+  if (drop) ops_.dropout(L.x_mid, L.x_mid, BT * C, spec_.dropout, dropout_site(li, 1));
+  ops_.add(L.x_mid, L.x_in, BT * C);
+  ops_.layernorm_forward(L.ln2, L.ln2_mean, L.ln2_rstd, L.x_mid, L.ln2_w, L.ln2_b, BT, C,
+                         spec_.layernorm_eps);
+  ops_.linear_forward(L.fc, L.ln2, L.fc_w, L.fc_b, BT, C, M);
+  ops_.gelu_forward(L.gelu, L.fc, BT * M);
+  ops_.linear_forward(x_out, L.gelu, L.fc2_w, L.fc2_b, BT, M, C);
+  if (drop) ops_.dropout(x_out, x_out, BT * C, spec_.dropout, dropout_site(li, 2));
+  ops_.add(x_out, L.x_mid, BT * C);
+}
+
 void Gpt::forward(bool training) {
   const bool drop = training && spec_.dropout > 0.f;
-  const int64_t C = spec_.d_model, M = spec_.mlp_hidden, V = spec_.vocab_size, H = spec_.heads;
-  const int64_t BT = rows_, D = head_dim_;
+  const int64_t C = spec_.d_model, V = spec_.vocab_size;
+  const int64_t BT = rows_;
   ops_.embedding_forward(embed_, tokens_, params_data_, BT, V, C, false);
   if (spec_.positions == Positions::learned)
     ops_.embedding_forward(embed_, positions_, param("wpe"), BT, spec_.max_seq_len, C, true);
   if (drop) ops_.dropout(embed_, embed_, BT * C, spec_.dropout, dropout_site(-1, 0));
-  for (size_t l = 0; l < layers_.size(); ++l) {
-    Layer& L = layers_[l];
-    const AttentionSpec& a = *L.attention;
-    const auto li = static_cast<int64_t>(l);
-    float* x_out = l + 1 < layers_.size() ? layers_[l + 1].x_in : final_;
-    ops_.layernorm_forward(L.ln1, L.ln1_mean, L.ln1_rstd, L.x_in, L.ln1_w, L.ln1_b, BT, C, spec_.layernorm_eps);
-    ops_.linear_forward(qkv_, L.ln1, L.qkv_w, L.qkv_b, BT, C, 3 * C);
-    ops_.split_heads(L.q, L.k, L.v, qkv_, batch_, seq_len_, H, D);
-    if (spec_.positions == Positions::rope) {
-      ops_.rope_forward(L.q, L.q, positions_, batch_, H, seq_len_, D, spec_.rope_base);
-      ops_.rope_forward(L.k, L.k, positions_, batch_, H, seq_len_, D, spec_.rope_base);
-    }
-    const int32_t* segments = has_segments_ ? segments_ : nullptr;
-    const uint8_t* mask = has_key_mask_ ? key_mask_ : nullptr;
-    if (a.kind == AttentionKind::race) {
-      if (a.learned_beta) ops_.exp_forward(L.beta, L.log_beta, H);
-      else ops_.fill(L.beta, a.beta, H);
-      ops_.race_attention_forward({batch_, H, seq_len_, D, a.tables, a.bits, a.planes_per_head},
-                                  {spec_.causal, a.estimator, a.eps},
-                                  {L.q, L.k, L.v, L.planes, L.beta, mask, segments}, L.att);
-    } else {
-      ops_.softmax_attention_forward({batch_, H, seq_len_, D}, {spec_.causal, a.window, 0.f},
-                                     {L.q, L.k, L.v, mask, segments}, L.att, L.lse);
-    }
-    ops_.heads_to_rows(L.att_rows, L.att, batch_, seq_len_, H, D);
-    ops_.linear_forward(L.x_mid, L.att_rows, L.proj_w, L.proj_b, BT, C, C);
-    if (drop) ops_.dropout(L.x_mid, L.x_mid, BT * C, spec_.dropout, dropout_site(li, 1));
-    ops_.add(L.x_mid, L.x_in, BT * C);
-    ops_.layernorm_forward(L.ln2, L.ln2_mean, L.ln2_rstd, L.x_mid, L.ln2_w, L.ln2_b, BT, C, spec_.layernorm_eps);
-    ops_.linear_forward(L.fc, L.ln2, L.fc_w, L.fc_b, BT, C, M);
-    ops_.gelu_forward(L.gelu, L.fc, BT * M);
-    ops_.linear_forward(x_out, L.gelu, L.fc2_w, L.fc2_b, BT, M, C);
-    if (drop) ops_.dropout(x_out, x_out, BT * C, spec_.dropout, dropout_site(li, 2));
-    ops_.add(x_out, L.x_mid, BT * C);
-  }
+  for (size_t l = 0; l < layers_.size(); ++l)
+    forward_layer(l, drop, l + 1 < layers_.size() ? layers_[l + 1].x_in : final_);
   ops_.layernorm_forward(lnf_, lnf_mean_, lnf_rstd_, final_, param("lnf.weight"), param("lnf.bias"), BT, C,
                          spec_.layernorm_eps);
 }
@@ -325,13 +356,14 @@ LossSum Gpt::head(bool backward, float loss_scale) {
     const int64_t K = spec_.num_classes;
     const uint8_t* mask = has_key_mask_ ? key_mask_ : nullptr;
     ops_.pool_forward(pooled_, lnf_, mask, batch_, seq_len_, C, spec_.cls_pooling);
-    ops_.linear_forward(class_logits_, pooled_, param("classifier.weight"), param("classifier.bias"), batch_, C, K);
+    ops_.linear_forward(class_logits_, pooled_, param("classifier.weight"), param("classifier.bias"), batch_,
+                        C, K);
     LossSum loss;
-    loss.sum = ops_.cross_entropy(backward ? class_logits_ : nullptr, class_logits_, labels_, batch_, K, loss_scale,
-                                  &loss.count);
+    loss.sum = ops_.cross_entropy(backward ? class_logits_ : nullptr, class_logits_, labels_, batch_, K,
+                                  loss_scale, &loss.count);
     if (backward) {
-      ops_.linear_backward(d_pooled_, grad("classifier.weight"), grad("classifier.bias"), class_logits_, pooled_,
-                           param("classifier.weight"), batch_, C, K);
+      ops_.linear_backward(d_pooled_, grad("classifier.weight"), grad("classifier.bias"), class_logits_,
+                           pooled_, param("classifier.weight"), batch_, C, K);
       ops_.pool_backward(d_rows_, d_pooled_, mask, batch_, seq_len_, C, spec_.cls_pooling);
     }
     return loss;
@@ -343,7 +375,8 @@ LossSum Gpt::head(bool backward, float loss_scale) {
     const int64_t n = std::min(head_block_rows_, rows_ - r0);
     ops_.linear_forward(logits_, lnf_ + r0 * C, w, nullptr, n, C, V);
     int64_t count = 0;
-    loss.sum += ops_.cross_entropy(backward ? logits_ : nullptr, logits_, targets_ + r0, n, V, loss_scale, &count);
+    loss.sum +=
+        ops_.cross_entropy(backward ? logits_ : nullptr, logits_, targets_ + r0, n, V, loss_scale, &count);
     loss.count += count;
     if (backward) ops_.linear_backward(d_rows_ + r0 * C, dw, nullptr, logits_, lnf_ + r0 * C, w, n, C, V);
   }
@@ -361,6 +394,9 @@ void Gpt::backward() {
   for (size_t l = layers_.size(); l-- > 0;) {
     Layer& L = layers_[l];
     const AttentionSpec& a = *L.attention;
+    // The shared buffers hold the last layer's activations: re-run this one (same dropout masks); its
+    // output goes to scratch, the saved residual stream already holds it.
+    if (spec_.recompute && l + 1 < layers_.size()) forward_layer(l, drop, d_qkv_);
     // MLP
     const auto li = static_cast<int64_t>(l);
     // Through a dropout the branch sees the residual gradient masked the same way (d_rows_ is free here).
@@ -376,7 +412,8 @@ void Gpt::backward() {
                             L.ln2_rstd, BT, C);
     // Attention
     if (drop) {
-      ops_.dropout(d_qkv_, residual_grad_, BT * C, spec_.dropout, dropout_site(li, 1));  // d_qkv_ is free here
+      ops_.dropout(d_qkv_, residual_grad_, BT * C, spec_.dropout,
+                   dropout_site(li, 1));  // d_qkv_ is free here
       ops_.linear_backward(d_rows_, L.d_proj_w, L.d_proj_b, d_qkv_, L.att_rows, L.proj_w, BT, C, C);
     } else {
       ops_.linear_backward(d_rows_, L.d_proj_w, L.d_proj_b, residual_grad_, L.att_rows, L.proj_w, BT, C, C);
@@ -447,7 +484,8 @@ void Gpt::start_decoding(int64_t max_tokens) {
     d.token = ops_.allocate_ints(1), d.position_id = ops_.allocate_ints(1);
     d.x = ops_.allocate(C), d.ln = ops_.allocate(C), d.qkv = ops_.allocate(3 * C);
     d.q = ops_.allocate(C), d.k = ops_.allocate(C), d.v = ops_.allocate(C), d.att = ops_.allocate(C);
-    d.att_rows = ops_.allocate(C), d.mid = ops_.allocate(C), d.fc = ops_.allocate(M), d.gelu = ops_.allocate(M);
+    d.att_rows = ops_.allocate(C), d.mid = ops_.allocate(C), d.fc = ops_.allocate(M),
+    d.gelu = ops_.allocate(M);
     d.logits = ops_.allocate(V), d.ln_mean = ops_.allocate(1), d.ln_rstd = ops_.allocate(1);
   }
   Decoder& d = *decoder_;
@@ -502,10 +540,13 @@ const float* Gpt::decode_step(int32_t token) {
       ops_.rope_forward(d.k, d.k, d.position_id, 1, H, 1, D, spec_.rope_base);
     }
     if (a.kind == AttentionKind::race) {
-      if (a.learned_beta) ops_.exp_forward(L.beta, L.log_beta, H);
-      else ops_.fill(L.beta, a.beta, H);
-      ops_.race_attention_decode({1, H, 1, D, a.tables, a.bits, a.planes_per_head}, {true, a.estimator, a.eps},
-                                 d.q, d.k, d.v, L.planes, L.beta, d.key_sums[l], d.value_sums[l], d.att);
+      if (a.learned_beta)
+        ops_.exp_forward(L.beta, L.log_beta, H);
+      else
+        ops_.fill(L.beta, a.beta, H);
+      ops_.race_attention_decode({1, H, 1, D, a.tables, a.bits, a.planes_per_head},
+                                 {true, a.estimator, a.eps}, d.q, d.k, d.v, L.planes, L.beta, d.key_sums[l],
+                                 d.value_sums[l], d.att);
     } else {
       ops_.softmax_attention_decode(H, D, a.window, 1.f / std::sqrt(static_cast<float>(D)), d.q, d.k, d.v,
                                     d.keys[l], d.values[l], d.capacity[l], d.position, d.att);
@@ -521,8 +562,8 @@ const float* Gpt::decode_step(int32_t token) {
   }
   ops_.layernorm_forward(d.ln, d.ln_mean, d.ln_rstd, d.x, param("lnf.weight"), param("lnf.bias"), 1, C,
                          spec_.layernorm_eps);
-  ops_.linear_forward(d.logits, d.ln, spec_.tie_embeddings ? params_data_ : param("lm_head.weight"), nullptr, 1,
-                      C, V);
+  ops_.linear_forward(d.logits, d.ln, spec_.tie_embeddings ? params_data_ : param("lm_head.weight"), nullptr,
+                      1, C, V);
   ++d.position;
   return d.logits;
 }

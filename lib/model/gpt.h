@@ -50,6 +50,7 @@ struct ModelSpec {
   float rope_base = 10000.f;
   float layernorm_eps = 1e-5f;
   std::vector<AttentionSpec> layers;  // one per layer
+  bool recompute = false;  // keep only each layer's input; re-run a layer's forward before its backward
   float dropout = 0.f;                // on embeddings and each block's residual branches, training only
   int64_t num_classes = 0;            // > 0: a classifier (pooled encoder + linear head) instead of a LM head
   bool cls_pooling = false;           // classifier: the first token's state instead of the mean of real tokens
@@ -128,6 +129,7 @@ class Gpt {
   struct Layer;
   void upload(const Batch& batch);
   void forward(bool training);
+  void forward_layer(size_t layer, bool drop, float* x_out);
   LossSum head(bool backward, float loss_scale);
   void backward();
   float* param(const std::string& name);
