@@ -232,6 +232,20 @@ TEST_F(Trainer, ClassifierLearnsARuleThatNeedsTheWholeRow) {
   EXPECT_THROW(run_training(options), race::Error);  // data.context must match the rows' length
 }
 
+TEST_F(Trainer, TokensPerStepAccumulatesMicroBatches) {
+  // 2 micro-batches of 4 x 32 per step: the same as grad_accum 2, bit for bit.
+  TrainOptions by_tokens;
+  by_tokens.config_file = write_config("by-tokens", 3, 1000);
+  by_tokens.overrides = {"train.tokens_per_step=256"};
+  TrainOptions by_count;
+  by_count.config_file = write_config("by-count", 3, 1000);
+  by_count.overrides = {"train.grad_accum=2"};
+  const auto a = run_training(by_tokens);
+  const auto b = run_training(by_count);
+  ASSERT_EQ(a.steps.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(a.steps[i].loss, b.steps[i].loss);
+}
+
 TEST_F(Trainer, ConfigMistakesNameTheKey) {
   TrainOptions options;
   options.config_file = write_config("typo", 2, 1);
@@ -244,6 +258,13 @@ TEST_F(Trainer, ConfigMistakesNameTheKey) {
   }
   options.overrides = {"data.path=" + (dir_ / "missing.h5").string()};
   EXPECT_THROW(run_training(options), race::Error);
+  options.overrides = {"train.tokens_per_step=100"};  // not a multiple of 4 x 32
+  try {
+    run_training(options);
+    FAIL() << "expected an error";
+  } catch (const race::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("train.tokens_per_step"), std::string::npos) << e.what();
+  }
   options.overrides = {"model.softmax_layers=[5]"};
   try {
     run_training(options);

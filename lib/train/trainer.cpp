@@ -53,12 +53,19 @@ Schema train_schema() {
                            {"beta2", Schema::number(0.95, "Second-moment decay.").min(0.0).max(0.999999)},
                            {"eps", Schema::number(1e-8, "Denominator epsilon.").min(1e-30)},
                            {"weight_decay", Schema::number(0.1, "Decay of weight matrices.").min(0.0)},
+                           {"decay_embeddings", Schema::boolean(false, "Also decay the embeddings.")},
+                           {"decay_norms_and_biases",
+                            Schema::boolean(false, "Also decay LayerNorm weights and biases.")},
                            {"grad_clip", Schema::number(1.0, "Global gradient-norm clip (0: off).").min(0.0)}})},
           {"schedule", schedule_schema()},
           {"train",
            Schema::object(
                "The loop; its length is schedule.total_steps.",
                {{"grad_accum", Schema::integer(1, "Micro-batches per optimizer step.").min(1)},
+                {"tokens_per_step",
+                 Schema::integer(0, "Tokens per optimizer step (0: batch_size x context x grad_accum); "
+                                    "sets grad_accum, and must be a multiple of batch_size x context.")
+                     .min(0)},
                 {"log_every", Schema::integer(10, "Steps between train metrics lines.").min(1)},
                 {"eval_every", Schema::integer(100, "Steps between validations (and at the end).").min(1)},
                 {"checkpoint_every", Schema::integer(500, "Steps between checkpoints (and at the end).").min(1)},
@@ -162,9 +169,18 @@ TrainResult run_training(const TrainOptions& options, const std::function<bool()
   const ScheduleOptions schedule = schedule_options_from_json(config.at("schedule"));
   const int64_t total_steps = schedule.total_steps;
 
-  const int64_t grad_accum = train_cfg.at("grad_accum").get<int64_t>();
   std::unique_ptr<TaskData> data = TaskData::open(config);
   const int64_t context = data->context(), batch_size = data->batch_size();
+  int64_t grad_accum = train_cfg.at("grad_accum").get<int64_t>();
+  if (const int64_t target = train_cfg.at("tokens_per_step").get<int64_t>(); target > 0) {
+    if (target % (batch_size * context) != 0)
+      fail("train.tokens_per_step: {} is not a multiple of data.batch_size x data.context = {}", target,
+           batch_size * context);
+    if (train_cfg.at("grad_accum").get<int64_t>() != 1)
+      fail("train.tokens_per_step sets the accumulation itself: leave train.grad_accum at 1 (got {})",
+           train_cfg.at("grad_accum").get<int64_t>());
+    grad_accum = target / (batch_size * context);
+  }
   const Tokenizer tokenizer = data->tokenizer();  // a copy: `data` is reopened at the resume position below
   const std::vector<ModelBatch> val_batches = data->validation("val", data_cfg.at("val_windows").get<int64_t>());
 
@@ -178,6 +194,28 @@ TrainResult run_training(const TrainOptions& options, const std::function<bool()
   const double act_per_token = static_cast<double>(gpt.activation_bytes_per_token());
   spdlog::info("task {}: {} layers, d_model {}, {} heads, {} parameters; data {}", config.at("task").get<std::string>(),
                spec.layers.size(), spec.d_model, spec.heads, n_params, data->describe());
+  // Training FLOPs per token: 6 per weight of every matrix a token goes through (forward 2, backward 4),
+  // plus attention: RACE about 3 x 4 S D per head (the chunked form, forward and backward), softmax
+  // 3 x 4 T D / 2 per head when causal (T D when not), with T capped by a window.
+  double flops_per_token = 0.0;
+  for (const auto& p : gpt.params())
+    if (p.weight_decay) flops_per_token += 6.0 * static_cast<double>(p.size);
+  if (spec.num_classes == 0 && spec.tie_embeddings)
+    flops_per_token += 6.0 * static_cast<double>(spec.vocab_size * spec.d_model);
+  const double head_dim = static_cast<double>(spec.d_model / spec.heads);
+  for (const auto& a : spec.layers) {
+    double per_head = 0.0;
+    if (a.kind == model::AttentionKind::race) {
+      per_head = 12.0 * static_cast<double>(a.tables * (int64_t{1} << a.bits)) * head_dim;
+    } else {
+      const double keys = static_cast<double>(a.window > 0 ? std::min(a.window, context) : context);
+      per_head = 12.0 * keys * head_dim * (spec.causal && a.window == 0 ? 0.5 : 1.0);
+    }
+    flops_per_token += per_head * static_cast<double>(spec.heads);
+  }
+  spdlog::info("training: {:.1f} MFLOP per token (matrices and attention); {} micro-batch(es) of {} x {} "
+               "tokens per step",
+               flops_per_token / 1e6, grad_accum, batch_size, context);
   // Scratch beyond the saved activations (qkv, gradient buffers, logits blocks) is about as large again
   // per token for one layer; the plan counts it as one more layer's worth.
   const double per_token = act_per_token * (1.0 + 1.0 / static_cast<double>(spec.layers.size()));
@@ -277,6 +315,16 @@ TrainResult run_training(const TrainOptions& options, const std::function<bool()
   // a classifier (counted on the batches themselves, so padding rows weigh nothing).
 
   const double grad_clip = opt_cfg.at("grad_clip").get<double>();
+  // Weight matrices always decay; embeddings, and norms and biases, only when configured; learned
+  // temperatures never (they are not weights).
+  const bool decay_embeddings = opt_cfg.at("decay_embeddings").get<bool>();
+  const bool decay_norms_and_biases = opt_cfg.at("decay_norms_and_biases").get<bool>();
+  auto decays = [&](const model::ParamInfo& p) {
+    if (p.weight_decay) return true;
+    if (p.name == "wte" || p.name == "wpe") return decay_embeddings;
+    if (p.name.ends_with("log_beta")) return false;
+    return decay_norms_and_biases;
+  };
   const bool skip_nan = train_cfg.at("on_nan") == "skip";
   const int64_t log_every = train_cfg.at("log_every").get<int64_t>();
   const int64_t eval_every = train_cfg.at("eval_every").get<int64_t>();
@@ -325,7 +373,7 @@ TrainResult run_training(const TrainOptions& options, const std::function<bool()
       adam.beta1 = opt_cfg.at("beta1").get<float>();
       adam.beta2 = opt_cfg.at("beta2").get<float>();
       adam.eps = opt_cfg.at("eps").get<float>();
-      adam.weight_decay = p.weight_decay ? opt_cfg.at("weight_decay").get<float>() : 0.f;
+      adam.weight_decay = decays(p) ? opt_cfg.at("weight_decay").get<float>() : 0.f;
       adam.step = step;
       adam.grad_scale = clip;
       ops.adamw(gpt.parameters() + p.offset, gpt.gradients() + p.offset, adam_m + p.offset, adam_v + p.offset,
