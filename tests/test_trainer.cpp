@@ -246,6 +246,30 @@ TEST_F(Trainer, TokensPerStepAccumulatesMicroBatches) {
   for (size_t i = 0; i < 3; ++i) EXPECT_EQ(a.steps[i].loss, b.steps[i].loss);
 }
 
+TEST_F(Trainer, ANonFiniteLossStopsTheRunAndNoCheckpointHoldsIt) {
+  // A learning rate of 1e30 throws the weights to infinity after the first update.
+  TrainOptions options;
+  options.config_file = write_config("diverging", 5, 1);
+  options.overrides = {"schedule.lr=1e30", "schedule.min_lr=1e29", "optimizer.grad_clip=0"};
+  try {
+    run_training(options);
+    FAIL() << "expected an error";
+  } catch (const race::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("step 2: the loss"), std::string::npos) << e.what();
+  }
+  const fs::path checkpoints = dir_ / "runs" / "diverging" / "checkpoints";
+  for (const auto& f : fs::directory_iterator(checkpoints))
+    EXPECT_EQ(f.path().filename(), "step-00000001.h5") << "only the finite first step may be saved";
+  // With train.on_nan = "skip" the non-finite steps are skipped (the weights stay as step 1 left them)
+  // and the run goes on to the end.
+  options.config_file = write_config("diverging-skip", 3, 1);
+  options.overrides.push_back("train.on_nan=skip");
+  const auto skipped = run_training(options);
+  EXPECT_EQ(skipped.last_step, 3);
+  ASSERT_EQ(skipped.steps.size(), 1u);
+  EXPECT_EQ(skipped.steps[0].step, 1);
+}
+
 TEST_F(Trainer, ConfigMistakesNameTheKey) {
   TrainOptions options;
   options.config_file = write_config("typo", 2, 1);
