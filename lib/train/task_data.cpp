@@ -49,6 +49,7 @@ class LmTaskData final : public TaskData {
   std::string describe() const override {
     return fmt::format("{} ({} train tokens, vocab {})", path_, train_.num_tokens(), train_.tokenizer().vocab_size);
   }
+  void check_all_tokens() const override { train_.check_all_tokens(); }
 
  private:
   // LM: inputs are a window's first T tokens and targets the next ones; MLM: the first T tokens, corrupted,
@@ -119,6 +120,7 @@ class ClassificationTaskData final : public TaskData {
     return fmt::format("{} ({} train rows of {} tokens, {} classes)", path_, train_.num_rows(),
                        train_.sequence_length(), train_.num_classes());
   }
+  void check_all_tokens() const override { train_.check_all_tokens(); }
 
  private:
   ModelBatch convert(const ClassificationBatch& batch) const {

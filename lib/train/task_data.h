@@ -42,6 +42,8 @@ class TaskData {
   virtual int64_t context() const = 0;      // T
   virtual int64_t num_classes() const = 0;  // 0 unless classification
   virtual std::string describe() const = 0;
+  // Reads every training token and checks it against the vocabulary (race-train --dry-run).
+  virtual void check_all_tokens() const = 0;
 };
 
 }  // namespace race::train

@@ -233,8 +233,9 @@ TrainResult run_training(const TrainOptions& options, const std::function<bool()
          context, batch_size, format_bytes(per_token * static_cast<double>(batch_size * context) + param_bytes),
          format_bytes(budget));
   if (options.dry_run) {
-    TrainResult result;
-    return result;
+    data->check_all_tokens();
+    spdlog::info("dry run: config, data and plan are valid");
+    return {};
   }
 
   if (!run) run.emplace(RunDirectory::create(config.at("run").at("root").get<std::string>(),
@@ -329,6 +330,7 @@ TrainResult run_training(const TrainOptions& options, const std::function<bool()
   const int64_t log_every = train_cfg.at("log_every").get<int64_t>();
   const int64_t eval_every = train_cfg.at("eval_every").get<int64_t>();
   const int64_t checkpoint_every = train_cfg.at("checkpoint_every").get<int64_t>();
+  const bool interactive = isatty(STDERR_FILENO) != 0;
   bool evaluated_last = false;
   while (step < total_steps) {
     const auto start = Clock::now();
@@ -382,7 +384,17 @@ TrainResult run_training(const TrainOptions& options, const std::function<bool()
     tokens_seen += batch_size * context * grad_accum;
     const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
     result.steps.push_back({step, loss.mean(), lr, norm});
+    // On a terminal, a progress line rewritten every step; the log lines below go to the log either way.
+    if (interactive) {
+      const double eta = seconds * static_cast<double>(total_steps - step);
+      fmt::print(stderr, "\rstep {}/{}  loss {:.4f}  lr {:.3g}  grad norm {:.3f}  {:.0f} tokens/s  ETA {:.0f}:{:02.0f} ",
+                 step, total_steps, loss.mean(), lr, norm,
+                 static_cast<double>(batch_size * context * grad_accum) / seconds, std::floor(eta / 60.0),
+                 std::fmod(eta, 60.0));
+      std::fflush(stderr);
+    }
     if (step % log_every == 0 || step == total_steps) {
+      if (interactive) fmt::print(stderr, "\n");
       const double tokens_per_s = static_cast<double>(batch_size * context * grad_accum) / seconds;
       run->append_metrics({{"step", step}, {"split", "train"}, {"loss", loss.mean()}, {"lr", lr},
                            {"grad_norm", norm}, {"tokens_per_s", tokens_per_s}, {"ms_per_step", seconds * 1e3}});
