@@ -1,4 +1,4 @@
-// race-bench end to end, as a user runs it (the binary named by $RACE_BENCH, in a temporary directory):
+// race-bench end to end, as a user runs it ($RACE_APPS/race-bench, in a temporary directory):
 // `check` against the fp64 references for RACE and softmax (float32 and float64 inputs), every class of bad
 // input file exiting non-zero with a message that names the dataset or attribute, and `attention` writing
 // a complete JSON report, stopping a sweep at its budget, and refusing --device cuda clearly.
@@ -217,9 +217,9 @@ std::vector<int32_t> as_i32(const std::vector<double>& v) { return {v.begin(), v
 class RaceBench : public ::testing::Test {
  protected:
   void SetUp() override {
-    const char* bench = std::getenv("RACE_BENCH");
-    ASSERT_NE(bench, nullptr) << "RACE_BENCH must name the race-bench binary (tests/CMakeLists.txt sets it)";
-    bench_ = bench;
+    const char* apps = std::getenv("RACE_APPS");
+    ASSERT_NE(apps, nullptr) << "RACE_APPS must name the apps build directory (tests/CMakeLists.txt sets it)";
+    bench_ = (fs::path(apps) / "race-bench").string();
     ASSERT_TRUE(fs::exists(bench_)) << bench_ << " does not exist: build the race-bench target";
     std::string pattern = (fs::temp_directory_path() / "race_test_bench_XXXXXX").string();
     ASSERT_NE(mkdtemp(pattern.data()), nullptr);
