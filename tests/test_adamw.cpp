@@ -10,7 +10,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <functional>
 #include <limits>
 #include <random>
 #include <string>
@@ -19,40 +18,17 @@
 #include "core/error.h"
 #include "kernels/cpu/adamw_cpu.h"
 #include "reference/adamw_reference.h"
+#include "test_support.h"
 
 namespace {
 
+using race::test::normal;
+using race::test::widen;
+using race::test::relative_rms;
+using race::test::expect_error;
+
 namespace cpu = race::kernels::cpu;
 namespace ref = race::reference;
-
-std::vector<float> normal(std::mt19937_64& rng, int64_t n, double scale = 1.0) {
-  std::normal_distribution<double> dist(0.0, scale);
-  std::vector<float> out(static_cast<size_t>(n));
-  for (auto& x : out) x = static_cast<float>(dist(rng));
-  return out;
-}
-
-std::vector<double> widen(const std::vector<float>& x) { return {x.begin(), x.end()}; }
-
-// ||got - want|| / ||want||; NaN anywhere gives NaN, which fails every bound.
-double relative_rms(const std::vector<double>& got, const std::vector<double>& want) {
-  EXPECT_EQ(got.size(), want.size());
-  double diff = 0.0, norm = 0.0;
-  for (size_t i = 0; i < got.size() && i < want.size(); ++i) {
-    diff += (got[i] - want[i]) * (got[i] - want[i]);
-    norm += want[i] * want[i];
-  }
-  return norm > 0.0 ? std::sqrt(diff / norm) : std::sqrt(diff);
-}
-
-void expect_error(const std::function<void()>& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no race::Error; expected one mentioning '" << needle << "'";
-  } catch (const race::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
 
 TEST(AdamW, FiveStepsMatchTheFp64Reference) {
   const int64_t n = 100003;

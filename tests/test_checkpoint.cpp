@@ -3,7 +3,6 @@
 // and the previous checkpoint intact, keep-last pruning and stale temporary files, latest_checkpoint skipping
 // temporary, truncated and foreign files, and the error text for incompatible, foreign and newer files.
 #include <gtest/gtest.h>
-#include <stdlib.h>
 
 #include <cmath>
 #include <filesystem>
@@ -14,34 +13,20 @@
 
 #include "core/error.h"
 #include "core/hdf5_io.h"
+#include "test_support.h"
 #include "train/checkpoint.h"
 
 namespace race::train {
 namespace {
 
+using race::test::error_of;
+using race::test::contains;
+
 namespace fs = std::filesystem;
 
-template <typename Body>
-std::string error_of(Body&& body) {
-  try {
-    body();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a race::Error";
-  return "";
-}
-
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
-
-class CheckpointTest : public ::testing::Test {
+class CheckpointTest : public race::test::TempDirTest {
  protected:
-  void SetUp() override {
-    std::string pattern = (fs::temp_directory_path() / "race_test_checkpoint_XXXXXX").string();
-    ASSERT_NE(mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
-  }
-  void TearDown() override { fs::remove_all(dir_); }
+  CheckpointTest() : TempDirTest("checkpoint") {}
 
   // A small model's checkpoint: names with dots and a slash, a scalar, optimizer state, a buffer.
   static Checkpoint sample(std::int64_t step) {
@@ -76,7 +61,6 @@ class CheckpointTest : public ::testing::Test {
     return names;
   }
 
-  fs::path dir_;
 };
 
 void expect_same(const std::vector<NamedTensor>& a, const std::vector<NamedTensor>& b) {

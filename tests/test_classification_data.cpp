@@ -2,7 +2,6 @@
 // group or the root, a permutation of rows per epoch, resume equivalence, evaluation batches in file order,
 // and every bad input (label, length, token id, type, shape, missing pieces) naming file and value.
 #include <gtest/gtest.h>
-#include <stdlib.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -12,11 +11,15 @@
 
 #include "core/error.h"
 #include "core/hdf5_io.h"
+#include "test_support.h"
 #include "train/classification_data.h"
 #include "train/tokenizer.h"
 
 namespace race::train {
 namespace {
+
+using race::test::error_of;
+using race::test::contains;
 
 namespace fs = std::filesystem;
 
@@ -42,14 +45,9 @@ Table table() {
   return t;
 }
 
-class ClassificationData : public ::testing::Test {
+class ClassificationData : public race::test::TempDirTest {
  protected:
-  void SetUp() override {
-    std::string pattern = (fs::temp_directory_path() / "race_test_classification_XXXXXX").string();
-    ASSERT_NE(mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
-  }
-  void TearDown() override { fs::remove_all(dir_); }
+  ClassificationData() : TempDirTest("classification") {}
 
   // /train/{inputs, lengths, labels} from `t`, num_classes on the root and/or the split group.
   fs::path write(const Table& t, std::optional<std::int64_t> root_classes = 3,
@@ -68,21 +66,7 @@ class ClassificationData : public ::testing::Test {
     return file;
   }
 
-  fs::path dir_;
 };
-
-template <typename Body>
-std::string error_of(Body&& body) {
-  try {
-    body();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a race::Error";
-  return "";
-}
-
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 // The source row of each batch row (its first token is 10 x row).
 std::vector<std::int64_t> source_rows(const ClassificationBatch& batch) {

@@ -11,8 +11,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
-#include <functional>
 #include <limits>
 #include <random>
 #include <string>
@@ -21,37 +19,17 @@
 #include "core/error.h"
 #include "kernels/cpu/cross_entropy_cpu.h"
 #include "reference/cross_entropy_reference.h"
+#include "test_support.h"
 
 namespace {
 
+using race::test::widen;
+using race::test::relative_rms;
+using race::test::expect_error;
+using race::test::bit_equal;
+
 namespace cpu = race::kernels::cpu;
 namespace ref = race::reference;
-
-std::vector<double> widen(const std::vector<float>& x) { return {x.begin(), x.end()}; }
-
-// ||got - want|| / ||want||; NaN anywhere gives NaN, which fails every bound.
-double relative_rms(const std::vector<float>& got, const std::vector<double>& want) {
-  EXPECT_EQ(got.size(), want.size());
-  double diff = 0.0, norm = 0.0;
-  for (size_t i = 0; i < got.size() && i < want.size(); ++i) {
-    diff += (got[i] - want[i]) * (got[i] - want[i]);
-    norm += want[i] * want[i];
-  }
-  return norm > 0.0 ? std::sqrt(diff / norm) : std::sqrt(diff);
-}
-
-void expect_error(const std::function<void()>& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no race::Error; expected one mentioning '" << needle << "'";
-  } catch (const race::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
-
-bool bit_equal(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
 
 struct Case {
   int64_t rows, vocab;

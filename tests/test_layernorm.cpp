@@ -7,12 +7,8 @@
 #include <gtest/gtest.h>
 #include <omp.h>
 
-#include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
-#include <functional>
-#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -20,8 +16,16 @@
 #include "core/error.h"
 #include "kernels/cpu/layernorm_cpu.h"
 #include "reference/layernorm_reference.h"
+#include "test_support.h"
 
 namespace {
+
+using race::test::normal;
+using race::test::widen;
+using race::test::relative_rms;
+using race::test::nan_filled;
+using race::test::expect_error;
+using race::test::bit_equal;
 
 namespace cpu = race::kernels::cpu;
 namespace ref = race::reference;
@@ -29,43 +33,6 @@ namespace ref = race::reference;
 constexpr double kForwardTolerance = 1e-5;
 constexpr double kBackwardTolerance = 1e-4;
 constexpr float kEps = 1e-5f;
-
-std::vector<float> normal(std::mt19937_64& rng, int64_t n, double mean = 0.0, double scale = 1.0) {
-  std::normal_distribution<double> dist(mean, scale);
-  std::vector<float> out(static_cast<size_t>(n));
-  for (auto& x : out) x = static_cast<float>(dist(rng));
-  return out;
-}
-
-std::vector<double> widen(const std::vector<float>& x) { return {x.begin(), x.end()}; }
-
-// ||got - want|| / ||want||; NaN anywhere gives NaN, which fails every bound.
-double relative_rms(const std::vector<float>& got, const std::vector<double>& want) {
-  EXPECT_EQ(got.size(), want.size());
-  double diff = 0.0, norm = 0.0;
-  for (size_t i = 0; i < got.size() && i < want.size(); ++i) {
-    diff += (got[i] - want[i]) * (got[i] - want[i]);
-    norm += want[i] * want[i];
-  }
-  return norm > 0.0 ? std::sqrt(diff / norm) : std::sqrt(diff);
-}
-
-std::vector<float> nan_filled(int64_t n) {
-  return std::vector<float>(static_cast<size_t>(n), std::numeric_limits<float>::quiet_NaN());
-}
-
-void expect_error(const std::function<void()>& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no race::Error; expected one mentioning '" << needle << "'";
-  } catch (const race::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
-
-bool bit_equal(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
 
 struct Case {
   int64_t rows, channels;
@@ -80,10 +47,10 @@ struct Data {
 Data make_data(const Case& c, uint64_t seed) {
   std::mt19937_64 rng(seed);
   Data d;
-  d.x = normal(rng, c.rows * c.channels, c.offset);
+  d.x = normal(rng, c.rows * c.channels, 1.0, c.offset);
   if (c.affine) {
-    d.weight = normal(rng, c.channels, 1.0, 0.3);
-    d.bias = normal(rng, c.channels, 0.0, 0.3);
+    d.weight = normal(rng, c.channels, 0.3, 1.0);
+    d.bias = normal(rng, c.channels, 0.3);
   }
   d.dy = normal(rng, c.rows * c.channels);
   return d;
@@ -198,7 +165,7 @@ TEST(LayerNorm, BackwardAccumulatesIntoEveryGradient) {
 TEST(LayerNorm, ReferenceBackwardMatchesFiniteDifferences) {
   const int64_t rows = 3, channels = 5;
   std::mt19937_64 rng(8);
-  auto x = widen(normal(rng, rows * channels)), w = widen(normal(rng, channels, 1.0, 0.3));
+  auto x = widen(normal(rng, rows * channels)), w = widen(normal(rng, channels, 0.3, 1.0));
   auto b = widen(normal(rng, channels));
   const auto dy = widen(normal(rng, rows * channels));
   auto loss = [&] {

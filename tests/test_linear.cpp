@@ -10,7 +10,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <functional>
 #include <limits>
 #include <random>
 #include <string>
@@ -19,47 +18,21 @@
 #include "core/error.h"
 #include "kernels/cpu/linear_cpu.h"
 #include "reference/linear_reference.h"
+#include "test_support.h"
 
 namespace {
+
+using race::test::normal;
+using race::test::widen;
+using race::test::relative_rms;
+using race::test::nan_filled;
+using race::test::expect_error;
 
 namespace cpu = race::kernels::cpu;
 namespace ref = race::reference;
 
 constexpr double kForwardTolerance = 1e-5;
 constexpr double kBackwardTolerance = 1e-4;
-
-std::vector<float> normal(std::mt19937_64& rng, int64_t n, double scale = 1.0) {
-  std::normal_distribution<double> dist(0.0, scale);
-  std::vector<float> out(static_cast<size_t>(n));
-  for (auto& x : out) x = static_cast<float>(dist(rng));
-  return out;
-}
-
-std::vector<double> widen(const std::vector<float>& x) { return {x.begin(), x.end()}; }
-
-// ||got - want|| / ||want||; NaN anywhere gives NaN, which fails every bound.
-double relative_rms(const std::vector<float>& got, const std::vector<double>& want) {
-  EXPECT_EQ(got.size(), want.size());
-  double diff = 0.0, norm = 0.0;
-  for (size_t i = 0; i < got.size() && i < want.size(); ++i) {
-    diff += (got[i] - want[i]) * (got[i] - want[i]);
-    norm += want[i] * want[i];
-  }
-  return norm > 0.0 ? std::sqrt(diff / norm) : std::sqrt(diff);
-}
-
-std::vector<float> nan_filled(int64_t n) {
-  return std::vector<float>(static_cast<size_t>(n), std::numeric_limits<float>::quiet_NaN());
-}
-
-void expect_error(const std::function<void()>& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no race::Error; expected one mentioning '" << needle << "'";
-  } catch (const race::Error& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  }
-}
 
 struct Case {
   int64_t rows, in, out;

@@ -3,7 +3,6 @@
 // epoch order (deterministic, portable, a permutation per epoch), resume equivalence through the JSON state,
 // validation batches in file order, and every bad input naming the file, dataset and value.
 #include <gtest/gtest.h>
-#include <stdlib.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -14,6 +13,7 @@
 
 #include "core/error.h"
 #include "core/hdf5_io.h"
+#include "test_support.h"
 #include "train/data_order.h"
 #include "train/lm_data.h"
 #include "train/tokenizer.h"
@@ -21,16 +21,14 @@
 namespace race::train {
 namespace {
 
+using race::test::error_of;
+using race::test::contains;
+
 namespace fs = std::filesystem;
 
-class LmData : public ::testing::Test {
+class LmData : public race::test::TempDirTest {
  protected:
-  void SetUp() override {
-    std::string pattern = (fs::temp_directory_path() / "race_test_lm_data_XXXXXX").string();
-    ASSERT_NE(mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
-  }
-  void TearDown() override { fs::remove_all(dir_); }
+  LmData() : TempDirTest("lm_data") {}
 
   // A file with /train/tokens (stored as T), optional /train/doc_offsets and the byte-level tokenizer.
   template <typename T = std::uint16_t>
@@ -48,21 +46,7 @@ class LmData : public ::testing::Test {
     return file;
   }
 
-  fs::path dir_;
 };
-
-template <typename Body>
-std::string error_of(Body&& body) {
-  try {
-    body();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a race::Error";
-  return "";
-}
-
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 // Token i of the stream is i % 250, so a window's first token tells its start (streams here are < 250 long).
 std::vector<std::uint16_t> counting(std::int64_t n) {

@@ -9,24 +9,15 @@
 #include <vector>
 
 #include "core/error.h"
+#include "test_support.h"
 #include "train/mlm.h"
 #include "train/tokenizer.h"
 
 namespace race::train {
 namespace {
 
-template <typename Body>
-std::string error_of(Body&& body) {
-  try {
-    body();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a race::Error";
-  return "";
-}
-
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+using race::test::error_of;
+using race::test::contains;
 
 constexpr std::int64_t kRows = 32;
 constexpr std::int64_t kLength = 512;

@@ -2,7 +2,6 @@
 // leaving nothing behind when creation fails, open_for_resume's checks, and metrics.jsonl appends that
 // survive reopening and are cut back to the resumed step.
 #include <gtest/gtest.h>
-#include <stdlib.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -12,25 +11,16 @@
 #include <vector>
 
 #include "core/error.h"
+#include "test_support.h"
 #include "train/run_directory.h"
 
 namespace race::train {
 namespace {
 
+using race::test::error_of;
+using race::test::contains;
+
 namespace fs = std::filesystem;
-
-template <typename Body>
-std::string error_of(Body&& body) {
-  try {
-    body();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a race::Error";
-  return "";
-}
-
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 std::string read_text(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -39,15 +29,14 @@ std::string read_text(const fs::path& path) {
   return buffer.str();
 }
 
-class RunDirectoryTest : public ::testing::Test {
+class RunDirectoryTest : public race::test::TempDirTest {
  protected:
+  RunDirectoryTest() : TempDirTest("run_directory") {}
+
   void SetUp() override {
-    std::string pattern = (fs::temp_directory_path() / "race_test_run_directory_XXXXXX").string();
-    ASSERT_NE(mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
+    TempDirTest::SetUp();
     root_ = dir_ / "runs";
   }
-  void TearDown() override { fs::remove_all(dir_); }
 
   std::vector<std::string> runs_listing() const {
     std::vector<std::string> names;
@@ -65,7 +54,6 @@ class RunDirectoryTest : public ::testing::Test {
     return {{"step", step}, {"split", split}, {"loss", loss}};
   }
 
-  fs::path dir_;
   fs::path root_;
 };
 

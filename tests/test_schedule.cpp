@@ -10,21 +10,13 @@
 
 #include "core/config.h"
 #include "core/error.h"
+#include "test_support.h"
 #include "train/schedule.h"
 
 namespace race::train {
 namespace {
 
-template <typename Body>
-std::string error_of(Body&& body) {
-  try {
-    body();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a race::Error";
-  return "";
-}
+using race::test::error_of;
 
 ScheduleOptions options(ScheduleKind kind) {
   ScheduleOptions o;

@@ -2,7 +2,6 @@
 // /tokenizer, and every malformed table (kind, special ids, piece offsets) giving an error that names the
 // file and what was expected.
 #include <gtest/gtest.h>
-#include <stdlib.h>
 
 #include <filesystem>
 #include <string>
@@ -10,21 +9,20 @@
 
 #include "core/error.h"
 #include "core/hdf5_io.h"
+#include "test_support.h"
 #include "train/tokenizer.h"
 
 namespace race::train {
 namespace {
 
+using race::test::error_of;
+using race::test::contains;
+
 namespace fs = std::filesystem;
 
-class TokenizerTest : public ::testing::Test {
+class TokenizerTest : public race::test::TempDirTest {
  protected:
-  void SetUp() override {
-    std::string pattern = (fs::temp_directory_path() / "race_test_tokenizer_XXXXXX").string();
-    ASSERT_NE(mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
-  }
-  void TearDown() override { fs::remove_all(dir_); }
+  TokenizerTest() : TempDirTest("tokenizer") {}
 
   // A /tokenizer written field by field, bypassing write_tokenizer's validation, to make malformed tables.
   fs::path raw_tokenizer(const std::string& kind, std::int64_t vocab, const std::vector<std::uint8_t>& bytes,
@@ -42,21 +40,7 @@ class TokenizerTest : public ::testing::Test {
     return file;
   }
 
-  fs::path dir_;
 };
-
-template <typename Body>
-std::string error_of(Body&& body) {
-  try {
-    body();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a race::Error";
-  return "";
-}
-
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 // A small BPE-like table: "a", "b", "ab", "" (an empty piece), "\xe2\x82" (half a UTF-8 euro sign), "<pad>".
 Tokenizer small_bpe() {
