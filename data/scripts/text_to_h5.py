@@ -13,11 +13,9 @@ import gzip
 import os
 import sys
 
-import h5py
 import numpy as np
 
-SPECIALS = ["<pad>", "<mask>", "<cls>", "<bos>", "<eos>"]  # ids 256..260, as lib/train/tokenizer.h
-
+from race_h5 import atomic_h5, write_byte_tokenizer
 
 def open_text(path):
     with open(path, "rb") as probe:
@@ -75,17 +73,6 @@ class Split:
         self.h5.create_dataset(f"{self.name}/doc_offsets", data=np.array(self.offsets, dtype=np.uint64))
 
 
-def write_tokenizer(h5):
-    group = h5.create_group("tokenizer")
-    group.attrs["kind"] = "bytes"
-    group.attrs["vocab_size"] = np.int64(256 + len(SPECIALS))
-    for i, name in enumerate(["pad_id", "mask_id", "cls_id", "bos_id", "eos_id"]):
-        group.attrs[name] = np.int64(256 + i)
-    pieces = [bytes([b]) for b in range(256)] + [s.encode() for s in SPECIALS]
-    group.create_dataset("piece_bytes", data=np.frombuffer(b"".join(pieces), dtype=np.uint8))
-    group.create_dataset("piece_offsets", data=np.cumsum([0] + [len(p) for p in pieces]).astype(np.uint64))
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--input", default="/usr/share/dictd/gcide.dict.dz",
@@ -100,9 +87,8 @@ def main(argv=None):
     if not 0.0 < args.val_fraction <= 0.5:
         parser.error(f"--val-fraction {args.val_fraction}: expected a number in (0, 0.5]")
     every = max(2, round(1.0 / args.val_fraction))
-    temporary = args.output + ".tmp"
     try:
-        with open_text(args.input) as stream, h5py.File(temporary, "w") as h5:
+        with open_text(args.input) as stream, atomic_h5(args.output) as h5:
             train, val = Split(h5, "train"), Split(h5, "val")
             read = 0
             for index, doc in enumerate(documents(stream)):
@@ -115,12 +101,9 @@ def main(argv=None):
             if train.size == 0 or val.size == 0:
                 raise ValueError(f"{args.input}: too little text for a train and a val split "
                                  f"({train.size} and {val.size} bytes)")
-            write_tokenizer(h5)
+            write_byte_tokenizer(h5)
             counts = (train.size, len(train.offsets), val.size, len(val.offsets))
-        os.replace(temporary, args.output)
     except (OSError, ValueError, EOFError) as error:
-        if os.path.exists(temporary):
-            os.remove(temporary)
         print(f"text_to_h5.py: error: {error}", file=sys.stderr)
         return 1
     print(f"{args.output}: train {counts[0]} bytes in {counts[1]} documents, val {counts[2]} bytes in "
