@@ -230,6 +230,8 @@ TEST_F(Trainer, ClassifierLearnsARuleThatNeedsTheWholeRow) {
   options.overrides = {"data.context=32"};
   options.overrides.push_back("run.name=classify-bad");
   EXPECT_THROW(run_training(options), race::Error);  // data.context must match the rows' length
+  options.overrides = {"data.packed=true", "run.name=classify-packed"};
+  EXPECT_THROW(run_training(options), race::Error);  // packing means nothing for classification rows
 }
 
 TEST_F(Trainer, TokensPerStepAccumulatesMicroBatches) {

@@ -98,6 +98,9 @@ class ClassificationTaskData final : public TaskData {
         train_(ClassificationDataset::open(path_, "train")),
         batch_size_(config.at("data").at("batch_size").get<int64_t>()),
         batcher_(train_, batch_size_, config.at("data").at("seed").get<uint64_t>(), state) {
+    if (config.at("data").at("packed").get<bool>() || !config.at("data").at("cross_documents").get<bool>())
+      fail("data.packed and data.cross_documents apply to the lm and mlm tasks; classification rows are "
+           "one example each");
     const int64_t context = config.at("data").at("context").get<int64_t>();
     if (context != train_.sequence_length())
       fail("data.context: {} does not match the length of {}'s rows ({}); set data.context to {}", context, path_,

@@ -16,7 +16,6 @@
 #include "model/gpt.h"
 #include "model/model_config.h"
 #include "train/checkpoint.h"
-#include "train/lm_data.h"
 #include "train/task_data.h"
 #include "train/run_directory.h"
 #include "train/schedule.h"
@@ -273,7 +272,8 @@ TrainResult run_training(const TrainOptions& options, const std::function<bool()
   ops.copy_from_host(adam_m, m_host.data(), n_params);
   ops.copy_from_host(adam_v, v_host.data(), n_params);
 
-  data = TaskData::open(config, data_state);  // the training order resumes where the checkpoint stood
+  // The training order resumes where the checkpoint stood (a fresh run keeps the loader it has).
+  if (data_state != DataState{}) data = TaskData::open(config, data_state);
 
   auto save_checkpoint = [&] {
     std::vector<float> params(static_cast<size_t>(n_params)), buffers(static_cast<size_t>(gpt.buffer_count()));
