@@ -71,6 +71,11 @@ TEST_F(Cli, UsageErrorsExit2WithAMessage) {
   const Outcome not_a_checkpoint = run(eval_ + " --checkpoint " + dir_.string());
   EXPECT_EQ(not_a_checkpoint.status, 1) << not_a_checkpoint.err;
   EXPECT_NE(not_a_checkpoint.err.find("no complete checkpoint"), std::string::npos) << not_a_checkpoint.err;
+  for (const std::string option : {"--context", "--batch-size"}) {
+    const Outcome negative = run(eval_ + " --checkpoint " + dir_.string() + " " + option + " -3");
+    EXPECT_EQ(negative.status, 2) << negative.err;
+    EXPECT_NE(negative.err.find(option), std::string::npos) << negative.err;
+  }
 }
 
 TEST_F(Cli, ConfigErrorsNameTheFileAndKey) {

@@ -1,7 +1,8 @@
 // Tests of lib/train/lm_data (and the shared data_order): windows exactly as documented (non-overlapping
 // T + 1 tokens, inside documents when cross_documents is false), packed segment and position ids, seeded
 // epoch order (deterministic, portable, a permutation per epoch), resume equivalence through the JSON state,
-// validation batches in file order, and every bad input naming the file, dataset and value.
+// validation batches in file order, the optional loss mask carried beside its tokens, and every bad input
+// naming the file, dataset and value.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -46,6 +47,22 @@ class LmData : public race::test::TempDirTest {
     return file;
   }
 
+  // A file with /train/tokens (uint16), /train/doc_offsets and /train/loss_mask stored as M.
+  template <typename M = std::uint8_t>
+  fs::path write_masked(const std::vector<std::uint16_t>& tokens, const std::vector<std::uint64_t>& doc_offsets,
+                        const std::vector<M>& mask, std::vector<std::int64_t> mask_shape = {},
+                        const std::string& name = "masked.h5") const {
+    const fs::path file = dir_ / name;
+    Hdf5Writer writer = Hdf5Writer::create(file);
+    writer.write("/train/tokens", {static_cast<std::int64_t>(tokens.size())}, std::span<const std::uint16_t>(tokens));
+    writer.write("/train/doc_offsets", {static_cast<std::int64_t>(doc_offsets.size())},
+                 std::span<const std::uint64_t>(doc_offsets));
+    if (mask_shape.empty()) mask_shape = {static_cast<std::int64_t>(mask.size())};
+    writer.write("/train/loss_mask", mask_shape, std::span<const M>(mask));
+    write_tokenizer(writer, byte_level_tokenizer());
+    writer.commit();
+    return file;
+  }
 };
 
 // Token i of the stream is i % 250, so a window's first token tells its start (streams here are < 250 long).
@@ -332,6 +349,51 @@ TEST_F(LmData, WrongTypesAndShapesAreErrors) {
   EXPECT_TRUE(contains(message, "got int32")) << message;
   message = error_of([&] { LmDataset::open(as_matrix, "train"); });
   EXPECT_TRUE(contains(message, "expected 1 dimension, got 2")) << message;
+}
+
+TEST_F(LmData, LossMaskTravelsWithItsWindowsInEveryOrder) {
+  // Three documents of 6 tokens (context 5); token i is i, and the mask marks tokens whose value is 1 mod 3, a
+  // rule the test can check on any window without knowing where it came from.
+  const std::vector<std::uint16_t> tokens = counting(18);
+  std::vector<std::uint8_t> mask(tokens.size());
+  for (std::size_t i = 0; i < mask.size(); ++i) mask[i] = tokens[i] % 3 == 1;
+  const LmDataset data = LmDataset::open(write_masked(tokens, {0, 6, 12}, mask), "train");
+  ASSERT_TRUE(data.has_loss_mask());
+  LmBatcher batcher(data, 5, 2, 7, {.cross_documents = false});
+  for (int b = 0; b < 4; ++b) {
+    const LmBatch batch = batcher.next();
+    ASSERT_EQ(batch.loss_mask.size(), batch.tokens.size());
+    for (std::size_t i = 0; i < batch.tokens.size(); ++i)
+      EXPECT_EQ(batch.loss_mask[i], batch.tokens[i] % 3 == 1) << "batch " << b << " entry " << i;
+  }
+  for (const LmBatch& batch : validation_batches(data, 5, 2, 3, {.cross_documents = false})) {
+    ASSERT_EQ(batch.loss_mask.size(), batch.tokens.size());
+    for (std::size_t i = 0; i < batch.tokens.size(); ++i) EXPECT_EQ(batch.loss_mask[i], batch.tokens[i] % 3 == 1);
+  }
+  const LmDataset unmasked = LmDataset::open(write(counting(18)), "train");
+  EXPECT_FALSE(unmasked.has_loss_mask());
+  EXPECT_TRUE(LmBatcher(unmasked, 5, 2, 7).next().loss_mask.empty());
+}
+
+TEST_F(LmData, BadLossMasksAreNamedErrors) {
+  const std::vector<std::uint16_t> tokens = counting(12);
+  const std::vector<std::uint64_t> docs = {0, 6};
+  std::string message = error_of(
+      [&] { LmDataset::open(write_masked(tokens, docs, std::vector<std::uint16_t>(12, 1)), "train"); });
+  EXPECT_TRUE(contains(message, "\"/train/loss_mask\": expected uint8 (0 or 1 per token), got uint16")) << message;
+  message = error_of([&] { LmDataset::open(write_masked(tokens, docs, std::vector<std::uint8_t>(11, 1)), "train"); });
+  EXPECT_TRUE(contains(message, "expected one entry per token (12), got shape 11")) << message;
+  message = error_of(
+      [&] { LmDataset::open(write_masked(tokens, docs, std::vector<std::uint8_t>(12, 1), {6, 2}), "train"); });
+  EXPECT_TRUE(contains(message, "got shape 6 x 2")) << message;
+
+  std::vector<std::uint8_t> two(12, 0);
+  two[9] = 2;
+  const LmDataset data = LmDataset::open(write_masked(tokens, docs, two), "train");
+  message = error_of([&] { data.check_all_tokens(); });
+  EXPECT_TRUE(contains(message, "masked.h5: dataset \"/train/loss_mask\": value 2 at position 9")) << message;
+  message = error_of([&] { validation_batches(data, 5, 2, 2, {.cross_documents = false}); });
+  EXPECT_TRUE(contains(message, "value 2 at position 9")) << message;
 }
 
 TEST_F(LmData, BadDocumentOffsetsAndShortStreamsAreErrors) {

@@ -234,6 +234,100 @@ TEST_F(Trainer, ClassifierLearnsARuleThatNeedsTheWholeRow) {
   EXPECT_THROW(run_training(options), race::Error);  // packing means nothing for classification rows
 }
 
+// Documents "#" + pairs: a random letter from a..p, then its upper case; the loss mask marks the upper-case
+// answers. Unmarked letters are random (about ln 16 nats each), answers are certain given the previous token.
+void write_answer_pairs(const fs::path& path, int64_t pairs_per_document, int64_t documents) {
+  const auto tokenizer = race::train::byte_level_tokenizer();
+  std::mt19937 rng(11);
+  auto writer = race::Hdf5Writer::create(path);
+  for (const std::string s : {"train", "val"}) {
+    std::vector<uint8_t> tokens, mask;
+    std::vector<uint64_t> starts;
+    for (int64_t d = 0; d < documents; ++d) {
+      starts.push_back(tokens.size());
+      tokens.push_back('#');
+      mask.push_back(0);
+      for (int64_t p = 0; p < pairs_per_document; ++p) {
+        const auto letter = static_cast<uint8_t>('a' + rng() % 16);
+        tokens.insert(tokens.end(), {letter, static_cast<uint8_t>(letter - 'a' + 'A')});
+        mask.insert(mask.end(), {0, 1});
+      }
+    }
+    const int64_t n = static_cast<int64_t>(tokens.size());
+    writer.write("/" + s + "/tokens", {n}, std::span<const uint8_t>(tokens));
+    writer.write("/" + s + "/loss_mask", {n}, std::span<const uint8_t>(mask));
+    writer.write("/" + s + "/doc_offsets", {documents}, std::span<const uint64_t>(starts));
+  }
+  race::train::write_tokenizer(writer, tokenizer);
+  writer.commit();
+}
+
+TEST_F(Trainer, LossMaskScoresOnlyTheAnswersAndEvaluationReportsTheirAccuracy) {
+  write_answer_pairs(dir_ / "pairs.h5", 16, 64);       // context 32
+  write_answer_pairs(dir_ / "pairs_long.h5", 32, 16);  // context 64
+  const fs::path config = dir_ / "pairs.json";
+  std::ofstream(config) << nlohmann::json{
+      {"task", "lm"},
+      {"run", {{"name", "pairs"}, {"root", (dir_ / "runs").string()}}},
+      {"data", {{"path", (dir_ / "pairs.h5").string()}, {"context", 32}, {"batch_size", 8}, {"val_windows", 32},
+                {"cross_documents", false}}},
+      {"model", {{"layers", 2}, {"d_model", 32}, {"heads", 2}, {"mlp_hidden", 64}}},
+      {"schedule", {{"lr", 3e-3}, {"min_lr", 3e-4}, {"warmup_steps", 10}, {"total_steps", 120}}},
+      {"train", {{"log_every", 40}, {"eval_every", 1000}, {"checkpoint_every", 1000}}}}
+                             .dump();
+  TrainOptions options;
+  options.config_file = config;
+  const auto trained = run_training(options);
+  ASSERT_TRUE(trained.final_val_loss.has_value());
+  // Scoring every token would leave about ln(16) / 2 = 1.39 nats per token; only answers are scored.
+  EXPECT_LT(*trained.final_val_loss, 0.3);
+
+  race::train::EvalOptions eval;
+  eval.checkpoint = trained.run_dir;
+  const auto evaluated = race::train::evaluate_checkpoint(eval);
+  EXPECT_TRUE(evaluated.scores_answers);
+  EXPECT_EQ(evaluated.result.tokens, 32 * 16);  // 32 windows of 16 answers
+  EXPECT_NEAR(evaluated.result.loss, *trained.final_val_loss, 1e-12);
+  EXPECT_GT(evaluated.result.accuracy, 0.99);
+  EXPECT_GT(evaluated.result.exact_match, 0.9);
+  EXPECT_LE(evaluated.result.exact_match, evaluated.result.accuracy);
+
+  // Longer windows than trained (RoPE): the rule is local, so it still holds.
+  eval.data = dir_ / "pairs_long.h5";
+  eval.context = 64;
+  eval.batch_size = 4;
+  eval.windows = 16;
+  const auto longer = race::train::evaluate_checkpoint(eval);
+  EXPECT_EQ(longer.context, 64);
+  EXPECT_EQ(longer.result.tokens, 16 * 32);
+  EXPECT_GT(longer.result.accuracy, 0.95);
+
+  eval.context = -1;
+  EXPECT_THROW(race::train::evaluate_checkpoint(eval), race::Error);
+
+  options.overrides = {"model.positions=learned", "run.name=pairs-learned", "schedule.total_steps=2", "schedule.warmup_steps=1"};
+  const auto learned = run_training(options);
+  eval.checkpoint = learned.run_dir;
+  eval.context = 64;
+  std::string message;
+  try {
+    race::train::evaluate_checkpoint(eval);
+  } catch (const race::Error& e) {
+    message = e.what();
+  }
+  EXPECT_NE(message.find("--context 64 is longer than the 32 rows of the model's learned position table"),
+            std::string::npos)
+      << message;
+
+  options.overrides = {"task=mlm", "run.name=pairs-mlm"};
+  try {
+    run_training(options);
+    ADD_FAILURE() << "an MLM run accepted a loss mask";
+  } catch (const race::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("it applies to task \"lm\""), std::string::npos) << e.what();
+  }
+}
+
 TEST_F(Trainer, TokensPerStepAccumulatesMicroBatches) {
   // 2 micro-batches of 4 x 32 per step: the same as grad_accum 2, bit for bit.
   TrainOptions by_tokens;

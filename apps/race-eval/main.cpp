@@ -36,6 +36,13 @@ int run(int argc, char** argv) {
   app.add_option("--windows", eval.windows, "Windows evaluated, in file order (0: the config's val_windows)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  app.add_option("--context", eval.context,
+                 "Tokens per window (0: the checkpoint's); longer than trained needs rope or no positions")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--batch-size", eval.batch_size, "Windows per forward pass (0: the checkpoint's)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   app.add_option("--json", json_path, "Also write the results as JSON to FILE (\"-\": only JSON, on stdout)");
 
   race::train::GenerateOptions gen;
@@ -76,17 +83,26 @@ int run(int argc, char** argv) {
   const bool classify = e.task == "classify";
   nlohmann::json json = {{"checkpoint", e.checkpoint.string()}, {"step", e.step}, {"task", e.task},
                          {"data", e.data.string()}, {"split", e.split}, {"windows", e.windows},
-                         {"scored", e.result.tokens}, {"loss", e.result.loss}};
+                         {"context", e.context}, {"scored", e.result.tokens}, {"loss", e.result.loss}};
   if (classify) {
     json["accuracy"] = e.result.accuracy;
   } else {
     json["perplexity"] = e.result.perplexity;
     json["bits_per_byte"] = e.result.bits_per_byte;
   }
+  if (e.scores_answers) {
+    json["accuracy"] = e.result.accuracy;
+    json["exact_match"] = e.result.exact_match;
+  }
   if (json_path != "-") {
     if (classify)
       fmt::print("{} (step {}) on {} [{}], {} rows: loss {:.4f}, accuracy {:.4f}\n", e.checkpoint.string(), e.step,
                  e.data.string(), e.split, e.result.tokens, e.result.loss, e.result.accuracy);
+    else if (e.scores_answers)
+      fmt::print("{} (step {}) on {} [{}], context {}, {} answer tokens: loss {:.4f}, answer accuracy {:.4f}, "
+                 "exact match {:.4f}\n",
+                 e.checkpoint.string(), e.step, e.data.string(), e.split, e.context, e.result.tokens, e.result.loss,
+                 e.result.accuracy, e.result.exact_match);
     else
       fmt::print("{} (step {}) on {} [{}], {} tokens: loss {:.4f}, perplexity {:.3f}, {:.4f} bits per byte\n",
                  e.checkpoint.string(), e.step, e.data.string(), e.split, e.result.tokens, e.result.loss,

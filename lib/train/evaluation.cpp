@@ -52,15 +52,38 @@ CheckpointEvaluation evaluate_checkpoint(const EvalOptions& options) {
       resolve(train_schema(), nlohmann::json::parse(ckpt.config_json), {}, path.string() + ": config");
   nlohmann::json data_config = config;
   if (options.data) data_config["data"]["path"] = options.data->string();
+  if (options.context < 0) fail("race-eval: --context must be at least 1 (0: the checkpoint's), got {}", options.context);
+  if (options.batch_size < 0)
+    fail("race-eval: --batch-size must be at least 1 (0: the checkpoint's), got {}", options.batch_size);
+  const int64_t trained_context = config.at("data").at("context").get<int64_t>();
+  if (options.context > 0) {
+    const nlohmann::json& model = config.at("model");
+    const int64_t table_rows = model.at("max_seq_len").get<int64_t>() > 0 ? model.at("max_seq_len").get<int64_t>()
+                                                                          : trained_context;
+    if (config.at("task") == "classify")
+      fail("race-eval: --context does not apply to classification, whose rows have the dataset's length");
+    if (model.at("positions") == "learned" && options.context > table_rows)
+      fail("race-eval: --context {} is longer than the {} rows of the model's learned position table; only "
+           "models with rope or no positions run beyond the context they were built for",
+           options.context, table_rows);
+    data_config["data"]["context"] = options.context;
+  }
+  if (options.batch_size > 0) data_config["data"]["batch_size"] = options.batch_size;
   const std::filesystem::path data_path = data_config.at("data").at("path").get<std::string>();
   const int64_t windows = options.windows > 0 ? options.windows : config.at("data").at("val_windows").get<int64_t>();
   const std::unique_ptr<TaskData> data = TaskData::open(data_config);
+  // The model as trained: a learned position table keeps its rows whatever context is evaluated.
+  nlohmann::json model_config = data_config;
+  if (model_config["model"]["max_seq_len"].get<int64_t>() == 0)
+    model_config["model"]["max_seq_len"] = std::max(trained_context, data->context());
   model::CpuOps ops;
-  model::Gpt gpt(ops, model_spec(config, *data), data->batch_size(), data->context());
+  model::Gpt gpt(ops, model_spec(model_config, *data), data->batch_size(), data->context());
   load_into(gpt, ops, ckpt, "checkpoint " + path.string() + " with data " + data_path.string());
 
   CheckpointEvaluation out;
-  out.result = evaluate(gpt, data->validation(options.split, windows), data->tokenizer());
+  out.result = evaluate(gpt, data->validation(options.split, windows), data->tokenizer(), data->scores_answers());
+  out.scores_answers = data->scores_answers();
+  out.context = data->context();
   out.task = config.at("task").get<std::string>();
   out.checkpoint = path;
   out.data = data_path;

@@ -18,11 +18,17 @@ struct EvalOptions {
   std::optional<std::filesystem::path> data;  // default: the config's data.path
   std::string split = "val";
   int64_t windows = 0;  // windows of the split, in file order; 0: the config's data.val_windows
+  // Context and batch size of the evaluation (0: the config's). A longer context than the model trained on
+  // works with RoPE or no positions (length generalisation, e.g. passkey), not with a learned table.
+  int64_t context = 0;
+  int64_t batch_size = 0;
 };
 
 struct CheckpointEvaluation {
   EvalResult result;
   std::string task;  // "lm", "mlm" or "classify"
+  bool scores_answers = false;  // the data marks answers (loss_mask): accuracy and exact match are set
+  int64_t context = 0;
   std::filesystem::path checkpoint, data;
   std::string split;
   int64_t step = 0, windows = 0;

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <utility>
 
+#include <fmt/ranges.h>
+
 #include "core/error.h"
 
 namespace race::train {
@@ -33,6 +35,20 @@ LmDataset LmDataset::open(const std::filesystem::path& path, std::string_view sp
   }
   data.num_tokens_ = tokens.shape[0];
   data.tokenizer_ = read_tokenizer(data.file_);
+
+  data.loss_mask_path_ = "/" + data.split_ + "/loss_mask";
+  data.has_loss_mask_ = data.file_.has_dataset(data.loss_mask_path_);
+  if (data.has_loss_mask_) {
+    const DatasetInfo mask = data.file_.dataset_info(data.loss_mask_path_);
+    if (mask.element_class != ElementClass::integer || mask.is_signed || mask.element_size != 1) {
+      fail("{}: dataset \"{}\": expected uint8 (0 or 1 per token), got {}", name, data.loss_mask_path_,
+           mask.type_name);
+    }
+    if (mask.shape.size() != 1 || mask.shape[0] != data.num_tokens_) {
+      fail("{}: dataset \"{}\": expected one entry per token ({}), got shape {}", name, data.loss_mask_path_,
+           data.num_tokens_, fmt::join(mask.shape, " x "));
+    }
+  }
 
   const std::string offsets_path = "/" + data.split_ + "/doc_offsets";
   data.has_documents_ = data.file_.has_dataset(offsets_path);
@@ -84,11 +100,30 @@ void LmDataset::read(std::int64_t start, std::span<std::int32_t> out) const {
   }
 }
 
+void LmDataset::read_loss_mask(std::int64_t start, std::span<std::uint8_t> out) const {
+  RACE_CHECK(has_loss_mask_, "{} has no loss mask", file_name());
+  const auto count = static_cast<std::int64_t>(out.size());
+  std::vector<std::int64_t> raw(out.size());  // (count) values as stored, widened
+  file_.read_rows(loss_mask_path_, start, count, raw);
+  for (std::int64_t i = 0; i < count; ++i) {
+    const std::int64_t value = raw[static_cast<std::size_t>(i)];
+    if (value > 1) {
+      fail("{}: dataset \"{}\": value {} at position {}; a loss mask holds 0 (context) or 1 (scored)",
+           file_name(), loss_mask_path_, value, start + i);
+    }
+    out[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(value);
+  }
+}
+
 void LmDataset::check_all_tokens() const {
   std::vector<std::int32_t> chunk;
+  std::vector<std::uint8_t> mask_chunk;
   for (std::int64_t start = 0; start < num_tokens_; start += kCheckChunk) {
     chunk.resize(static_cast<std::size_t>(std::min(kCheckChunk, num_tokens_ - start)));
     read(start, chunk);
+    if (!has_loss_mask_) continue;
+    mask_chunk.resize(chunk.size());
+    read_loss_mask(start, mask_chunk);
   }
 }
 
@@ -133,6 +168,10 @@ void LmWindows::fill_row(std::int64_t window, std::int64_t row, LmBatch& batch) 
   const std::int64_t span = context_ + 1;
   data_->read(first, std::span<std::int32_t>(batch.tokens).subspan(static_cast<std::size_t>(row * span),
                                                                    static_cast<std::size_t>(span)));
+  if (data_->has_loss_mask()) {
+    data_->read_loss_mask(first, std::span<std::uint8_t>(batch.loss_mask)
+                                     .subspan(static_cast<std::size_t>(row * span), static_cast<std::size_t>(span)));
+  }
   if (!options_.packed) return;
   std::int32_t* segments = batch.segment_ids.data() + row * context_;
   std::int32_t* positions = batch.position_ids.data() + row * context_;
@@ -159,6 +198,7 @@ LmBatch empty_batch(std::int64_t rows, const LmWindows& windows) {
   batch.rows = rows;
   batch.context = windows.context();
   batch.tokens.resize(static_cast<std::size_t>(rows * (windows.context() + 1)));
+  if (windows.has_loss_mask()) batch.loss_mask.resize(batch.tokens.size());
   if (windows.packed()) {
     batch.segment_ids.resize(static_cast<std::size_t>(rows * windows.context()));
     batch.position_ids.resize(static_cast<std::size_t>(rows * windows.context()));

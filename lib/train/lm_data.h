@@ -20,6 +20,10 @@
 // window start, also counts from 0 at the row start, so positions stay below T (a learned position table has
 // T rows). Targets are left as they are: the last input of a document predicts the first token of the next,
 // as in an unpacked stream.
+//
+// Loss mask: an optional /<split>/loss_mask (1-D uint8, one entry per token, 0 or 1) marks the tokens whose
+// prediction counts; the synthetic tasks (MQAR, passkey, selective copy) mark only their answers. A window
+// then carries the mask of its T + 1 tokens beside them.
 #pragma once
 
 #include <cstdint>
@@ -47,6 +51,8 @@ class LmDataset {
   std::int64_t num_tokens() const { return num_tokens_; }
   // Whether the split has doc_offsets (packing needs them).
   bool has_documents() const { return has_documents_; }
+  // Whether the split has a loss_mask (header comment).
+  bool has_loss_mask() const { return has_loss_mask_; }
   // (documents) start of each document; {0} for a file without doc_offsets, {} for an empty stream.
   const std::vector<std::int64_t>& document_starts() const { return document_starts_; }
   // One past the last token of document `d`.
@@ -55,7 +61,11 @@ class LmDataset {
   // Tokens [start, start + out.size()) into `out`. A token id at or above the vocabulary size is a
   // race::Error naming the file, dataset, position and id.
   void read(std::int64_t start, std::span<std::int32_t> out) const;
-  // Reads the whole stream in chunks, checking every id (for a dry run; training checks as it reads).
+  // Loss-mask entries [start, start + out.size()) into `out`; a value other than 0 or 1 is a race::Error
+  // naming the file, position and value. Needs has_loss_mask().
+  void read_loss_mask(std::int64_t start, std::span<std::uint8_t> out) const;
+  // Reads the whole stream in chunks, checking every id and mask value (for a dry run; training checks as it
+  // reads).
   void check_all_tokens() const;
 
  private:
@@ -63,10 +73,12 @@ class LmDataset {
 
   SlicedFile file_;
   std::string split_;
-  std::string tokens_path_;  // "/<split>/tokens"
+  std::string tokens_path_;     // "/<split>/tokens"
+  std::string loss_mask_path_;  // "/<split>/loss_mask"
   Tokenizer tokenizer_;
   std::int64_t num_tokens_ = 0;
   bool has_documents_ = false;
+  bool has_loss_mask_ = false;
   std::vector<std::int64_t> document_starts_;
 };
 
@@ -81,6 +93,7 @@ struct LmBatch {
   std::vector<std::int32_t> tokens;        // (B, T + 1) inputs tokens[:, :T], targets tokens[:, 1:]
   std::vector<std::int32_t> segment_ids;   // (B, T) when packed, else empty
   std::vector<std::int32_t> position_ids;  // (B, T) when packed, else empty
+  std::vector<std::uint8_t> loss_mask;     // (B, T + 1) beside tokens when the file has one, else empty
 };
 
 // The windows of a dataset for one context (header comment): a count and each one's first token.
@@ -92,10 +105,12 @@ class LmWindows {
 
   std::int64_t size() const { return size_; }
   std::int64_t start(std::int64_t window) const;
-  // Reads window `window` into row `row` of `batch` (tokens, and segment and position ids when packed).
+  // Reads window `window` into row `row` of `batch` (tokens, the loss mask when the file has one, and segment
+  // and position ids when packed).
   void fill_row(std::int64_t window, std::int64_t row, LmBatch& batch) const;
   std::int64_t context() const { return context_; }
   bool packed() const { return options_.packed; }
+  bool has_loss_mask() const { return data_->has_loss_mask(); }
 
  private:
   const LmDataset* data_;

@@ -29,12 +29,21 @@ class LmTaskData final : public TaskData {
         seed_(config.at("data").at("seed").get<uint64_t>()),
         mlm_(config.at("task") == "mlm"),
         options_{config.at("data").at("cross_documents").get<bool>(), config.at("data").at("packed").get<bool>()},
-        batcher_(train_, context_, batch_size_, seed_, options_, state) {}
+        batcher_(train_, context_, batch_size_, seed_, options_, state) {
+    if (mlm_ && train_.has_loss_mask())
+      fail("{}: the dataset has a loss mask (\"/train/loss_mask\"), which marks next-token answers; it applies "
+           "to task \"lm\", not \"mlm\"",
+           path_);
+  }
 
   ModelBatch next(int64_t micro_index) override { return convert(batcher_.next(), seed_, micro_index); }
   const DataState& state() const override { return batcher_.state(); }
   std::vector<ModelBatch> validation(const std::string& split, int64_t count) const override {
     const LmDataset data = LmDataset::open(path_, split);
+    if (data.has_loss_mask() != train_.has_loss_mask())
+      fail("{}: split \"{}\" {} a loss mask but split \"train\" {}; both score answers only, or both every "
+           "token",
+           path_, split, data.has_loss_mask() ? "has" : "lacks", train_.has_loss_mask() ? "has one" : "does not");
     std::vector<ModelBatch> out;
     int64_t index = 0;
     // Validation masks from a stream of its own, fixed per batch: every evaluation scores the same tokens.
@@ -46,8 +55,10 @@ class LmTaskData final : public TaskData {
   int64_t batch_size() const override { return batch_size_; }
   int64_t context() const override { return context_; }
   int64_t num_classes() const override { return 0; }
+  bool scores_answers() const override { return train_.has_loss_mask(); }
   std::string describe() const override {
-    return fmt::format("{} ({} train tokens, vocab {})", path_, train_.num_tokens(), train_.tokenizer().vocab_size);
+    return fmt::format("{} ({} train tokens, vocab {}{})", path_, train_.num_tokens(), train_.tokenizer().vocab_size,
+                       train_.has_loss_mask() ? ", loss on marked answers only" : "");
   }
   void check_all_tokens() const override { train_.check_all_tokens(); }
 
@@ -63,7 +74,9 @@ class LmTaskData final : public TaskData {
     for (int64_t r = 0; r < batch.rows; ++r)
       for (int64_t t = 0; t < T; ++t) {
         b.tokens[static_cast<size_t>(r * T + t)] = batch.tokens[static_cast<size_t>(r * (T + 1) + t)];
-        b.targets[static_cast<size_t>(r * T + t)] = batch.tokens[static_cast<size_t>(r * (T + 1) + t + 1)];
+        const auto next = static_cast<size_t>(r * (T + 1) + t + 1);
+        const bool scored = batch.loss_mask.empty() || batch.loss_mask[next] != 0;
+        b.targets[static_cast<size_t>(r * T + t)] = scored ? batch.tokens[next] : -1;
       }
     if (!batch.segment_ids.empty()) {
       b.segments.assign(static_cast<size_t>(B * T), 0);
@@ -119,6 +132,7 @@ class ClassificationTaskData final : public TaskData {
   int64_t batch_size() const override { return batch_size_; }
   int64_t context() const override { return train_.sequence_length(); }
   int64_t num_classes() const override { return train_.num_classes(); }
+  bool scores_answers() const override { return false; }
   std::string describe() const override {
     return fmt::format("{} ({} train rows of {} tokens, {} classes)", path_, train_.num_rows(),
                        train_.sequence_length(), train_.num_classes());

@@ -41,6 +41,9 @@ class TaskData {
   virtual int64_t batch_size() const = 0;
   virtual int64_t context() const = 0;      // T
   virtual int64_t num_classes() const = 0;  // 0 unless classification
+  // Whether only marked answer tokens are targets (an LM dataset with a loss_mask: MQAR, passkey, selective
+  // copy), so that evaluation also reports answer accuracy.
+  virtual bool scores_answers() const = 0;
   virtual std::string describe() const = 0;
   // Reads every training token and checks it against the vocabulary (race-train --dry-run).
   virtual void check_all_tokens() const = 0;

@@ -107,14 +107,54 @@ std::string format_bytes(double bytes) { return fmt::format("{:.1f} MB", bytes /
 
 }  // namespace
 
-EvalResult evaluate(model::Gpt& gpt, const std::vector<ModelBatch>& batches, const Tokenizer& tokenizer) {
+namespace {
+
+struct AnswerScore {
+  double loss_sum = 0.0;
+  int64_t answers = 0, correct = 0, windows = 0, exact = 0;
+};
+
+// Loss and argmax accuracy of the answer tokens (targets other than -1) of one batch, from full logits.
+void score_answers(model::Gpt& gpt, const ModelBatch& b, AnswerScore& score) {
+  const std::vector<float> logits = gpt.forward_logits(b.view());  // (B*T, V)
+  const int64_t T = gpt.seq_len(), V = gpt.spec().vocab_size;
+  for (int64_t r = 0; r < b.rows; ++r) {
+    int64_t answers = 0, correct = 0;
+    for (int64_t t = 0; t < T; ++t) {
+      const int32_t target = b.targets[static_cast<size_t>(r * T + t)];
+      if (target < 0) continue;
+      const float* row = logits.data() + (r * T + t) * V;  // (V)
+      const int64_t best = std::max_element(row, row + V) - row;
+      double sum = 0.0;
+      for (int64_t v = 0; v < V; ++v) sum += std::exp(static_cast<double>(row[v]) - row[best]);
+      score.loss_sum += std::log(sum) + row[best] - row[target];
+      ++answers;
+      correct += best == target;
+    }
+    if (answers == 0) continue;
+    score.answers += answers;
+    score.correct += correct;
+    ++score.windows;
+    score.exact += correct == answers;
+  }
+}
+
+}  // namespace
+
+EvalResult evaluate(model::Gpt& gpt, const std::vector<ModelBatch>& batches, const Tokenizer& tokenizer,
+                    bool scores_answers) {
   model::LossSum total;
+  AnswerScore answers;
   int64_t target_bytes = 0, correct = 0, labelled = 0;
   const bool classify = gpt.spec().num_classes > 0;
   for (const ModelBatch& b : batches) {
-    const model::LossSum loss = gpt.forward_loss(b.view());
-    total.sum += loss.sum;
-    total.count += loss.count;
+    if (scores_answers) {
+      score_answers(gpt, b, answers);
+    } else {
+      const model::LossSum loss = gpt.forward_loss(b.view());
+      total.sum += loss.sum;
+      total.count += loss.count;
+    }
     if (classify) {
       const std::vector<int32_t> predicted = gpt.predictions();
       for (int64_t r = 0; r < b.rows; ++r) {
@@ -126,6 +166,10 @@ EvalResult evaluate(model::Gpt& gpt, const std::vector<ModelBatch>& batches, con
         if (t >= 0) target_bytes += static_cast<int64_t>(tokenizer.piece(t).size());
     }
   }
+  if (scores_answers) {
+    total.sum = answers.loss_sum;
+    total.count = answers.answers;
+  }
   EvalResult result;
   result.tokens = total.count;
   result.loss = total.mean();
@@ -134,6 +178,10 @@ EvalResult evaluate(model::Gpt& gpt, const std::vector<ModelBatch>& batches, con
     result.accuracy = static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(1, labelled));
   else
     result.bits_per_byte = total.sum / std::log(2.0) / static_cast<double>(std::max<int64_t>(1, target_bytes));
+  if (scores_answers) {
+    result.accuracy = static_cast<double>(answers.correct) / static_cast<double>(std::max<int64_t>(1, answers.answers));
+    result.exact_match = static_cast<double>(answers.exact) / static_cast<double>(std::max<int64_t>(1, answers.windows));
+  }
   return result;
 }
 
@@ -297,11 +345,16 @@ TrainResult run_training(const TrainOptions& options, const std::function<bool()
   };
 
   auto validate_now = [&] {
-    const EvalResult eval = evaluate(gpt, val_batches, tokenizer);
+    const EvalResult eval = evaluate(gpt, val_batches, tokenizer, data->scores_answers());
     nlohmann::json record = {{"step", step}, {"split", "val"}, {"loss", eval.loss}};
     if (spec.num_classes > 0) {
       record["accuracy"] = eval.accuracy;
       spdlog::info("step {}: val loss {:.4f}, accuracy {:.4f}", step, eval.loss, eval.accuracy);
+    } else if (data->scores_answers()) {
+      record["accuracy"] = eval.accuracy;
+      record["exact_match"] = eval.exact_match;
+      spdlog::info("step {}: val loss {:.4f}, answer accuracy {:.4f}, exact match {:.4f}", step, eval.loss,
+                   eval.accuracy, eval.exact_match);
     } else {
       record["bits_per_byte"] = eval.bits_per_byte;
       spdlog::info("step {}: val loss {:.4f}, {:.4f} bits per byte", step, eval.loss, eval.bits_per_byte);

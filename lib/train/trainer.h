@@ -53,12 +53,17 @@ struct EvalResult {
   double loss = 0.0;           // mean cross-entropy per target token (nats)
   double perplexity = 0.0;     // exp(loss)
   double bits_per_byte = 0.0;  // LM and MLM: summed loss / ln 2 / bytes of the target tokens' pieces
-  double accuracy = 0.0;       // classification: share of rows whose most likely class is the label
-  int64_t tokens = 0;          // target tokens scored
+  // Classification: share of rows whose most likely class is the label. Answer scoring: share of answer
+  // tokens that are the most likely next token.
+  double accuracy = 0.0;
+  double exact_match = 0.0;  // answer scoring: share of windows whose every answer token is the most likely
+  int64_t tokens = 0;        // target tokens scored
 };
 
-// Loss (and, for a classifier, accuracy) of `gpt` over `batches`.
-EvalResult evaluate(model::Gpt& gpt, const std::vector<ModelBatch>& batches, const Tokenizer& tokenizer);
+// Loss (and, for a classifier, accuracy) of `gpt` over `batches`. With scores_answers (TaskData), also the
+// accuracy and exact match of the answer tokens, from the logits of a full forward pass.
+EvalResult evaluate(model::Gpt& gpt, const std::vector<ModelBatch>& batches, const Tokenizer& tokenizer,
+                    bool scores_answers = false);
 
 // The model of a resolved config for its task's data (vocabulary, context, classes, causality).
 model::ModelSpec model_spec(const nlohmann::json& config, const TaskData& data);
