@@ -7,7 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config
   libcli11-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
   libhdf5-dev libopenblas-dev libopenmpi-dev openmpi-bin libgtest-dev
-  python3 python3-h5py python3-numpy dict-gcide dataset-fashion-mnist
+  python3 python3-h5py python3-numpy python3-matplotlib dict-gcide dataset-fashion-mnist
 )
 
 missing=()

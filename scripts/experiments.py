@@ -1,0 +1,149 @@
+#!/usr/bin/python3
+"""RACE against softmax and a hybrid, at equal parameters and steps: the runs behind docs/experiments.md.
+
+Each task trains three variants of one config, which differ only in their attention (no attention kind
+adds parameters):
+  race     every layer RACE (the config as shipped),
+  softmax  every layer full softmax attention (our flash-style CPU kernel),
+  hybrid   RACE layers with the last layer a sliding-window softmax layer.
+Every run is `race-train --config configs/<task>.json --set ...`, timed, then scored with `race-eval --json`
+on its val split (and, for MQAR and passkey, on the extra files each task lists: one per number of pairs,
+one per length). One JSON per run goes to docs/results/experiments/, holding the exact commands, the wall
+times and the scores; scripts/plot_metrics.py draws the loss curves from the runs' metrics.jsonl.
+
+  /usr/bin/python3 scripts/experiments.py --tasks lm_gcide_4k,fashion_mnist --variants race,softmax
+
+A missing dataset is an error that names the command which writes it (docs/data.md).
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "build", "apps")
+RUNS = os.path.join("runs", "experiments")
+RESULTS = os.path.join("docs", "results", "experiments")
+
+# How each task's datasets are made (run from the repository root), for the missing-file error.
+RECIPES = {
+    "data/gcide.h5": "/usr/bin/python3 data/scripts/text_to_h5.py --input /usr/share/dictd/gcide.dict.dz "
+                     "--output data/gcide.h5",
+    "data/fashion_mnist.h5": "/usr/bin/python3 data/scripts/fashion_mnist_to_h5.py --output data/fashion_mnist.h5",
+    "data/listops.h5": "/usr/bin/python3 data/scripts/listops_to_h5.py --output data/listops.h5",
+}
+
+# task -> (layers of the config, sliding window of the hybrid's softmax layer, overrides that size the run
+# for a 2-core CPU, extra evaluations). An extra evaluation is (label, dataset, context, batch size, windows).
+SHORT_CLASSIFIER = ["schedule.warmup_steps=12", "train.log_every=5", "train.eval_every=40",
+                    "train.checkpoint_every=1000", "train.keep_last=1"]
+TASKS = {
+    "lm_gcide_4k": (4, 512, [], []),
+    "fashion_mnist": (2, 128, ["data.batch_size=16", "data.val_windows=500", "schedule.total_steps=120"]
+                      + SHORT_CLASSIFIER, []),
+    "listops": (4, 256, ["data.batch_size=8", "data.val_windows=256", "schedule.total_steps=120"]
+                + SHORT_CLASSIFIER, []),
+}
+
+
+def variant_overrides(variant, layers, window):
+    if variant == "race":
+        return []
+    if variant == "softmax":
+        return ["model.attention.kind=softmax", "model.softmax_layers=[]"]
+    return [f"model.softmax_layers=[{layers - 1}]", f"model.softmax_window={window}"]
+
+
+def run(command, log_path=None):
+    """Runs `command` (a list) from the repository root; its output goes to log_path or is returned."""
+    if log_path:
+        with open(log_path, "w") as log:
+            status = subprocess.call(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        if status != 0:
+            sys.exit(f"experiments: `{' '.join(command)}` failed with status {status}; see {log_path}")
+        return None
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"experiments: `{' '.join(command)}` failed with status {done.returncode}:\n{done.stderr}")
+    return done.stdout
+
+
+def config_data_path(task):
+    with open(os.path.join(ROOT, "configs", task + ".json")) as f:
+        return json.load(f)["data"]["path"]
+
+
+def check_inputs(tasks):
+    for name in ("race-train", "race-eval"):
+        if not os.access(os.path.join(BIN, name), os.X_OK):
+            sys.exit(f"experiments: {os.path.join(BIN, name)} not found; build first (scripts/test.sh or "
+                     "cmake -S . -B build && cmake --build build)")
+    for task in tasks:
+        paths = [config_data_path(task)] + [extra[1] for extra in TASKS[task][3]]
+        for path in paths:
+            if not os.path.exists(os.path.join(ROOT, path)):
+                recipe = RECIPES.get(path, "see docs/data.md")
+                sys.exit(f"experiments: task {task} needs {path}, which does not exist; make it with: {recipe}")
+
+
+def run_one(task, variant, threads):
+    layers, window, sizing, extras = TASKS[task]
+    name = f"{task}-{variant}"
+    train = [os.path.join(BIN, "race-train"), "--config", f"configs/{task}.json", "--set", f"run.root={RUNS}",
+             "--set", f"run.name={name}"]
+    for override in sizing + variant_overrides(variant, layers, window):
+        train += ["--set", override]
+    run_dir = os.path.join(RUNS, name)
+    subprocess.call(["rm", "-rf", os.path.join(ROOT, run_dir)])
+    os.makedirs(os.path.join(ROOT, RUNS), exist_ok=True)
+    print(f"[{datetime.datetime.now():%H:%M:%S}] {name}: {' '.join(train)}", flush=True)
+    start = time.monotonic()
+    run(train, os.path.join(ROOT, RUNS, name + ".log"))
+    train_seconds = time.monotonic() - start
+
+    evaluate = [os.path.join(BIN, "race-eval"), "--checkpoint", run_dir, "--json", "-"]
+    scores = [{"label": "val", "command": " ".join(evaluate), **json.loads(run(evaluate))}]
+    for label, path, context, batch, windows in extras:
+        command = evaluate + ["--data", path, "--context", str(context), "--batch-size", str(batch),
+                              "--windows", str(windows)]
+        scores.append({"label": label, "command": " ".join(command), **json.loads(run(command))})
+    result = {
+        "task": task, "variant": variant, "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, OMP_NUM_THREADS={threads}",
+        "command": " ".join(train), "train_wall_s": round(train_seconds, 1), "run_dir": run_dir, "scores": scores,
+    }
+    os.makedirs(os.path.join(ROOT, RESULTS), exist_ok=True)
+    with open(os.path.join(ROOT, RESULTS, name + ".json"), "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+    summary = ", ".join(f"{s['label']}: loss {s['loss']:.4f}" + (f" acc {s['accuracy']:.4f}" if "accuracy" in s else "")
+                        for s in scores)
+    print(f"  {train_seconds:.0f} s; {summary}", flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks (default: all)")
+    parser.add_argument("--variants", default="race,softmax,hybrid", help="comma-separated variants")
+    args = parser.parse_args()
+    tasks = [t for t in args.tasks.split(",") if t]
+    variants = [v for v in args.variants.split(",") if v]
+    for task in tasks:
+        if task not in TASKS:
+            parser.error(f"--tasks: unknown task {task!r}; expected some of {', '.join(TASKS)}")
+    for variant in variants:
+        if variant not in ("race", "softmax", "hybrid"):
+            parser.error(f"--variants: unknown variant {variant!r}; expected some of race, softmax, hybrid")
+    check_inputs(tasks)
+    threads = os.environ.get("OMP_NUM_THREADS", "all cores")
+    for task in tasks:
+        for variant in variants:
+            run_one(task, variant, threads)
+
+
+if __name__ == "__main__":
+    main()
