@@ -15,7 +15,8 @@ import sys
 
 import numpy as np
 
-from race_h5 import atomic_h5, write_byte_tokenizer
+from race_h5 import LmSplit, atomic_h5, write_byte_tokenizer
+
 
 def open_text(path):
     with open(path, "rb") as probe:
@@ -40,39 +41,6 @@ def documents(stream, block_size=1 << 20):
         yield pending
 
 
-class Split:
-    """Appends documents to /<name>/tokens and /<name>/doc_offsets as they come."""
-
-    def __init__(self, h5, name):
-        self.tokens = h5.create_dataset(f"{name}/tokens", shape=(0,), maxshape=(None,), dtype="uint8",
-                                        chunks=(1 << 16,))
-        self.offsets = []
-        self.size = 0
-        self.buffer = []
-        self.buffered = 0
-        self.h5, self.name = h5, name
-
-    def add(self, doc):
-        self.offsets.append(self.size + self.buffered)
-        self.buffer.append(doc)
-        self.buffered += len(doc)
-        if self.buffered >= 1 << 22:
-            self.flush()
-
-    def flush(self):
-        if not self.buffer:
-            return
-        data = np.frombuffer(b"".join(self.buffer), dtype=np.uint8)
-        self.tokens.resize((self.size + len(data),))
-        self.tokens[self.size:] = data
-        self.size += len(data)
-        self.buffer, self.buffered = [], 0
-
-    def close(self):
-        self.flush()
-        self.h5.create_dataset(f"{self.name}/doc_offsets", data=np.array(self.offsets, dtype=np.uint64))
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--input", default="/usr/share/dictd/gcide.dict.dz",
@@ -89,7 +57,7 @@ def main(argv=None):
     every = max(2, round(1.0 / args.val_fraction))
     try:
         with open_text(args.input) as stream, atomic_h5(args.output) as h5:
-            train, val = Split(h5, "train"), Split(h5, "val")
+            train, val = LmSplit(h5, "train"), LmSplit(h5, "val")
             read = 0
             for index, doc in enumerate(documents(stream)):
                 (val if index % every == every - 1 else train).add(doc)
