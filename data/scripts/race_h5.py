@@ -56,8 +56,9 @@ class LmSplit:
         self.buffered = 0
 
     def add(self, tokens, mask=None):
-        """tokens: bytes or a 1-D integer array; mask (with_mask only): bytes or uint8 array of 0/1, same length."""
-        tokens = np.frombuffer(tokens, dtype=np.uint8) if isinstance(tokens, bytes) else np.asarray(tokens)
+        """tokens: bytes or a 1-D sequence of ids; mask (with_mask only): bytes or uint8 array of 0/1, same length."""
+        tokens = (np.frombuffer(tokens, dtype=np.uint8) if isinstance(tokens, bytes)
+                  else np.asarray(tokens, dtype=self.tokens.dtype))
         self.offsets.append(self.size + self.buffered)
         self.buffer.append(tokens)
         if self.mask is not None:
