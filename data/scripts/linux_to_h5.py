@@ -139,7 +139,7 @@ def main(argv=None):
         print(f"linux_to_h5.py: error: {error}", file=sys.stderr)
         return 1
     print(f"{output}: train {train.size} bytes in {len(train.offsets)} documents, val {val.size} bytes in "
-          f"{len(val.offsets)} documents, {dropped} documents under {minimum} bytes dropped")
+          f"{len(val.offsets)} documents; dropped {dropped} documents of fewer than {minimum} bytes")
     return 0
 
 

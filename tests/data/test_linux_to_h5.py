@@ -82,7 +82,7 @@ class LinuxToH5(unittest.TestCase):
         expected += [entry(f"drivers/d{i:02}/x.c") for i in range(20) if len(entry(f"drivers/d{i:02}/x.c")) >= 100]
         expected = [doc for doc in expected if len(doc) >= 100]  # e.g. the top Makefile, big.c's last 18 bytes
         self.assertEqual(sorted(documents(self.output)), sorted(expected))
-        self.assertIn("under 100 bytes dropped", result.stdout)
+        self.assertIn("documents of fewer than 100 bytes", result.stdout)
         self.assertTrue(all(len(doc) <= 600 for doc in expected))
 
     def test_max_bytes_stops_early(self):
