@@ -19,6 +19,7 @@ file. Writes /train and /val tokens (uint8) and doc_offsets, and the byte-level 
 """
 import argparse
 import hashlib
+import lzma
 import os
 import sys
 import tarfile
@@ -32,6 +33,14 @@ PREFIXES = ("Kconfig", "Makefile", "Kbuild")
 def wanted(path):
     name = os.path.basename(path)
     return name.endswith(SUFFIXES) or name.startswith(PREFIXES)
+
+
+def open_tar(path):
+    """The tar as a stream. An .xz is decompressed by lzma itself, because tarfile's own stream ends quietly
+    at a truncated .xz while lzma raises EOFError there."""
+    with open(path, "rb") as probe:
+        xz = probe.read(6) == b"\xfd7zXZ\x00"
+    return tarfile.open(fileobj=lzma.open(path), mode="r|") if xz else tarfile.open(path, "r|*")
 
 
 def text_files(tar, max_bytes):
@@ -120,7 +129,7 @@ def main(argv=None):
     output = args.output or ("data/linux_long.h5" if args.long_documents else "data/linux.h5")
     dropped = 0
     try:
-        with tarfile.open(args.input, "r|*") as tar, atomic_h5(output) as h5:
+        with open_tar(args.input) as tar, atomic_h5(output) as h5:
             train, val = LmSplit(h5, "train"), LmSplit(h5, "val")
             files = text_files(tar, args.max_bytes)
             documents = directory_documents(files, args.max_document_bytes) if args.long_documents else files
@@ -135,8 +144,9 @@ def main(argv=None):
                 raise ValueError(f"{args.input}: too little text for a train and a val split ({len(train.offsets)} "
                                  f"and {len(val.offsets)} documents of at least {minimum} bytes)")
             write_byte_tokenizer(h5)
-    except (OSError, ValueError, EOFError, tarfile.TarError) as error:
-        print(f"linux_to_h5.py: error: {error}", file=sys.stderr)
+    except (OSError, ValueError, EOFError, lzma.LZMAError, tarfile.TarError) as error:
+        where = "" if args.input in str(error) else f"{args.input}: "
+        print(f"linux_to_h5.py: error: {where}{error}", file=sys.stderr)
         return 1
     print(f"{output}: train {train.size} bytes in {len(train.offsets)} documents, val {val.size} bytes in "
           f"{len(val.offsets)} documents; dropped {dropped} documents of fewer than {minimum} bytes")

@@ -108,6 +108,12 @@ class LinuxToH5(unittest.TestCase):
         self.assertEqual(result.returncode, 1)
         self.assertIn("linux_to_h5.py: error:", result.stderr)
         self.assertNotIn("Traceback", result.stderr)
+        truncated = os.path.join(self.dir.name, "truncated.tar.xz")
+        with open(self.input, "rb") as f, open(truncated, "wb") as g:
+            g.write(f.read()[:-100])
+        result = run("--input", truncated, "--output", self.output)
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("truncated.tar.xz: Compressed file ended", result.stderr)
         short = run("--input", self.input, "--output", self.output, "--long-documents")
         self.assertEqual(short.returncode, 1)
         self.assertIn("too little text", short.stderr)
