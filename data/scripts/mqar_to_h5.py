@@ -68,6 +68,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     args = parser.parse_args(argv)
     counts = pair_counts(args.pairs, parser)
+    queries = None  # 'all': as many as the example's pairs
     if args.queries != "all":
         try:
             queries = int(args.queries)
@@ -78,7 +79,7 @@ def main(argv=None):
     if args.train_examples < 1 or args.val_examples < 1:
         parser.error("--train-examples and --val-examples must be >= 1")
     length = args.context + 1
-    need = 4 * max(counts) if args.queries == "all" else 2 * max(counts) + 2 * queries
+    need = 2 * max(counts) + 2 * (queries or max(counts))
     if args.context < 1 or need > length:
         parser.error(f"--context {args.context}: the largest example needs {need} tokens (2 per pair, 2 per "
                      f"query), but --context + 1 is {length}")
@@ -89,7 +90,7 @@ def main(argv=None):
                 writer = LmSplit(h5, split, with_mask=True)
                 for _ in range(count):
                     pairs = rng.choice(counts)
-                    writer.add(*example(rng, pairs, pairs if args.queries == "all" else queries, length))
+                    writer.add(*example(rng, pairs, queries or pairs, length))
                 writer.close()
             write_byte_tokenizer(h5)
     except OSError as error:
