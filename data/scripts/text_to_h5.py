@@ -75,7 +75,7 @@ def main(argv=None):
     parser.add_argument("--vocab-size", type=int,
                         help=f"with --tokenizer bpe: ids in all, 256 bytes + merges + {len(SPECIALS)} specials, "
                         f"in [{257 + len(SPECIALS)}, 65536] (default 8192)")
-    parser.add_argument("--bpe-sample-bytes", type=int, default=8 << 20,
+    parser.add_argument("--bpe-sample-bytes", type=int,
                         help="with --tokenizer bpe: train on this many leading bytes (0: all; default 8388608)")
     args = parser.parse_args(argv)
     if not os.path.isfile(args.input):
@@ -84,10 +84,13 @@ def main(argv=None):
         parser.error(f"--val-fraction {args.val_fraction}: expected a number in (0, 0.5]")
     if args.max_bytes < 0:
         parser.error(f"--max-bytes {args.max_bytes}: expected 0 (all) or a positive count")
-    if args.tokenizer == "bytes" and args.vocab_size is not None:
-        parser.error(f"--vocab-size {args.vocab_size}: applies to --tokenizer bpe only")
+    if args.tokenizer == "bytes":
+        for flag, value in (("--vocab-size", args.vocab_size), ("--bpe-sample-bytes", args.bpe_sample_bytes)):
+            if value is not None:
+                parser.error(f"{flag} {value}: applies to --tokenizer bpe only")
     if args.tokenizer == "bpe":
         args.vocab_size = 8192 if args.vocab_size is None else args.vocab_size
+        args.bpe_sample_bytes = 8 << 20 if args.bpe_sample_bytes is None else args.bpe_sample_bytes
         if not 257 + len(SPECIALS) <= args.vocab_size <= 65536:
             parser.error(f"--vocab-size {args.vocab_size}: expected a count in [{257 + len(SPECIALS)}, 65536] "
                          f"(256 bytes, at least one merge and {len(SPECIALS)} specials, ids fitting uint16)")

@@ -216,6 +216,7 @@ class TextToH5Bpe(unittest.TestCase):
                                    (["--tokenizer", "bpe", "--vocab-size", "65537"], "--vocab-size 65537", 2),
                                    (["--tokenizer", "bpe", "--vocab-size", "big"], "--vocab-size", 2),
                                    (["--vocab-size", "300"], "--vocab-size 300: applies to --tokenizer bpe", 2),
+                                   (["--bpe-sample-bytes", "9"], "--bpe-sample-bytes 9: applies to --tokenizer bpe", 2),
                                    (["--tokenizer", "bpe", "--bpe-sample-bytes", "-1"], "--bpe-sample-bytes -1", 2),
                                    (["--tokenizer", "wordpiece"], "--tokenizer", 2),
                                    (["--tokenizer", "bpe", "--vocab-size", "60000"], "--vocab-size 60000 needs", 1)):
