@@ -18,6 +18,7 @@ training length, write another file with a larger --context. Seeded: the same ar
 byte-identical datasets.
 """
 import argparse
+import contextlib
 import os
 import random
 import sys
@@ -36,6 +37,10 @@ class Filler:
     def __init__(self, path):
         self.file = open(path, "rb") if path else None
         self.size = os.fstat(self.file.fileno()).st_size if path else len(SENTENCES)
+
+    def close(self):
+        if self.file is not None:
+            self.file.close()
 
     def take(self, rng, count):
         if self.file is None:
@@ -108,8 +113,7 @@ def main(argv=None):
             parser.error(f"--filler-file {args.filler_file}: the file is empty")
     rng = random.Random(args.seed)
     try:
-        filler = Filler(args.filler_file)
-        with atomic_h5(args.output) as h5:
+        with contextlib.closing(Filler(args.filler_file)) as filler, atomic_h5(args.output) as h5:
             for split, count in (("train", args.train_examples), ("val", args.val_examples)):
                 writer = LmSplit(h5, split, with_mask=True)
                 for _ in range(count):
