@@ -18,6 +18,7 @@ directory path and part number) falls under --val-fraction, so the same input an
 file. Writes /train and /val tokens (uint8) and doc_offsets, and the byte-level /tokenizer.
 """
 import argparse
+import contextlib
 import hashlib
 import lzma
 import os
@@ -35,12 +36,18 @@ def wanted(path):
     return name.endswith(SUFFIXES) or name.startswith(PREFIXES)
 
 
+@contextlib.contextmanager
 def open_tar(path):
     """The tar as a stream. An .xz is decompressed by lzma itself, because tarfile's own stream ends quietly
     at a truncated .xz while lzma raises EOFError there."""
     with open(path, "rb") as probe:
         xz = probe.read(6) == b"\xfd7zXZ\x00"
-    return tarfile.open(fileobj=lzma.open(path), mode="r|") if xz else tarfile.open(path, "r|*")
+    if xz:
+        with lzma.open(path) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
+            yield tar
+    else:
+        with tarfile.open(path, "r|*") as tar:
+            yield tar
 
 
 def text_files(tar, max_bytes):
