@@ -3,13 +3,18 @@
 // file and what was expected.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdlib>
+#include <fstream>
 #include <filesystem>
+#include <random>
 #include <string>
 #include <vector>
 
 #include "core/error.h"
 #include "core/hdf5_io.h"
 #include "test_support.h"
+#include "train/lm_data.h"
 #include "train/tokenizer.h"
 
 namespace race::train {
@@ -42,15 +47,21 @@ class TokenizerTest : public race::test::TempDirTest {
 
 };
 
-// A small BPE-like table: "a", "b", "ab", "" (an empty piece), "\xe2\x82" (half a UTF-8 euro sign), "<pad>".
+// A small BPE table: the 256 bytes, then merged pieces 256 "ab", 257 "bc", 258 "abc", 259 " a", 260 "abab",
+// 261 "\xe2\x82" (half a UTF-8 euro sign), 262 "a1" (never formed: letters and digits are different chunks),
+// 263 "  ", and the special 264 "<pad>".
 Tokenizer small_bpe() {
   Tokenizer t;
   t.kind = "bpe";
-  t.vocab_size = 6;
-  const std::string pieces = std::string("a") + "b" + "ab" + "" + "\xe2\x82" + "<pad>";
-  t.piece_bytes.assign(pieces.begin(), pieces.end());
-  t.piece_offsets = {0, 1, 2, 4, 4, 6, 11};
-  t.pad_id = 5;
+  t.piece_offsets.push_back(0);
+  const auto add = [&t](std::string_view bytes) {
+    t.piece_bytes.insert(t.piece_bytes.end(), bytes.begin(), bytes.end());
+    t.piece_offsets.push_back(t.piece_bytes.size());
+  };
+  for (int b = 0; b < 256; ++b) add(std::string(1, static_cast<char>(b)));
+  for (const char* merged : {"ab", "bc", "abc", " a", "abab", "\xe2\x82", "a1", "  ", "<pad>"}) add(merged);
+  t.vocab_size = static_cast<std::int64_t>(t.piece_offsets.size()) - 1;
+  t.pad_id = 264;
   return t;
 }
 
@@ -94,13 +105,80 @@ TEST_F(TokenizerTest, DecodeRejectsIdsOutsideTheVocabulary) {
   EXPECT_TRUE(contains(error_of([&] { t.decode(negative); }), "-1"));
 }
 
-TEST_F(TokenizerTest, BpeDecodesButDoesNotEncode) {
+TEST_F(TokenizerTest, BpeDecodesAndEncodesByLowestIdMergesWithinChunks) {
   const Tokenizer t = small_bpe();
   ASSERT_NO_THROW(t.validate("test"));
-  const std::vector<std::int32_t> ids = {2, 3, 0, 4, 5};
-  EXPECT_EQ(t.decode(ids), "aba\xe2\x82<pad>");
+  const std::vector<std::int32_t> ids = {258, 259, 261, 264};
+  EXPECT_EQ(t.decode(ids), "abc a\xe2\x82<pad>");
   const std::string message = error_of([&] { t.encode_bytes("ab"); });
   EXPECT_TRUE(contains(message, "\"bpe\"")) << message;
+
+  using Ids = std::vector<std::int32_t>;
+  EXPECT_EQ(t.encode("abc"), Ids({258}));           // "ab" (256) before "bc" (257), then "abc"
+  EXPECT_EQ(t.encode(" abc"), Ids({' ', 258}));     // " ab" is no piece; " a" loses to "ab"
+  EXPECT_EQ(t.encode(" ac"), Ids({259, 'c'}));      // a space opens the next word's chunk
+  EXPECT_EQ(t.encode("abab"), Ids({260}));          // leftmost "ab" first, then "ab"+"ab"
+  EXPECT_EQ(t.encode("a1"), Ids({'a', '1'}));       // letters and digits are separate chunks
+  EXPECT_EQ(t.encode("  a"), Ids({' ', 259}));      // two spaces before a word: the last one joins it
+  EXPECT_EQ(t.encode("   "), Ids({263, ' '}));      // trailing spaces stay one chunk, merged leftmost
+  EXPECT_EQ(t.encode("x\n\ny"), Ids({'x', '\n', '\n', 'y'}));
+  EXPECT_EQ(t.encode("\xe2\x82\xac"), Ids({261, 0xac}));  // bytes >= 0x80 are letters
+  EXPECT_EQ(t.encode("<pad>"), Ids({'<', 'p', 'a', 'd', '>'}));  // special tokens are never merged into
+  EXPECT_TRUE(t.encode("").empty());
+
+  // Any bytes round-trip, NUL and broken UTF-8 included.
+  std::mt19937 rng(5);
+  const std::string alphabet = std::string("abc 1\n\t.\xe2\x82\xac") + '\0';
+  for (int trial = 0; trial < 500; ++trial) {
+    std::string text(rng() % 40, ' ');
+    for (char& c : text) c = alphabet[rng() % alphabet.size()];
+    EXPECT_EQ(t.decode(t.encode(text)), text) << "trial " << trial;
+  }
+}
+
+// The C++ encoder against the data scripts' Python one (data/scripts/bpe.py), two implementations of one
+// written rule: text_to_h5.py trains a BPE table on varied text and encodes every document; encode() must give
+// the same ids for each train document.
+TEST_F(TokenizerTest, BpeEncodingAgreesWithTheDataScripts) {
+  if (!fs::exists("/usr/bin/python3")) GTEST_SKIP() << "no /usr/bin/python3 (scripts/install-deps.sh installs it)";
+  std::mt19937 rng(3);
+  const std::vector<std::string> words = {"the", "then", "there", "theory", "a", "an", "and", "42", "2026",
+                                          "caf\xc3\xa9", "na\xc3\xafve", "--", "...", "(x)", "\xe2\x82\xac", "A1b2"};
+  const std::vector<std::string> gaps = {" ", " ", " ", "  ", "\t", " \n", "\n", ", ", "   "};
+  std::vector<std::string> documents;
+  std::string text;
+  for (int d = 0; d < 40; ++d) {
+    std::string doc;
+    for (int w = 0; w < 30; ++w) doc += words[rng() % words.size()] + gaps[rng() % gaps.size()];
+    doc += "end.\n\n";
+    documents.push_back(doc);
+    text += doc;
+  }
+  const fs::path input = dir_ / "text.txt", output = dir_ / "bpe.h5";
+  std::ofstream(input, std::ios::binary) << text;
+  const std::string command = "/usr/bin/python3 " + std::string(RACE_SOURCE_DIR) +
+                              "/data/scripts/text_to_h5.py --tokenizer bpe --vocab-size 300 --val-fraction 0.25 "
+                              "--input " + input.string() + " --output " + output.string() + " > /dev/null";
+  ASSERT_EQ(std::system(command.c_str()), 0) << command;
+
+  const LmDataset data = LmDataset::open(output, "train");
+  const Tokenizer& tokenizer = data.tokenizer();
+  ASSERT_EQ(tokenizer.kind, "bpe");
+  ASSERT_EQ(tokenizer.vocab_size, 300);
+  // Every 4th document (index 3, 7, ...) went to val; the others are the train documents in order.
+  std::vector<std::string> train_documents;
+  for (size_t d = 0; d < documents.size(); ++d)
+    if (d % 4 != 3) train_documents.push_back(documents[d]);
+  ASSERT_EQ(data.document_starts().size(), train_documents.size());
+  int64_t merged = 0;
+  for (size_t d = 0; d < train_documents.size(); ++d) {
+    const int64_t begin = data.document_starts()[d];
+    std::vector<std::int32_t> expected(static_cast<size_t>(data.document_end(d) - begin));
+    data.read(begin, expected);
+    EXPECT_EQ(tokenizer.encode(train_documents[d]), expected) << "document " << d;
+    merged += std::count_if(expected.begin(), expected.end(), [](std::int32_t id) { return id >= 256; });
+  }
+  EXPECT_GT(merged, 500);  // the table's merges are really used
 }
 
 TEST_F(TokenizerTest, HdfRoundTripKeepsEveryField) {
@@ -129,12 +207,12 @@ TEST_F(TokenizerTest, HdfRoundTripKeepsEveryField) {
 
 TEST_F(TokenizerTest, MissingSpecialAttributesMeanAbsent) {
   const Tokenizer bpe = small_bpe();
-  const fs::path file = raw_tokenizer("bpe", bpe.vocab_size, bpe.piece_bytes, bpe.piece_offsets, 5);
+  const fs::path file = raw_tokenizer("bpe", bpe.vocab_size, bpe.piece_bytes, bpe.piece_offsets, 264);
   const Tokenizer t = read_tokenizer(Hdf5File::open(file));
-  EXPECT_EQ(t.pad_id, 5);
+  EXPECT_EQ(t.pad_id, 264);
   EXPECT_EQ(t.mask_id, -1);
   EXPECT_EQ(t.eos_id, -1);
-  EXPECT_EQ(t.special_ids(), std::vector<std::int32_t>{5});
+  EXPECT_EQ(t.special_ids(), std::vector<std::int32_t>{264});
 }
 
 TEST_F(TokenizerTest, BadOffsetsAreErrorsNamingFileAndDataset) {
@@ -174,6 +252,10 @@ TEST_F(TokenizerTest, BadKindSpecialIdsAndByteTablesAreErrors) {
   Tokenizer low_special = byte_level_tokenizer();
   low_special.eos_id = 10;
   EXPECT_TRUE(contains(error_of([&] { low_special.validate("low"); }), "eos_id 10"));
+  Tokenizer bpe_without_bytes = small_bpe();
+  bpe_without_bytes.piece_bytes[0] = 'z';
+  EXPECT_TRUE(contains(error_of([&] { bpe_without_bytes.validate("bpe"); }),
+                       "piece 0 of a \"bpe\" tokenizer must be the single byte 0"));
 }
 
 TEST_F(TokenizerTest, MissingGroupAndWriterValidation) {

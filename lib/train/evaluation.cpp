@@ -105,7 +105,7 @@ Generation generate(const GenerateOptions& options) {
   if (config.at("task") != "lm")
     fail("generate: {} is a \"{}\" model (a bidirectional encoder); only task \"lm\" models generate",
          path.string(), config.at("task").get<std::string>());
-  std::vector<int32_t> prompt = tokenizer.encode_bytes(options.prompt);
+  std::vector<int32_t> prompt = tokenizer.encode(options.prompt);
   if (prompt.empty()) {
     if (tokenizer.bos_id < 0) fail("generate: an empty prompt needs a tokenizer with a bos token");
     prompt.push_back(tokenizer.bos_id);

@@ -38,7 +38,7 @@ CheckpointEvaluation evaluate_checkpoint(const EvalOptions& options);
 
 struct GenerateOptions {
   std::filesystem::path checkpoint;  // a checkpoint file, or a run directory
-  std::string prompt;                // encoded with the checkpoint's tokenizer (byte level)
+  std::string prompt;                // encoded with the checkpoint's tokenizer (bytes or BPE)
   int64_t max_new_tokens = 100;
   double temperature = 1.0;  // 0: greedy
   int64_t top_k = 0;         // 0: the whole vocabulary

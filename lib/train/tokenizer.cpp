@@ -1,9 +1,10 @@
-// Tokenizer table: validation, decode, byte-level encode, and its HDF5 form.
+// Tokenizer table: validation, decode, byte-level and BPE encode, and its HDF5 form.
 #include "train/tokenizer.h"
 
 #include <algorithm>
 #include <array>
 #include <limits>
+#include <unordered_map>
 #include <utility>
 
 #include "core/error.h"
@@ -20,6 +21,29 @@ constexpr std::array<std::pair<const char*, std::int32_t Tokenizer::*>, 5> kSpec
     {"bos_id", &Tokenizer::bos_id},
     {"eos_id", &Tokenizer::eos_id},
 }};
+
+enum class ByteClass { whitespace, letter, digit, other };
+
+ByteClass byte_class(unsigned char b) {
+  if (b == ' ' || (b >= '\t' && b <= '\r')) return ByteClass::whitespace;
+  if ((b >= 'A' && b <= 'Z') || (b >= 'a' && b <= 'z') || b >= 0x80) return ByteClass::letter;
+  if (b >= '0' && b <= '9') return ByteClass::digit;
+  return ByteClass::other;
+}
+
+// End of the BPE chunk starting at `begin` (bpe.py's chunking rule).
+std::size_t chunk_end(std::string_view text, std::size_t begin) {
+  const auto at = [&](std::size_t i) { return byte_class(static_cast<unsigned char>(text[i])); };
+  const std::size_t n = text.size();
+  std::size_t run = begin;
+  if (text[begin] == ' ' && begin + 1 < n && at(begin + 1) != ByteClass::whitespace) run = begin + 1;
+  const ByteClass cls = at(run);
+  std::size_t end = run + 1;
+  while (end < n && at(end) == cls) ++end;
+  // A whitespace run of two or more bytes before a word leaves its last byte to open that word's chunk.
+  if (cls == ByteClass::whitespace && end - begin >= 2 && end < n) --end;
+  return end;
+}
 
 std::string child(std::string_view group, std::string_view name) {
   std::string path(group);
@@ -68,6 +92,40 @@ std::vector<std::int32_t> Tokenizer::encode_bytes(std::string_view text) const {
   return ids;
 }
 
+std::vector<std::int32_t> Tokenizer::encode(std::string_view text) const {
+  if (kind == "bytes") return encode_bytes(text);
+  // Merged pieces by their bytes; special tokens are never formed by merging.
+  std::unordered_map<std::string_view, std::int32_t> merged;
+  const std::vector<std::int32_t> specials = special_ids();
+  for (auto id = static_cast<std::int32_t>(256); id < vocab_size; ++id)
+    if (!std::binary_search(specials.begin(), specials.end(), id)) merged.emplace(piece(id), id);
+
+  std::vector<std::int32_t> ids;
+  std::vector<std::int32_t> chunk;  // (chunk pieces) the chunk's ids as merging proceeds
+  std::string joined;
+  for (std::size_t begin = 0; begin < text.size();) {
+    const std::size_t end = chunk_end(text, begin);
+    chunk.clear();
+    for (std::size_t i = begin; i < end; ++i) chunk.push_back(static_cast<unsigned char>(text[i]));
+    for (;;) {
+      std::size_t best_at = 0;
+      std::int32_t best = -1;
+      for (std::size_t i = 0; i + 1 < chunk.size(); ++i) {
+        joined.assign(piece(chunk[i]));
+        joined += piece(chunk[i + 1]);
+        const auto found = merged.find(joined);
+        if (found != merged.end() && (best < 0 || found->second < best)) best = found->second, best_at = i;
+      }
+      if (best < 0) break;
+      chunk[best_at] = best;
+      chunk.erase(chunk.begin() + static_cast<std::ptrdiff_t>(best_at) + 1);
+    }
+    ids.insert(ids.end(), chunk.begin(), chunk.end());
+    begin = end;
+  }
+  return ids;
+}
+
 void Tokenizer::validate(std::string_view where) const {
   if (kind != "bytes" && kind != "bpe") fail("{}: kind \"{}\": expected \"bytes\" or \"bpe\"", where, kind);
   if (vocab_size < 1 || vocab_size > std::numeric_limits<std::int32_t>::max()) {
@@ -78,9 +136,8 @@ void Tokenizer::validate(std::string_view where) const {
     if (id < -1 || id >= vocab_size) {
       fail("{}: {} {}: expected -1 (absent) or an id in [0, {})", where, name, id, vocab_size);
     }
-    if (kind == "bytes" && id >= 0 && id < 256) {
-      fail("{}: {} {}: a \"bytes\" tokenizer keeps ids 0..255 for the bytes, so special ids must be >= 256",
-           where, name, id);
+    if (id >= 0 && id < 256) {
+      fail("{}: {} {}: ids 0..255 are the bytes, so special ids must be >= 256", where, name, id);
     }
   }
   if (static_cast<std::int64_t>(piece_offsets.size()) != vocab_size + 1) {
@@ -98,13 +155,11 @@ void Tokenizer::validate(std::string_view where) const {
     fail("{}: piece_offsets ends at {}, expected the size of piece_bytes, {}", where, piece_offsets.back(),
          piece_bytes.size());
   }
-  if (kind == "bytes") {
-    if (vocab_size < 256) fail("{}: a \"bytes\" tokenizer needs vocab_size >= 256, got {}", where, vocab_size);
-    for (std::int32_t b = 0; b < 256; ++b) {
-      const std::string_view p = piece(b);
-      if (p.size() != 1 || static_cast<unsigned char>(p[0]) != b) {
-        fail("{}: piece {} of a \"bytes\" tokenizer must be the single byte {}", where, b, b);
-      }
+  if (vocab_size < 256) fail("{}: a \"{}\" tokenizer needs vocab_size >= 256, got {}", where, kind, vocab_size);
+  for (std::int32_t b = 0; b < 256; ++b) {
+    const std::string_view p = piece(b);
+    if (p.size() != 1 || static_cast<unsigned char>(p[0]) != b) {
+      fail("{}: piece {} of a \"{}\" tokenizer must be the single byte {}", where, b, kind, b);
     }
   }
 }

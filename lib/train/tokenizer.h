@@ -15,7 +15,11 @@
 // byte_level_tokenizer() is the default one:
 //   0..255 bytes, 256 pad "<|pad|>", 257 mask "<|mask|>", 258 cls "<|cls|>", 259 bos "<|bos|>",
 //   260 eos "<|eos|>"; vocab_size 261.
-// kind "bpe": trained by the data scripts; decoding works, encoding is not implemented in C++.
+// kind "bpe": trained by data/scripts/bpe.py. Ids 0..255 are the bytes too; 256 + k is the k-th merged
+// piece; the special ids follow. encode() applies the rule stated in bpe.py's header: the text is cut into
+// chunks (a GPT-2-like split on bytes: letter, digit, other and whitespace runs, a single space joining the
+// run after it), and within each chunk the adjacent pair whose joined bytes form the piece with the lowest id
+// is merged (the leftmost on a tie) until no pair forms a piece.
 #pragma once
 
 #include <cstdint>
@@ -46,14 +50,15 @@ struct Tokenizer {
 
   // The concatenated pieces of `ids`; an id outside [0, vocab_size) is a race::Error naming its position.
   std::string decode(std::span<const std::int32_t> ids) const;
-  // One id per byte (kind "bytes" only; a "bpe" tokenizer is a race::Error: BPE encoding lives in the data
-  // scripts).
+  // One id per byte (kind "bytes" only; a "bpe" tokenizer is a race::Error).
   std::vector<std::int32_t> encode_bytes(std::string_view text) const;
+  // The ids of `text` for either kind (header comment); decode(encode(text)) == text for any bytes.
+  std::vector<std::int32_t> encode(std::string_view text) const;
 
   // Throws race::Error, prefixed with `where` (e.g. `data.h5: group "/tokenizer"`), unless the table is
   // well formed: known kind, vocab_size in [1, 2^31), special ids in [-1, vocab_size), offsets of length
-  // vocab_size + 1 starting at 0, never decreasing and ending at piece_bytes.size(), and for kind "bytes"
-  // pieces 0..255 equal to their byte with special ids >= 256.
+  // vocab_size + 1 starting at 0, never decreasing and ending at piece_bytes.size(), and pieces 0..255 equal
+  // to their byte with special ids >= 256.
   void validate(std::string_view where) const;
 };
 
