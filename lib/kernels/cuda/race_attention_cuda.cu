@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/race_attention_cuda.h"
 #include "kernels/cuda/race_span.h"
 
@@ -40,30 +41,6 @@ struct CudaBlock {
 #endif
   }
 };
-
-const char* hint_for(cudaError_t status) {
-  switch (status) {
-    case cudaErrorNoDevice:
-    case cudaErrorInsufficientDriver:
-      return "no usable GPU or driver: check nvidia-smi";
-    case cudaErrorMemoryAllocation:
-      return "out of device memory: reduce B, H or T";
-    case cudaErrorNoKernelImageForDevice:
-    case cudaErrorUnsupportedPtxVersion:
-      return "this build has no code for this GPU: add its compute capability to RACE_CUDA_ARCHITECTURES";
-    default:
-      return "rerun under compute-sanitizer to locate the failing access";
-  }
-}
-
-void check_cuda(cudaError_t status, const char* call, const char* file, int line) {
-  if (status == cudaSuccess) return;
-  cudaGetLastError();  // clear a non-sticky error so the caller can carry on after catching
-  throw std::runtime_error(std::string(file) + ":" + std::to_string(line) + ": " + call + " failed: " +
-                           cudaGetErrorName(status) + " (" + cudaGetErrorString(status) + "); hint: " +
-                           hint_for(status));
-}
-#define RACE_CUDA_CHECK(call) check_cuda((call), #call, __FILE__, __LINE__)
 
 template <class T>
 __global__ void __launch_bounds__(kThreads) key_span_sums_kernel(Problem<T> p) {
@@ -183,6 +160,7 @@ void scan(const Problem<T>& p, const SpanSums& sums, cudaStream_t stream) {
 
 template <class T>
 void run_forward(Problem<T> p, void* out, cudaStream_t stream) {
+  if (out == nullptr) throw std::invalid_argument("race attention (CUDA): out must be given");
   p.out = static_cast<T*>(out);
   const int64_t smem = shared_bytes(p.dims);
   allow_shared_memory(key_span_sums_kernel<T>, smem);
@@ -231,7 +209,6 @@ int64_t race_attention_shared_bytes(const RaceAttentionShape& shape) { return sh
 
 void race_attention_forward(const RaceAttentionShape& shape, const RaceAttentionOptions& options,
                             const RaceCudaInputs& inputs, void* out, CUstream_st* stream) {
-  if (out == nullptr) throw std::invalid_argument("race attention (CUDA): out must be given");
   if (inputs.dtype == DType::bf16)
     run_forward(make_problem<__nv_bfloat16>(shape, options, inputs), out, stream);
   else
