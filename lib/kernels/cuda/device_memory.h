@@ -1,5 +1,5 @@
 // Device memory for host code that does not include CUDA headers (tests, race-bench): an owning buffer with
-// copies to and from the host, and bf16 <-> fp32 conversion on the host (round to nearest even, as the
+// copies to and from the host, a device-side random fill, and bf16 <-> fp32 conversion on the host (round to nearest even, as the
 // device's __float2bfloat16 does). Defined in device_memory.cu.
 #pragma once
 
@@ -25,6 +25,11 @@ class DeviceBuffer {
   void* data_ = nullptr;
   int64_t bytes_ = 0;
 };
+
+// Fills the first `count` elements (fp32, or bf16 when bf16) with N(0, sigma^2) draws made on the device
+// from a counter-based hash of (seed, index): the same numbers for the same seed on every GPU, and no
+// host-side copy, so race-bench can fill tensors of billions of elements in milliseconds.
+void fill_normal(DeviceBuffer& buffer, int64_t count, bool bf16, uint64_t seed, float sigma);
 
 // Waits for all work on the device, turning an asynchronous kernel fault into an exception.
 void synchronize_device();

@@ -101,12 +101,10 @@ void allow_shared_memory(Kernel kernel, int64_t bytes) {
   RACE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
 }
 
+// Sizes, options and the span plan of a call, without tensors.
 template <class T>
-Problem<T> make_problem(const RaceAttentionShape& shape, const RaceAttentionOptions& options,
-                        const RaceCudaInputs& in) {
+Problem<T> plan_problem(const RaceAttentionShape& shape, const RaceAttentionOptions& options) {
   validate(shape, options);
-  if (in.q == nullptr || in.k == nullptr || in.v == nullptr || in.planes == nullptr || in.beta == nullptr)
-    throw std::invalid_argument("race attention (CUDA): q, k, v, planes and beta must all be given");
   Problem<T> p{};
   p.dims = dims_of(shape);
   p.batch = shape.batch;
@@ -120,6 +118,15 @@ Problem<T> make_problem(const RaceAttentionShape& shape, const RaceAttentionOpti
   if (p.rows() * p.spans > (int64_t{1} << 31) - 1)
     throw std::invalid_argument("race attention (CUDA): B * H * spans = " + std::to_string(p.rows() * p.spans) +
                                 " blocks exceeds the grid limit; reduce B or H");
+  return p;
+}
+
+template <class T>
+Problem<T> make_problem(const RaceAttentionShape& shape, const RaceAttentionOptions& options,
+                        const RaceCudaInputs& in) {
+  Problem<T> p = plan_problem<T>(shape, options);
+  if (in.q == nullptr || in.k == nullptr || in.v == nullptr || in.planes == nullptr || in.beta == nullptr)
+    throw std::invalid_argument("race attention (CUDA): q, k, v, planes and beta must all be given");
   p.q = static_cast<const T*>(in.q);
   p.k = static_cast<const T*>(in.k);
   p.v = static_cast<const T*>(in.v);
@@ -206,6 +213,11 @@ void run_backward(Problem<T> p, const void* dout, const RaceCudaGradients& grads
 }  // namespace
 
 int64_t race_attention_shared_bytes(const RaceAttentionShape& shape) { return shared_bytes(dims_of(shape)); }
+
+int64_t race_attention_scratch_bytes(const RaceAttentionShape& shape, bool backward) {
+  Problem<float> p = plan_problem<float>(shape, RaceAttentionOptions{});
+  return carve_scratch<float>(nullptr, backward, &p);
+}
 
 void race_attention_forward(const RaceAttentionShape& shape, const RaceAttentionOptions& options,
                             const RaceCudaInputs& inputs, void* out, CUstream_st* stream) {

@@ -44,6 +44,9 @@ void race_attention_backward(const RaceAttentionShape& shape, const RaceAttentio
                              const RaceCudaInputs& inputs, const void* dout, const RaceCudaGradients& grads,
                              CUstream_st* stream = nullptr);
 
+// Device scratch bytes one forward (backward = false) or backward call allocates for this shape.
+int64_t race_attention_scratch_bytes(const RaceAttentionShape& shape, bool backward);
+
 // Shared memory one block needs for this shape (D and S set it: about 113 KB at D = 128, S = 24); shapes
 // needing more than the device allows per block are rejected.
 int64_t race_attention_shared_bytes(const RaceAttentionShape& shape);
