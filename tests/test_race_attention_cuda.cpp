@@ -11,6 +11,7 @@
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <ostream>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -107,6 +108,8 @@ struct DeviceCase {
   race::test::RaceCase c;
   DType dtype;
 };
+
+void PrintTo(const DeviceCase& d, std::ostream* os) { *os << d.c.name() << (d.dtype == DType::bf16 ? "_bf16" : "_fp32"); }
 
 std::vector<DeviceCase> all_device_cases() {
   std::vector<DeviceCase> out;
