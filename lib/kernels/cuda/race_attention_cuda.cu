@@ -1,69 +1,45 @@
 // RACE attention on CUDA devices: the kernels that run race_span.h's block programs, and the host code that
 // validates a call, allocates its scratch and launches them in order on one stream.
-#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <stdexcept>
 #include <string>
 
+#include "kernels/cuda/cuda_block.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/race_attention_cuda.h"
 #include "kernels/cuda/race_span.h"
 
 namespace race::kernels::cuda {
 
-namespace tile {
-template <>
-struct Element<__nv_bfloat16> {
-  RACE_HD static float load(const __nv_bfloat16* p) { return __bfloat162float(*p); }
-  RACE_HD static void store(__nv_bfloat16* p, float x) { *p = __float2bfloat16(x); }
-};
-}  // namespace tile
-
 namespace {
 
 constexpr int kThreads = 256;  // lanes of every block program
 
-// A CUDA thread block as race_tile.h's Block: lanes are threads, sync is __syncthreads. The host pass of
-// nvcc compiles these too (the programs are __host__ __device__); there they are never called.
-struct CudaBlock {
-  __host__ __device__ int lane() const {
-#ifdef __CUDA_ARCH__
-    return static_cast<int>(threadIdx.x);
-#else
-    return 0;
-#endif
-  }
-  __host__ __device__ int lanes() const { return kThreads; }
-  __host__ __device__ void sync() const {
-#ifdef __CUDA_ARCH__
-    __syncthreads();
-#endif
-  }
-};
+using Block = CudaBlock<kThreads>;
 
 template <class T>
 __global__ void __launch_bounds__(kThreads) key_span_sums_kernel(Problem<T> p) {
   extern __shared__ __align__(16) char shared_memory[];
-  key_span_sums(CudaBlock{}, p, blockIdx.x / p.spans, blockIdx.x % p.spans, shared_memory);
+  key_span_sums(Block{}, p, blockIdx.x / p.spans, blockIdx.x % p.spans, shared_memory);
 }
 
 template <class T>
 __global__ void __launch_bounds__(kThreads) forward_span_kernel(Problem<T> p) {
   extern __shared__ __align__(16) char shared_memory[];
-  forward_span(CudaBlock{}, p, blockIdx.x / p.spans, blockIdx.x % p.spans, shared_memory);
+  forward_span(Block{}, p, blockIdx.x / p.spans, blockIdx.x % p.spans, shared_memory);
 }
 
 template <class T>
 __global__ void __launch_bounds__(kThreads) backward_queries_kernel(Problem<T> p) {
   extern __shared__ __align__(16) char shared_memory[];
-  backward_queries_span(CudaBlock{}, p, blockIdx.x / p.spans, blockIdx.x % p.spans, shared_memory);
+  backward_queries_span(Block{}, p, blockIdx.x / p.spans, blockIdx.x % p.spans, shared_memory);
 }
 
 template <class T>
 __global__ void __launch_bounds__(kThreads) backward_keys_kernel(Problem<T> p) {
   extern __shared__ __align__(16) char shared_memory[];
-  backward_keys_span(CudaBlock{}, p, blockIdx.x / p.spans, blockIdx.x % p.spans, shared_memory);
+  backward_keys_span(Block{}, p, blockIdx.x / p.spans, blockIdx.x % p.spans, shared_memory);
 }
 
 // One thread per (row, state element).
