@@ -611,6 +611,7 @@ TEST_F(RaceBench, CudaWithoutAUsableGpuSaysWhy) {
   const std::string expected = "race-bench: --device cuda: this build has no CUDA backend";
 #endif
   for (const char* command : {"attention --device cuda -T 64", "attention --device cuda --dtype bf16 --sweep",
+                              "attention --impl softmax --window 64 --device cuda -T 64",
                               "check --device cuda --in x.h5 --out y.h5"}) {
     const Outcome r = bench(command);
     EXPECT_NE(r.status, 0) << command;
@@ -628,9 +629,9 @@ TEST_F(RaceBench, DeviceAndDtypeMistakesAreUsageErrors) {
   const Outcome cpu_bf16 = bench("attention --dtype bf16 -T 64");
   EXPECT_EQ(cpu_bf16.status, 2);
   EXPECT_TRUE(contains(cpu_bf16.err, "--dtype bf16 needs --device cuda")) << cpu_bf16.err;
-  const Outcome softmax = bench("attention --impl softmax --device cuda -T 64");
-  EXPECT_EQ(softmax.status, 2);
-  EXPECT_TRUE(contains(softmax.err, "only --impl race has a CUDA kernel")) << softmax.err;
+  const Outcome softmax_bf16 = bench("attention --impl softmax --dtype bf16 -T 64");
+  EXPECT_EQ(softmax_bf16.status, 2);
+  EXPECT_TRUE(contains(softmax_bf16.err, "--dtype bf16 needs --device cuda")) << softmax_bf16.err;
   const Outcome check = bench("check --device tpu --in x.h5 --out y.h5");
   EXPECT_EQ(check.status, 2);
   EXPECT_TRUE(contains(check.err, "--device")) << check.err;

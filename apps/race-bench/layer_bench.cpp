@@ -113,8 +113,6 @@ void validate(const LayerConfig& c) {
   if (c.impl != "race" && c.impl != "softmax") throw UsageError(fmt::format("unknown impl \"{}\"", c.impl));
   if (c.device != "cpu" && c.device != "cuda") throw UsageError(fmt::format("unknown device \"{}\"", c.device));
   if (c.dtype != "fp32" && c.dtype != "bf16") throw UsageError(fmt::format("unknown dtype \"{}\"", c.dtype));
-  if (c.on_cuda() && !c.is_race())
-    throw UsageError("--device cuda: only --impl race has a CUDA kernel (softmax runs with --device cpu)");
   if (!c.on_cuda() && c.dtype != "fp32") throw UsageError("--dtype bf16 needs --device cuda (the CPU kernels are fp32)");
   if (c.estimator != "bucket" && c.estimator != "ratio")
     throw UsageError(fmt::format("unknown estimator \"{}\"", c.estimator));
