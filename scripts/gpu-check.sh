@@ -9,12 +9,14 @@
 #                                chain, spdlog, fmt, libgomp, ...) and the PyTorch comparison script.
 #                                Fails if the bundle passes 64 MiB or a binary cannot start here.
 #   scripts/gpu-check.sh run     On the GPU machine, from the repository root with the bundle in place:
-#                                runs everything below with per-step timeouts (430 s in all, under 8 minutes) and
+#                                runs everything below with per-step timeouts (470 s in all, under 8 minutes) and
 #                                writes JSON into $OUT (default ./gpu-check-out):
-#     tests_*.json               gtest reports: test_cuda_device, test_race_attention_cuda (the kernels on
-#                                the GPU against the fp64 CPU reference), test_race_tile (host emulation)
+#     tests_*.json               gtest reports: test_cuda_device, test_race_attention_cuda and
+#                                test_softmax_attention_cuda (the kernels on the GPU against the fp64 CPU
+#                                references), test_race_tile (host emulation)
 #     race_bench_*.json          race-bench attention --device cuda: B=1 H=4 D=128 L=3 P=3 bf16 causal at
 #                                T = 2^20, and a doubling sweep from T = 4096
+#     softmax_bench_sweep.json   our CUDA flash softmax at the same shape, doubling from T = 4096
 #     sdpa_flash.json            torch scaled_dot_product_attention (flash backend) at the same shapes,
 #                                with the race-bench timings beside it (scripts/sdpa_bench.py)
 #     steps.json                 each step's exit status and seconds
@@ -27,7 +29,8 @@ cd "$(dirname "$0")/.."
 BUILD=build-gpu-check
 BUNDLE=$BUILD/bundle
 MAX_BUNDLE_BYTES=$((64 * 1024 * 1024))
-BINARIES=(tests/test_cuda_device tests/test_race_attention_cuda tests/test_race_tile apps/race-bench)
+BINARIES=(tests/test_cuda_device tests/test_race_attention_cuda tests/test_softmax_attention_cuda tests/test_race_tile
+  apps/race-bench)
 
 # Libraries every Linux machine with a C++ runtime has; the bundle uses the GPU machine's own. build_bundle
 # prints the newest glibc and libstdc++ symbol versions the bundle needs from them.
@@ -47,7 +50,8 @@ build_bundle() {
   # in one binary, so there is no ABI to break.
   cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DRACE_CUDA=ON -DCMAKE_CUDA_COMPILER="$nvcc" \
     -DRACE_CUDA_ARCHITECTURES=90a -DRACE_CPU_ARCH=x86-64-v3 -DCMAKE_CXX_FLAGS=-Wno-psabi
-  cmake --build "$BUILD" -j"$(nproc)" --target test_cuda_device test_race_attention_cuda test_race_tile race-bench
+  cmake --build "$BUILD" -j"$(nproc)" --target test_cuda_device test_race_attention_cuda test_softmax_attention_cuda \
+    test_race_tile race-bench
   rm -rf "$BUNDLE"
   mkdir -p "$BUNDLE/bin" "$BUNDLE/lib"
   for b in "${BINARIES[@]}"; do cp "$BUILD/$b" "$BUNDLE/bin/"; done
@@ -104,12 +108,16 @@ run_checks() {
   local bin=$BUNDLE/bin
   local shape=(-B 1 -H 4 -D 128 -L 3 -P 3 --causal --device cuda --dtype bf16 --repeats 5)
   step test_cuda_device 30 "$bin/test_cuda_device" --gtest_output="json:$out/tests_cuda_device.json"
-  step test_race_attention_cuda 120 "$bin/test_race_attention_cuda" --gtest_output="json:$out/tests_race_attention_cuda.json"
+  step test_race_attention_cuda 100 "$bin/test_race_attention_cuda" --gtest_output="json:$out/tests_race_attention_cuda.json"
+  step test_softmax_attention_cuda 40 "$bin/test_softmax_attention_cuda" \
+    --gtest_output="json:$out/tests_softmax_attention_cuda.json"
   step test_race_tile 30 "$bin/test_race_tile" --gtest_output="json:$out/tests_race_tile.json"
   step race_bench_1m 60 "$bin/race-bench" attention "${shape[@]}" -T 1048576 --json "$out/race_bench_1m.json"
-  step race_bench_sweep 110 "$bin/race-bench" attention "${shape[@]}" --sweep --t-min 4096 --max-seconds 90 \
+  step race_bench_sweep 100 "$bin/race-bench" attention "${shape[@]}" --sweep --t-min 4096 --max-seconds 80 \
     --json "$out/race_bench_sweep.json"
-  step sdpa_flash 80 python3 "$BUNDLE/sdpa_bench.py" --t-min 4096 --t-max 1048576 --max-seconds 65 \
+  step softmax_bench_sweep 40 "$bin/race-bench" attention --impl softmax -B 1 -H 4 -D 128 --causal --device cuda \
+    --dtype bf16 --repeats 3 --sweep --t-min 4096 --max-seconds 30 --json "$out/softmax_bench_sweep.json"
+  step sdpa_flash 70 python3 "$BUNDLE/sdpa_bench.py" --t-min 4096 --t-max 1048576 --max-seconds 55 \
     --race-json "$out/race_bench_sweep.json" --json "$out/sdpa_flash.json"
   (
     IFS=,
