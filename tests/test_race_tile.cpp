@@ -1,9 +1,9 @@
 // The CUDA RACE attention kernels' math, checked on the host: the chunk functions of
 // kernels/cuda/race_tile.h against the fp64 reference, the span scan on a hand-made example, and the whole
 // algorithm (race_span.h's block programs in the launch order of race_attention_cuda.cu) executed by a host
-// emulation of CUDA blocks: each block is a few std::threads (the lanes) sharing a NaN-filled buffer (the
-// shared memory, so a read before a write shows) with a std::barrier as __syncthreads. The kernels run the
-// same functions on the GPU with 256 lanes. Runs in every build, with or without the CUDA toolkit.
+// emulation of CUDA blocks: each block is a few std::threads (the lanes; 3, and 256 as on the GPU in two
+// cases) sharing a NaN-filled buffer (the shared memory, so a read before a write shows) with a std::barrier
+// as __syncthreads. The kernels run the same functions on the GPU with 256 lanes. Runs in every build, with or without the CUDA toolkit.
 #include <gtest/gtest.h>
 
 #include <barrier>
@@ -208,6 +208,18 @@ TEST_P(RaceCudaEmulation, MatchesTheFp64Reference) {
   label += "_span";
   label += std::to_string(span_chunks);
   race::test::expect_matches_reference(label, d, got, race::test::race_reference(d), 1e-4);
+}
+
+// The kernels' own lane count (256, more lanes than many steps have work items), on two small cases with
+// every feature that changes control flow: segments, masks, both directions, several spans.
+TEST(RaceCudaEmulationLanes, TheKernelsLaneCountGivesTheSameResults) {
+  for (bool causal : {true, false}) {
+    const race::test::RaceCase c{.B = 1, .H = 2, .T = 75, .causal = causal, .mask = true, .segments = true,
+                                 .learned = true};
+    const auto d = race::test::make_race_case(c, 99);
+    const auto got = emulate(d, 256, 1);
+    race::test::expect_matches_reference(c.name() + "_lanes256", d, got, race::test::race_reference(d), 1e-4);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, RaceCudaEmulation, ::testing::ValuesIn(race::test::race_cuda_cases()),

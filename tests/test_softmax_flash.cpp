@@ -1,6 +1,6 @@
 // The CUDA flash softmax attention's block programs (kernels/cuda/softmax_flash.h) run on the host, in the
-// launch order of softmax_attention_cuda.cu, on emulated blocks (3 std::threads with a std::barrier as
-// __syncthreads, NaN-filled shared memory) and held to the fp64 reference (reference/softmax_reference.h):
+// launch order of softmax_attention_cuda.cu, on emulated blocks (3 std::threads, and 256 as on the GPU in one
+// case, with a std::barrier as __syncthreads, NaN-filled shared memory) and held to the fp64 reference (reference/softmax_reference.h):
 // relative RMS error at most 1e-4 on out, lse, dq, dk and dv, over causal and bidirectional attention, full
 // and windowed, key masks (including a fully padded row) and segment ids, T never a multiple of the tile
 // (32). Runs in every build, with or without the CUDA toolkit; the GPU runs the same functions.
@@ -72,10 +72,8 @@ struct Case {
 
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name(); }
 
-class SoftmaxFlashEmulation : public ::testing::TestWithParam<Case> {};
-
-TEST_P(SoftmaxFlashEmulation, MatchesTheFp64Reference) {
-  const Case& c = GetParam();
+// Runs the programs for case c on blocks of `lanes` lanes and compares every output with the reference.
+void expect_matches_reference(const Case& c, int lanes) {
   std::mt19937_64 rng(0xF1A5 + static_cast<uint64_t>(c.T * 7 + c.D));
   const int64_t n = c.B * c.H * c.T * c.D, bt = c.B * c.T;
   const auto q = race::test::normal(rng, n), k = race::test::normal(rng, n), v = race::test::normal(rng, n);
@@ -121,14 +119,13 @@ TEST_P(SoftmaxFlashEmulation, MatchesTheFp64Reference) {
   p.dk = dk.data();
   p.dv = dv.data();
 
-  constexpr int kLanes = 3;
   if (p.documents != nullptr)
     for (int64_t b = 0; b < c.B; ++b)
-      run_block(kLanes, c.D, [&](const HostBlock& blk, char* smem) { flash::documents_row(blk, p, b, smem); });
+      run_block(lanes, c.D, [&](const HostBlock& blk, char* smem) { flash::documents_row(blk, p, b, smem); });
   for (int program = 0; program < 3; ++program)
     for (int64_t row = 0; row < p.rows(); ++row)
       for (int64_t tile = 0; tile < p.tiles(); ++tile)
-        run_block(kLanes, c.D, [&](const HostBlock& blk, char* smem) {
+        run_block(lanes, c.D, [&](const HostBlock& blk, char* smem) {
           if (program == 0) flash::forward_tile(blk, p, row, tile, smem);
           if (program == 1) flash::backward_query_tile(blk, p, row, tile, smem);
           if (program == 2) flash::backward_key_tile(blk, p, row, tile, smem);
@@ -159,6 +156,15 @@ TEST_P(SoftmaxFlashEmulation, MatchesTheFp64Reference) {
   std::printf("[ cmp ] %-40s out %.1e lse %.1e dq %.1e dk %.1e dv %.1e\n", c.name().c_str(), e_out, e_lse, e_dq, e_dk,
               e_dv);
   for (double e : {e_out, e_lse, e_dq, e_dk, e_dv}) EXPECT_LE(e, 1e-4);
+}
+
+class SoftmaxFlashEmulation : public ::testing::TestWithParam<Case> {};
+
+TEST_P(SoftmaxFlashEmulation, MatchesTheFp64Reference) { expect_matches_reference(GetParam(), 3); }
+
+// The kernels' own lane count (256, more lanes than many steps have work items).
+TEST(SoftmaxFlashEmulationLanes, TheKernelsLaneCountGivesTheSameResults) {
+  expect_matches_reference({.B = 2, .T = 70, .causal = false, .window = 20, .mask = true, .segments = true}, 256);
 }
 
 std::vector<Case> cases() {
