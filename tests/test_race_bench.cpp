@@ -19,6 +19,9 @@
 #include <vector>
 
 #include "core/hdf5_io.h"
+#ifdef RACE_HAVE_CUDA
+#include "kernels/cuda/device_info.h"
+#endif
 #include "reference/race_reference.h"
 #include "reference/softmax_reference.h"
 
@@ -598,10 +601,40 @@ TEST_F(RaceBench, AttentionSweepEndsWithANoteWhenAllocationFails) {
   EXPECT_TRUE(contains(single.out, "T=10000000: out of memory")) << single.out;
 }
 
-TEST_F(RaceBench, AttentionOnCudaSaysThereIsNoCudaBackend) {
-  const Outcome r = bench("attention --device cuda -T 64");
-  EXPECT_NE(r.status, 0);
-  EXPECT_TRUE(contains(r.err, "race-bench: --device cuda: this build has no CUDA backend")) << r.err;
+// --device cuda where it cannot run says why: no CUDA in this build, or (a CUDA build on a machine without a
+// usable GPU) no device and the driver's reason. Both attention and check.
+TEST_F(RaceBench, CudaWithoutAUsableGpuSaysWhy) {
+#ifdef RACE_HAVE_CUDA
+  if (race::kernels::cuda::query_devices().devices.size() > 0) GTEST_SKIP() << "a GPU is present";
+  const std::string expected = "race-bench: --device cuda: no usable CUDA device (";
+#else
+  const std::string expected = "race-bench: --device cuda: this build has no CUDA backend";
+#endif
+  for (const char* command : {"attention --device cuda -T 64", "attention --device cuda --dtype bf16 --sweep",
+                              "attention --impl softmax --window 64 --device cuda -T 64",
+                              "check --device cuda --in x.h5 --out y.h5"}) {
+    const Outcome r = bench(command);
+    EXPECT_NE(r.status, 0) << command;
+    EXPECT_TRUE(contains(r.err, expected)) << command << ": " << r.err;
+  }
+}
+
+TEST_F(RaceBench, DeviceAndDtypeMistakesAreUsageErrors) {
+  const Outcome unknown = bench("attention --device tpu -T 64");
+  EXPECT_EQ(unknown.status, 2);
+  EXPECT_TRUE(contains(unknown.err, "--device")) << unknown.err;
+  const Outcome bad_dtype = bench("attention --dtype fp16 -T 64");
+  EXPECT_EQ(bad_dtype.status, 2);
+  EXPECT_TRUE(contains(bad_dtype.err, "--dtype")) << bad_dtype.err;
+  const Outcome cpu_bf16 = bench("attention --dtype bf16 -T 64");
+  EXPECT_EQ(cpu_bf16.status, 2);
+  EXPECT_TRUE(contains(cpu_bf16.err, "--dtype bf16 needs --device cuda")) << cpu_bf16.err;
+  const Outcome softmax_bf16 = bench("attention --impl softmax --dtype bf16 -T 64");
+  EXPECT_EQ(softmax_bf16.status, 2);
+  EXPECT_TRUE(contains(softmax_bf16.err, "--dtype bf16 needs --device cuda")) << softmax_bf16.err;
+  const Outcome check = bench("check --device tpu --in x.h5 --out y.h5");
+  EXPECT_EQ(check.status, 2);
+  EXPECT_TRUE(contains(check.err, "--device")) << check.err;
 }
 
 TEST_F(RaceBench, PeakReportsPositiveRatesAsJson) {

@@ -16,6 +16,9 @@
 #include "core/hdf5_io.h"
 #include "kernels/cpu/race_attention_cpu.h"
 #include "kernels/cpu/softmax_attention_cpu.h"
+#ifdef RACE_HAVE_CUDA
+#include "cuda_check.h"
+#endif
 
 namespace race::bench {
 
@@ -236,15 +239,32 @@ const T* or_null(const std::vector<T>& v) {
 
 }  // namespace
 
-CheckSummary run_check(const std::filesystem::path& in_path, const std::filesystem::path& out_path) {
+CheckSummary run_check(const std::filesystem::path& in_path, const std::filesystem::path& out_path,
+                       const std::string& device) {
   const Problem p = read_problem(Input(in_path));
-  CheckSummary summary{p.impl, p.causal, p.B, p.H, p.T, p.D, {}, 0, 0};
+  if (device == "cuda" && p.impl != "race")
+    fail("race-bench check --device cuda: {}: impl \"{}\" has no CUDA kernel (only race does)", in_path.string(), p.impl);
+  CheckSummary summary{p.impl, device, p.causal, p.B, p.H, p.T, p.D, {}, 0, 0};
   const std::size_t n = p.q.values.size();
   const Shape bhtd{p.B, p.H, p.T, p.D};
   std::vector<float> out(n), dq, dk, dv, dbeta, lse;
   if (p.backward()) dq.resize(n), dk.resize(n), dv.resize(n);
 
-  if (p.impl == "race") {
+  if (p.impl == "race" && device == "cuda") {
+#ifdef RACE_HAVE_CUDA
+    const kernels::RaceAttentionInputs inputs{p.q.values.data(),      p.k.values.data(), p.v.values.data(),
+                                              p.planes.values.data(), p.beta.data(),     or_null(p.key_mask),
+                                              or_null(p.segment_ids)};
+    if (p.backward()) dbeta.resize(static_cast<std::size_t>(p.H));
+    const CudaCheckTimes times =
+        race_check_cuda(p.race_shape, p.race_options, inputs, p.backward() ? p.dout.values.data() : nullptr,
+                        out.data(), {dq.data(), dk.data(), dv.data(), p.backward() ? dbeta.data() : nullptr});
+    summary.forward_seconds = times.forward_seconds;
+    summary.backward_seconds = times.backward_seconds;
+#else
+    fail("race-bench check --device cuda: this build has no CUDA backend (configure with the CUDA toolkit installed)");
+#endif
+  } else if (p.impl == "race") {
     const kernels::RaceAttentionInputs inputs{p.q.values.data(),      p.k.values.data(), p.v.values.data(),
                                               p.planes.values.data(), p.beta.data(),     or_null(p.key_mask),
                                               or_null(p.segment_ids)};
@@ -292,6 +312,7 @@ CheckSummary run_check(const std::filesystem::path& in_path, const std::filesyst
   writer.write_double_attribute("/", "backward_seconds", summary.backward_seconds);
   writer.write_string_attribute("/", "impl", p.impl);
   writer.write_int64_attribute("/", "causal", p.causal ? 1 : 0);
+  writer.write_string_attribute("/", "device", device);
   writer.commit();
   return summary;
 }

@@ -19,7 +19,9 @@
 //   since it costs nothing extra); for softmax lse [B,H,T] (natural-log log-sum-exp of the scaled scores,
 //   -inf for a query that sees no key), as flash-attention implementations return it.
 //   Attributes: seconds (forward + backward kernel time), forward_seconds, backward_seconds (0 without dout),
-//   impl, causal.
+//   impl, causal, device.
+// device "cuda" runs the RACE kernels on the GPU (fp32; softmax has no CUDA kernel yet); the kernel time is
+// then CUDA-event time, without the copies.
 // OUT.h5 is written to a temporary file and renamed onto its name only when complete.
 #pragma once
 
@@ -32,6 +34,7 @@ namespace race::bench {
 
 struct CheckSummary {
   std::string impl;
+  std::string device;
   bool causal = true;
   std::int64_t batch = 0, heads = 0, seq_len = 0, head_dim = 0;
   std::vector<std::string> written;  // dataset names in OUT.h5
@@ -40,6 +43,7 @@ struct CheckSummary {
 
 // Validates IN.h5 completely before any kernel runs; every problem is a race::Error naming the file, the
 // dataset or attribute and what was expected.
-CheckSummary run_check(const std::filesystem::path& in_path, const std::filesystem::path& out_path);
+CheckSummary run_check(const std::filesystem::path& in_path, const std::filesystem::path& out_path,
+                       const std::string& device = "cpu");
 
 }  // namespace race::bench

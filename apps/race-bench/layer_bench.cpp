@@ -11,6 +11,9 @@
 
 #include "core/error.h"
 #include "fill.h"
+#ifdef RACE_HAVE_CUDA
+#include "cuda_layer_bench.h"
+#endif
 #include "kernels/cpu/race_attention_cpu.h"
 #include "kernels/cpu/softmax_attention_cpu.h"
 
@@ -19,7 +22,8 @@ namespace race::bench {
 namespace kernels = race::kernels;
 
 nlohmann::ordered_json to_json(const LayerConfig& c) {
-  return {{"impl", c.impl},         {"causal", c.causal}, {"batch", c.batch},   {"heads", c.heads},
+  return {{"impl", c.impl},         {"device", c.device}, {"dtype", c.dtype},
+          {"causal", c.causal},     {"batch", c.batch},   {"heads", c.heads},
           {"head_dim", c.head_dim}, {"tables", c.tables}, {"bits", c.bits},     {"estimator", c.estimator},
           {"beta", c.beta},         {"eps", c.eps},       {"window", c.window}, {"threads", c.threads},
           {"repeats", c.repeats},   {"seed", c.seed}};
@@ -29,6 +33,8 @@ LayerConfig layer_config_from_json(const nlohmann::json& json) {
   try {
     LayerConfig c;
     json.at("impl").get_to(c.impl);
+    json.at("device").get_to(c.device);
+    json.at("dtype").get_to(c.dtype);
     json.at("causal").get_to(c.causal);
     json.at("batch").get_to(c.batch);
     json.at("heads").get_to(c.heads);
@@ -105,6 +111,9 @@ LayerTiming time_passes(int repeats, Forward&& forward, Backward&& backward) {
 
 void validate(const LayerConfig& c) {
   if (c.impl != "race" && c.impl != "softmax") throw UsageError(fmt::format("unknown impl \"{}\"", c.impl));
+  if (c.device != "cpu" && c.device != "cuda") throw UsageError(fmt::format("unknown device \"{}\"", c.device));
+  if (c.dtype != "fp32" && c.dtype != "bf16") throw UsageError(fmt::format("unknown dtype \"{}\"", c.dtype));
+  if (!c.on_cuda() && c.dtype != "fp32") throw UsageError("--dtype bf16 needs --device cuda (the CPU kernels are fp32)");
   if (c.estimator != "bucket" && c.estimator != "ratio")
     throw UsageError(fmt::format("unknown estimator \"{}\"", c.estimator));
   if (c.is_race()) {
@@ -131,6 +140,10 @@ std::int64_t io_bytes(const LayerConfig& c, std::int64_t seq_len) {
   return bytes;
 }
 
+std::int64_t min_traffic_bytes(const LayerConfig& c, std::int64_t seq_len, bool with_backward) {
+  return (with_backward ? 11 : 4) * c.element_bytes() * c.batch * c.heads * seq_len * c.head_dim;
+}
+
 double relative_cost(const LayerConfig& c, std::int64_t seq_len) {
   const double t = static_cast<double>(seq_len);
   if (c.is_race()) return t;
@@ -140,6 +153,10 @@ double relative_cost(const LayerConfig& c, std::int64_t seq_len) {
 }
 
 LayerTiming time_layer(const LayerConfig& c, std::int64_t seq_len) {
+#ifdef RACE_HAVE_CUDA
+  if (c.on_cuda()) return time_layer_cuda(c, seq_len);
+#endif
+  RACE_CHECK(!c.on_cuda(), "race-bench: --device cuda reached a build without CUDA");
   omp_set_num_threads(c.threads);
   const std::int64_t n = c.batch * c.heads * seq_len * c.head_dim;
   // Distinct streams per tensor, so that e.g. q and k are not the same numbers.

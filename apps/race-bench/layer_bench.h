@@ -12,6 +12,8 @@ namespace race::bench {
 
 struct LayerConfig {
   std::string impl = "race";  // "race" or "softmax"
+  std::string device = "cpu";  // "cpu" or "cuda" (race only)
+  std::string dtype = "fp32";  // "fp32", or "bf16" (cuda only)
   bool causal = true;
   std::int64_t batch = 1, heads = 4, head_dim = 128;
   int tables = 3, bits = 3;          // race: L, P
@@ -24,6 +26,8 @@ struct LayerConfig {
   std::uint64_t seed = 0;
 
   bool is_race() const { return impl == "race"; }
+  bool on_cuda() const { return device == "cuda"; }
+  std::int64_t element_bytes() const { return dtype == "bf16" ? 2 : 4; }
 };
 
 // Keys in declaration order (ordered_json), since the JSON report is read by people too.
@@ -45,10 +49,18 @@ double relative_cost(const LayerConfig& config, std::int64_t seq_len);
 struct LayerTiming {
   std::vector<double> forward_seconds;           // one per repeat
   std::vector<double> forward_backward_seconds;  // one forward call then one backward call, per repeat
+  std::int64_t device_bytes = 0;                 // cuda: tensors plus the larger call's scratch
+  double memory_bandwidth_gbs = 0;               // cuda: the device's memory bandwidth, GB/s
 };
 
+// The least memory traffic of one pass, bytes: each tensor read or written once. Forward reads q, k, v and
+// writes out (4 tensors); forward+backward adds reading q, k, v, dout and writing dq, dk, dv (11 in all).
+// Achieved GB/s = this / time, the figure to hold against the device's memory bandwidth.
+std::int64_t min_traffic_bytes(const LayerConfig& config, std::int64_t seq_len, bool with_backward);
+
 // Allocates and fills the inputs for seq_len, then times `config.repeats` forward passes and as many
-// forward+backward passes on config.threads OpenMP threads. std::bad_alloc escapes when memory runs out.
+// forward+backward passes: on config.threads OpenMP threads, or on the GPU with CUDA events
+// (cuda_layer_bench.h). std::bad_alloc escapes when memory runs out.
 LayerTiming time_layer(const LayerConfig& config, std::int64_t seq_len);
 
 double median(std::vector<double> values);

@@ -12,6 +12,9 @@
 #include <string>
 
 #include "check.h"
+#ifdef RACE_HAVE_CUDA
+#include "cuda_layer_bench.h"
+#endif
 #include "peak.h"
 #include "core/error.h"
 #include "core/main_guard.h"
@@ -53,6 +56,18 @@ void add_layer_options(CLI::App& app, LayerConfig& c, bool& bidirectional) {
   app.add_option("--seed", c.seed, "Seed of the synthetic inputs")->capture_default_str();
 }
 
+// Bytes of the first CUDA device's memory; fails when --device cuda cannot run here (no CUDA in this build,
+// or no usable device), naming why.
+std::int64_t device_memory_bytes() {
+#ifdef RACE_HAVE_CUDA
+  const std::string why = cuda_unavailable_reason();
+  if (!why.empty()) fail("race-bench: --device cuda: no usable CUDA device ({})", why);
+  return cuda_device_memory_bytes();
+#else
+  fail("race-bench: --device cuda: this build has no CUDA backend (configure with the CUDA toolkit installed)");
+#endif
+}
+
 // Fails before any measuring when FILE cannot be written, rather than after a sweep of many minutes.
 void require_writable_output(const std::string& path) {
   if (path.empty() || path == "-") return;
@@ -64,15 +79,14 @@ void require_writable_output(const std::string& path) {
 
 // The table goes to stdout, or to stderr when the JSON does, so that stdout stays parseable.
 int run_attention(RunOptions& run, const std::string& json_path) {
-  // There is no CUDA attention kernel yet, in any build; the option exists so scripts can already say
-  // which device they mean.
-  if (run.device == "cuda") fail("race-bench: --device cuda: this build has no CUDA backend");
   validate(run.layer);
-  if (!run.plan.sweep && io_bytes(run.layer, run.plan.seq_len) > physical_memory_bytes())
+  const bool cuda = run.layer.on_cuda();
+  const std::int64_t memory = cuda ? device_memory_bytes() : physical_memory_bytes();
+  if (!run.plan.sweep && io_bytes(run.layer, run.plan.seq_len) > memory)
     throw UsageError(fmt::format("-T {}: the layer's inputs and outputs alone need {:.1f} GB, more than this "
-                                 "machine's {:.1f} GB of memory",
+                                 "{}'s {:.1f} GB of memory",
                                  run.plan.seq_len, static_cast<double>(io_bytes(run.layer, run.plan.seq_len)) / 1e9,
-                                 static_cast<double>(physical_memory_bytes()) / 1e9));
+                                 cuda ? "GPU" : "machine", static_cast<double>(memory) / 1e9));
   std::FILE* table = json_path == "-" ? stderr : stdout;
   fmt::print(table, "{}", table_header(run));
   std::fflush(table);
@@ -126,7 +140,12 @@ int run(int argc, char** argv) {
   attention->add_option("--max-seconds", run.plan.max_seconds, "Sweep: time budget for the whole sweep (default: none)")
       ->check(CLI::PositiveNumber)
       ->needs(sweep);
-  attention->add_option("--device", run.device, "Device")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
+  attention->add_option("--device", run.layer.device, "Device")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+  attention->add_option("--dtype", run.layer.dtype, "Tensor precision (bf16: --device cuda only)")
+      ->check(CLI::IsMember({"fp32", "bf16"}))
+      ->capture_default_str();
   attention->add_option("--json", json_path, "Write the results as JSON to FILE (\"-\": stdout)");
 
   std::string in_path, out_path;
@@ -138,6 +157,10 @@ int run(int argc, char** argv) {
   check->add_option("--out", out_path, "Output HDF5 file (out, dq, dk, dv, dbeta/lse); replaced atomically")
       ->required();
   check->add_option("--threads", check_threads, "OpenMP threads")->check(CLI::Range(1, 1 << 16))->capture_default_str();
+  std::string check_device = "cpu";
+  check->add_option("--device", check_device, "Device (cuda: race only, fp32)")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
 
   int peak_threads = cpu_count();
   double peak_seconds = 2.0;
@@ -174,6 +197,11 @@ int run(int argc, char** argv) {
     require_writable_output(json_path);
     run.layer.causal = !bidirectional;
     run.plan.max_memory_bytes = max_memory_gb * 1e9;
+    // A GPU sweep's default budget is the GPU's memory, not the host's.
+    if (run.layer.on_cuda() && attention->count("--max-memory-gb") == 0) {
+      validate(run.layer);
+      run.plan.max_memory_bytes = 0.8 * static_cast<double>(device_memory_bytes());
+    }
     return run_attention(run, json_path);
   }
   if (peak->parsed()) {
@@ -189,8 +217,9 @@ int run(int argc, char** argv) {
   }
   if (check->parsed()) {
     omp_set_num_threads(check_threads);
-    const CheckSummary s = run_check(in_path, out_path);
-    fmt::print("race-bench check: {} {} B={} H={} T={} D={}: wrote {} to {} (kernels {:.6f} s)\n", s.impl,
+    if (check_device == "cuda") device_memory_bytes();  // a clear error now when there is no usable GPU
+    const CheckSummary s = run_check(in_path, out_path, check_device);
+    fmt::print("race-bench check: {} on {} {} B={} H={} T={} D={}: wrote {} to {} (kernels {:.6f} s)\n", s.impl, s.device,
                s.causal ? "causal" : "bidirectional", s.batch, s.heads, s.seq_len, s.head_dim,
                fmt::join(s.written, ", "), out_path, s.forward_seconds + s.backward_seconds);
     return 0;

@@ -31,25 +31,30 @@ std::string table_header(const RunOptions& run) {
   else
     layer += c.window == 0 ? std::string(" full") : fmt::format(" window={}", c.window);
   return fmt::format(
-      "race-bench attention: {}; {} threads, median of {} repeats, fp32 on {}\n"
+      "race-bench attention: {}; {} threads, median of {} repeats, {} on {}\n"
       "{:>10} {:>10} {:>10} {:>11} {:>11} {:>10} {:>10} {:>8}\n",
-      layer, c.threads, c.repeats, run.device, "T", "fwd s", "fwd+bwd s", "fwd tok/s", "f+b tok/s", "peak MB", "io MB",
+      layer, c.threads, c.repeats, c.dtype, c.device, "T", "fwd s", "fwd+bwd s", "fwd tok/s", "f+b tok/s", "peak MB", "io MB",
       "peak/io");
 }
 
 std::string table_row(const LayerConfig& c, const SizeResult& s) {
   const double fwd = median(s.timing.forward_seconds), both = median(s.timing.forward_backward_seconds);
   const double io = static_cast<double>(io_bytes(c, s.seq_len));
-  return fmt::format("{:>10} {:>10.4f} {:>10.4f} {:>11.4g} {:>11.4g} {:>10.1f} {:>10.1f} {:>8.2f}\n", s.seq_len, fwd,
-                     both, tokens_per_s(c, s, fwd), tokens_per_s(c, s, both), static_cast<double>(s.peak_bytes) / 1e6,
-                     io / 1e6, static_cast<double>(s.peak_bytes) / io);
+  std::string row = fmt::format("{:>10} {:>10.4f} {:>10.4f} {:>11.4g} {:>11.4g} {:>10.1f} {:>10.1f} {:>8.2f}", s.seq_len,
+                                fwd, both, tokens_per_s(c, s, fwd), tokens_per_s(c, s, both),
+                                static_cast<double>(s.peak_bytes) / 1e6, io / 1e6, static_cast<double>(s.peak_bytes) / io);
+  if (c.on_cuda()) {
+    const double gbs = static_cast<double>(min_traffic_bytes(c, s.seq_len, true)) / both / 1e9;
+    row += fmt::format("  f+b {:.0f} GB/s = {:.1f}% of {:.0f}", gbs, 100.0 * gbs / s.timing.memory_bandwidth_gbs,
+                       s.timing.memory_bandwidth_gbs);
+  }
+  return row + "\n";
 }
 
 nlohmann::ordered_json attention_json(const RunOptions& run, const SweepOutcome& outcome, bool finished) {
   const LayerConfig& c = run.layer;
   using Json = nlohmann::ordered_json;
   Json options = to_json(c);
-  options["device"] = run.device;
   options["sweep"] = run.plan.sweep;
   options["seq_len"] = run.plan.sweep ? Json(nullptr) : Json(run.plan.seq_len);
   options["t_min"] = run.plan.t_min;
@@ -72,6 +77,15 @@ nlohmann::ordered_json attention_json(const RunOptions& run, const SweepOutcome&
                        {"forward_seconds_all", s.timing.forward_seconds},
                        {"forward_backward_seconds_all", s.timing.forward_backward_seconds},
                        {"child_seconds", s.child_seconds}});
+    if (c.on_cuda()) {
+      const double f_gbs = static_cast<double>(min_traffic_bytes(c, s.seq_len, false)) / fwd / 1e9;
+      const double fb_gbs = static_cast<double>(min_traffic_bytes(c, s.seq_len, true)) / both / 1e9;
+      Json& r = results.back();
+      r["forward_gbytes_per_s"] = f_gbs;
+      r["forward_backward_gbytes_per_s"] = fb_gbs;
+      r["memory_bandwidth_gbytes_per_s"] = s.timing.memory_bandwidth_gbs;
+      r["forward_backward_bandwidth_fraction"] = fb_gbs / s.timing.memory_bandwidth_gbs;
+    }
   }
   return {{"tool", "race-bench attention"},
           {"date", utc_timestamp()},

@@ -12,9 +12,8 @@ namespace race::bench {
 
 // What was asked for besides the layer: for the "options" object of the JSON.
 struct RunOptions {
-  LayerConfig layer;
+  LayerConfig layer;  // its device and dtype say where and in what precision the layer runs
   SweepPlan plan;
-  std::string device = "cpu";
 };
 
 // One line describing the run, then the column header.
@@ -26,7 +25,9 @@ std::string table_row(const LayerConfig& config, const SizeResult& size);
 //  "t_min", "max_memory_bytes", "max_seconds" (null: no limit)}, "results": [per size: "seq_len", "tokens"
 //  (B*T), "forward_seconds", "forward_backward_seconds" (medians), "forward_tokens_per_s",
 //  "forward_backward_tokens_per_s", "peak_bytes", "io_bytes", "peak_io_ratio", "forward_seconds_all",
-//  "forward_backward_seconds_all" (every repeat), "child_seconds"], "stop_reason" (null while running),
+//  "forward_backward_seconds_all" (every repeat), "child_seconds"; on cuda also "forward_gbytes_per_s" and
+//  "forward_backward_gbytes_per_s" (min_traffic_bytes / median time), "memory_bandwidth_gbytes_per_s" (the
+//  device's) and "forward_backward_bandwidth_fraction"], "stop_reason" (null while running),
 //  "notes": [strings]}
 nlohmann::ordered_json attention_json(const RunOptions& run, const SweepOutcome& outcome, bool finished);
 

@@ -18,10 +18,12 @@ namespace race::bench {
 nlohmann::json measure_one(const LayerConfig& config, std::int64_t seq_len) {
   try {
     const LayerTiming timing = time_layer(config, seq_len);
+    // On a GPU the budget that matters is device memory: the tensors and scratch the layer holds there.
     return {{"seq_len", seq_len},
             {"forward_seconds", timing.forward_seconds},
             {"forward_backward_seconds", timing.forward_backward_seconds},
-            {"peak_bytes", peak_resident_bytes()}};
+            {"peak_bytes", config.on_cuda() ? timing.device_bytes : peak_resident_bytes()},
+            {"memory_bandwidth_gbs", timing.memory_bandwidth_gbs}};
   } catch (const std::bad_alloc& e) {
     return {{"seq_len", seq_len}, {"out_of_memory", e.what()}};
   }
@@ -38,6 +40,7 @@ SizeResult parse_answer(const nlohmann::json& json, std::int64_t seq_len) {
     json.at("forward_seconds").get_to(r.timing.forward_seconds);
     json.at("forward_backward_seconds").get_to(r.timing.forward_backward_seconds);
     json.at("peak_bytes").get_to(r.peak_bytes);
+    json.at("memory_bandwidth_gbs").get_to(r.timing.memory_bandwidth_gbs);
     if (r.seq_len != seq_len) fail("answered for T={}", r.seq_len);
     return r;
   } catch (const std::exception& e) {

@@ -25,7 +25,7 @@ struct SweepPlan {
 struct SizeResult {
   std::int64_t seq_len = 0;
   LayerTiming timing;
-  std::int64_t peak_bytes = 0;  // the child's VmHWM
+  std::int64_t peak_bytes = 0;  // the child's VmHWM (cpu), or the layer's device memory (cuda)
   double child_seconds = 0;     // wall time of the whole child (start-up, input fill, all repeats)
 };
 

@@ -1,0 +1,124 @@
+// Timing of one RACE layer on the GPU for race-bench attention --device cuda.
+#include "cuda_layer_bench.h"
+
+#include <new>
+#include <stdexcept>
+#include <vector>
+
+#include "kernels/cuda/device_info.h"
+#include "kernels/cuda/device_memory.h"
+#include "kernels/cuda/device_timer.h"
+#include "kernels/cuda/race_attention_cuda.h"
+#include "kernels/cuda/softmax_attention_cuda.h"
+
+namespace race::bench {
+
+namespace cuda = race::kernels::cuda;
+
+std::string cuda_unavailable_reason() {
+  const auto query = cuda::query_devices();
+  return query.devices.empty() ? query.unavailable_reason : std::string();
+}
+
+std::int64_t cuda_device_memory_bytes() {
+  const auto query = cuda::query_devices();
+  return query.devices.empty() ? 0 : query.devices.front().memory_bytes;
+}
+
+namespace {
+
+// Times `forward` alone and `forward` then `backward`, config.repeats times each, after one untimed warm-up.
+template <typename Forward, typename Backward>
+void time_passes(int repeats, LayerTiming& timing, Forward&& forward, Backward&& backward) {
+  forward();
+  backward();
+  cuda::synchronize_device();
+  cuda::DeviceTimer timer;
+  for (int r = 0; r < repeats; ++r) {
+    timer.start();
+    forward();
+    timing.forward_seconds.push_back(timer.stop());
+    timer.start();
+    forward();
+    backward();
+    timing.forward_backward_seconds.push_back(timer.stop());
+  }
+  cuda::synchronize_device();
+}
+
+}  // namespace
+
+LayerTiming time_layer_cuda(const LayerConfig& c, std::int64_t seq_len) {
+  const auto query = cuda::query_devices();
+  if (query.devices.empty()) throw std::runtime_error("race-bench: no CUDA device: " + query.unavailable_reason);
+  const bool bf16 = c.dtype == "bf16";
+  const cuda::DType dtype = bf16 ? cuda::DType::bf16 : cuda::DType::f32;
+  const std::int64_t n = c.batch * c.heads * seq_len * c.head_dim, bytes = n * c.element_bytes();
+  const std::int64_t queries = c.batch * c.heads * seq_len;
+  LayerTiming timing;
+  timing.memory_bandwidth_gbs = query.devices.front().memory_bandwidth_gbs;
+  try {
+    cuda::DeviceBuffer q(bytes), k(bytes), v(bytes), out(bytes), dout(bytes), dq(bytes), dk(bytes), dv(bytes);
+    cuda::fill_normal(q, n, bf16, c.seed * 8 + 0, 0.5f);
+    cuda::fill_normal(k, n, bf16, c.seed * 8 + 1, 0.5f);
+    cuda::fill_normal(v, n, bf16, c.seed * 8 + 2, 1.f);
+    cuda::fill_normal(dout, n, bf16, c.seed * 8 + 3, 1.f);
+    if (!c.is_race()) {
+      const kernels::SoftmaxAttentionShape shape{c.batch, c.heads, seq_len, c.head_dim};
+      kernels::SoftmaxAttentionOptions options;
+      options.causal = c.causal;
+      options.window = c.window;
+      cuda::SoftmaxCudaInputs inputs;
+      inputs.dtype = dtype;
+      inputs.q = q.data();
+      inputs.k = k.data();
+      inputs.v = v.data();
+      cuda::DeviceBuffer lse(queries * 4);
+      // lse, and the backward's dout . out per query
+      timing.device_bytes = 8 * bytes + 2 * queries * 4;
+      time_passes(
+          c.repeats, timing,
+          [&] { cuda::softmax_attention_forward(shape, options, inputs, out.data(), static_cast<float*>(lse.data())); },
+          [&] {
+            cuda::softmax_attention_backward(shape, options, inputs, out.data(), static_cast<const float*>(lse.data()),
+                                             dout.data(), {dq.data(), dk.data(), dv.data()});
+          });
+      return timing;
+    }
+    kernels::RaceAttentionShape shape;
+    shape.batch = c.batch;
+    shape.heads = c.heads;
+    shape.seq_len = seq_len;
+    shape.head_dim = c.head_dim;
+    shape.tables = c.tables;
+    shape.bits = c.bits;
+    kernels::RaceAttentionOptions options;
+    options.causal = c.causal;
+    options.estimator = c.estimator == "ratio" ? kernels::RaceEstimator::ratio : kernels::RaceEstimator::bucket;
+    options.eps = static_cast<float>(c.eps);
+    timing.device_bytes = 8 * bytes + cuda::race_attention_scratch_bytes(shape, true);
+    const std::int64_t plane_count = std::int64_t{c.tables} * c.bits * c.head_dim;
+    cuda::DeviceBuffer planes(plane_count * 4), beta(c.heads * 4);
+    cuda::fill_normal(planes, plane_count, false, c.seed * 8 + 4, 1.f);
+    const std::vector<float> betas(static_cast<std::size_t>(c.heads), static_cast<float>(c.beta));
+    beta.upload(betas.data(), beta.bytes());
+    cuda::RaceCudaInputs inputs;
+    inputs.dtype = dtype;
+    inputs.q = q.data();
+    inputs.k = k.data();
+    inputs.v = v.data();
+    inputs.planes = static_cast<const float*>(planes.data());
+    inputs.beta = static_cast<const float*>(beta.data());
+    const cuda::RaceCudaGradients grads{dq.data(), dk.data(), dv.data(), nullptr};
+    time_passes(
+        c.repeats, timing, [&] { cuda::race_attention_forward(shape, options, inputs, out.data()); },
+        [&] { cuda::race_attention_backward(shape, options, inputs, dout.data(), grads); });
+  } catch (const std::runtime_error& e) {
+    // Device memory running out ends a sweep the way host memory does.
+    if (std::string(e.what()).find("cudaErrorMemoryAllocation") != std::string::npos) throw std::bad_alloc();
+    throw;
+  }
+  return timing;
+}
+
+}  // namespace race::bench
