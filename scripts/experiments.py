@@ -35,7 +35,21 @@ RECIPES = {
                      "--output data/gcide.h5",
     "data/fashion_mnist.h5": "/usr/bin/python3 data/scripts/fashion_mnist_to_h5.py --output data/fashion_mnist.h5",
     "data/listops.h5": "/usr/bin/python3 data/scripts/listops_to_h5.py --output data/listops.h5",
+    "data/mqar.h5": "/usr/bin/python3 data/scripts/mqar_to_h5.py --output data/mqar.h5 --pairs 4,8,16,32 "
+                    "--context 128 --train-examples 40000 --val-examples 512",
+    "data/passkey_512.h5": "/usr/bin/python3 data/scripts/passkey_to_h5.py --output data/passkey_512.h5 "
+                           "--context 512 --train-examples 6000 --val-examples 128",
 }
+MQAR_PAIRS = (4, 8, 16, 32)
+PASSKEY_LENGTHS = (512, 1024, 2048, 4096)
+for pairs in MQAR_PAIRS:
+    RECIPES[f"data/mqar_val_{pairs}.h5"] = (
+        f"/usr/bin/python3 data/scripts/mqar_to_h5.py --output data/mqar_val_{pairs}.h5 --pairs {pairs} "
+        "--context 128 --seed 1 --train-examples 1 --val-examples 256")
+for length in PASSKEY_LENGTHS:
+    RECIPES[f"data/passkey_val_{length}.h5"] = (
+        f"/usr/bin/python3 data/scripts/passkey_to_h5.py --output data/passkey_val_{length}.h5 --context {length} "
+        "--seed 1 --train-examples 1 --val-examples 64")
 
 # task -> (layers of the config, sliding window of the hybrid's softmax layer, overrides that size the run
 # for a 2-core CPU, extra evaluations). An extra evaluation is (label, dataset, context, batch size, windows).
@@ -47,6 +61,9 @@ TASKS = {
                       + SHORT_CLASSIFIER, []),
     "listops": (4, 256, ["data.batch_size=8", "data.val_windows=256", "schedule.total_steps=120"]
                 + SHORT_CLASSIFIER, []),
+    "mqar": (2, 32, [], [(f"pairs {n}", f"data/mqar_val_{n}.h5", 128, 64, 256) for n in MQAR_PAIRS]),
+    "passkey": (2, 64, [], [(f"length {c}", f"data/passkey_val_{c}.h5", c, max(1, 8192 // c), 64)
+                            for c in PASSKEY_LENGTHS]),
 }
 
 
@@ -120,8 +137,9 @@ def run_one(task, variant, threads):
     with open(os.path.join(ROOT, RESULTS, name + ".json"), "w") as f:
         json.dump(result, f, indent=2)
         f.write("\n")
-    summary = ", ".join(f"{s['label']}: loss {s['loss']:.4f}" + (f" acc {s['accuracy']:.4f}" if "accuracy" in s else "")
-                        for s in scores)
+    summary = ", ".join(f"{s['label']}: loss {s['loss']:.4f}"
+                        + (f" acc {s['accuracy']:.4f}" if "accuracy" in s else "")
+                        + (f" exact {s['exact_match']:.4f}" if "exact_match" in s else "") for s in scores)
     print(f"  {train_seconds:.0f} s; {summary}", flush=True)
 
 
