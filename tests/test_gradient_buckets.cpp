@@ -1,6 +1,7 @@
-// GradientBuckets against a recording communicator: the backward's ranges become buckets of at least the
-// bucket size (the last may be smaller), started as soon as they fill, together covering the whole gradient
-// arena exactly once, with wait_all only at finish(). Also the thread-count rule of rank_threads.h.
+// GradientBuckets against a recording communicator: the backward's ranges are cut into buckets of the
+// bucket size from the top (the last may be smaller), each started as soon as it is complete, together
+// covering the whole gradient arena exactly once, with wait_all only at finish(). Also the thread-count rule
+// of rank_threads.h.
 #include <gtest/gtest.h>
 #include <sched.h>
 #include <unistd.h>
@@ -44,30 +45,35 @@ class RecordingCommunicator final : public race::train::Communicator {
   int64_t progress_calls = 0, waits = 0;
 };
 
-TEST(GradientBuckets, RangesBecomeBucketsStartedAsTheyFill) {
+TEST(GradientBuckets, RangesAreCutIntoBucketsStartedAsSoonAsTheyAreComplete) {
   std::vector<float> grads(100);
   RecordingCommunicator comm;
   GradientBuckets buckets(comm, grads.data(), 100, 25);
-  // A backward's ranges, last layer first: 100..90, 90..60, 60..50, 50..45, 45..10, 10..0.
+  // A backward's ranges, last layer first: 90..100, 60..90, 50..60, 45..50, 10..45, 0..10.
   const std::vector<std::pair<int64_t, int64_t>> ranges = {{90, 10}, {60, 30}, {50, 10},
                                                            {45, 5},  {10, 35}, {0, 10}};
   for (const auto& [offset, count] : ranges) buckets.ready(offset, count);
   EXPECT_EQ(comm.waits, 0);
-  EXPECT_EQ(buckets.finish(), 3);
+  EXPECT_EQ(buckets.finish(), 4);
   EXPECT_EQ(comm.waits, 1);
-  ASSERT_EQ(comm.started.size(), 3u);
-  // [60, 100) once 60..90 arrived (the 2nd range), [10, 60) at the 5th, the remainder [0, 10) at finish.
-  EXPECT_EQ(comm.started[0].data, grads.data() + 60);
-  EXPECT_EQ(comm.started[0].size, 40u);
-  EXPECT_EQ(comm.started[0].ready_calls_before, 1);
-  EXPECT_EQ(comm.started[1].data, grads.data() + 10);
-  EXPECT_EQ(comm.started[1].size, 50u);
-  EXPECT_EQ(comm.started[1].ready_calls_before, 4);
-  EXPECT_EQ(comm.started[2].data, grads.data());
-  EXPECT_EQ(comm.started[2].size, 10u);
-  // The next step starts again from the top of the arena.
+  // Buckets of 25 from the top, each started in the ready() call that completed it: [75, 100) in the 2nd,
+  // [50, 75) in the 3rd, [25, 50) in the 5th and [0, 25) in the 6th; finish() has nothing left to start.
+  const std::vector<std::pair<int64_t, int64_t>> expected = {{75, 1}, {50, 2}, {25, 4}, {0, 5}};
+  ASSERT_EQ(comm.started.size(), expected.size());
+  for (size_t b = 0; b < expected.size(); ++b) {
+    EXPECT_EQ(comm.started[b].data, grads.data() + expected[b].first) << "bucket " << b;
+    EXPECT_EQ(comm.started[b].size, 25u) << "bucket " << b;
+    EXPECT_EQ(comm.started[b].ready_calls_before, expected[b].second) << "bucket " << b;
+  }
+  // The next step starts again from the top.
   buckets.ready(0, 100);
-  EXPECT_EQ(buckets.finish(), 1);
+  EXPECT_EQ(buckets.finish(), 4);
+  // An arena that is not a multiple of the bucket: finish() starts the smaller remainder at the bottom.
+  GradientBuckets uneven(comm, grads.data(), 60, 25);
+  uneven.ready(0, 60);
+  EXPECT_EQ(uneven.finish(), 3);
+  EXPECT_EQ(comm.started.back().data, grads.data());
+  EXPECT_EQ(comm.started.back().size, 10u);
 }
 
 TEST(GradientBuckets, ARangeOutOfOrderOrAMissingRangeIsAnError) {

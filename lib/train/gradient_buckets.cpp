@@ -23,13 +23,13 @@ void GradientBuckets::ready(std::int64_t offset, std::int64_t count) {
              "gradient range [{}, {}) does not end where the last began ({})", offset, offset + count,
              pending_begin_);
   pending_begin_ = offset;
-  if (pending_end_ - pending_begin_ >= bucket_floats_) start_pending();
+  while (pending_end_ - pending_begin_ >= bucket_floats_) start(pending_end_ - bucket_floats_);
   communicator_.progress();
 }
 
 std::int64_t GradientBuckets::finish() {
   RACE_CHECK(pending_begin_ == 0, "the backward reported gradients down to offset {}, not 0", pending_begin_);
-  if (pending_end_ > pending_begin_) start_pending();
+  if (pending_end_ > pending_begin_) start(pending_begin_);
   communicator_.wait_all();
   pending_begin_ = pending_end_ = count_;
   const std::int64_t buckets = buckets_started_;
@@ -37,10 +37,10 @@ std::int64_t GradientBuckets::finish() {
   return buckets;
 }
 
-void GradientBuckets::start_pending() {
+void GradientBuckets::start(std::int64_t begin) {
   communicator_.start_sum(
-      std::span<float>(gradients_ + pending_begin_, static_cast<std::size_t>(pending_end_ - pending_begin_)));
-  pending_end_ = pending_begin_;
+      std::span<float>(gradients_ + begin, static_cast<std::size_t>(pending_end_ - begin)));
+  pending_end_ = begin;
   ++buckets_started_;
 }
 

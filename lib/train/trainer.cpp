@@ -80,7 +80,7 @@ Schema train_schema() {
                 {"on_nan", Schema::string("error", "A NaN or inf loss or gradient: stop, or skip the step.")
                                .one_of({"error", "skip"})},
                 {"allreduce_bucket_mb",
-                 Schema::number(4.0, "Several ranks: MB of gradients per all-reduce bucket, started during the "
+                 Schema::number(1.0, "Several ranks: MB of gradients per all-reduce bucket, started during the "
                                      "backward.")
                      .min(1e-6)},
                 {"collective_timeout_s",
