@@ -243,6 +243,21 @@ TEST_F(Distributed, AStalledRankEndsTheJobWithTheTimeoutMessage) {
   EXPECT_LT(o.seconds, 15.0);
 }
 
+// race-train's own timeout comes from train.collective_timeout_s: beside a rank that never joins (the helper,
+// as rank 1 of an MPMD job), race-train stops in its first collective, the start-up comparison.
+TEST_F(Distributed, TrainingStopsAfterTheConfiguredCollectiveTimeout) {
+  const Outcome o =
+      run(mpirun(1) + race_train() + " --config " + write_config("lm").string() +
+          " --set run.name=alone --set train.collective_timeout_s=1 : -np 1 " + RACE_STALLED_RANK + " stall");
+  EXPECT_NE(o.status, 0);
+  EXPECT_TRUE(o.err.find("rank 0 of 2: the comparison of the initial parameters (model.seed and the model "
+                         "config) did not complete within 1 s (train.collective_timeout_s)") !=
+              std::string::npos)
+      << o.err;
+  EXPECT_LT(o.seconds, 15.0);
+  EXPECT_FALSE(fs::exists(dir_ / "runs" / "alone"));
+}
+
 // Rank 1 exits without finalising MPI: the job ends (the launcher's or our timeout's doing), never hangs.
 TEST_F(Distributed, ARankThatDiesEndsTheJob) {
   const Outcome o = run(mpirun(2) + RACE_STALLED_RANK + " exit");

@@ -1,7 +1,8 @@
 // A two-rank MPI job in which rank 1 fails to join a collective, for test_distributed: with `stall` it sleeps
 // for longer than the collective timeout and then joins; with `exit` it leaves at once without finalising
-// MPI. Rank 0 sums a value with a 1 s timeout. Built as race-train's main is: any error is reported by
-// run_guarded and takes the whole job down through Communicator::abort.
+// MPI. Rank 0 sums a value with a 1 s timeout. Rank 1 can also stand beside race-train as rank 0 (mpirun's
+// MPMD form), which then waits for it in its own first collective. Built as race-train's main is: any
+// error is reported by run_guarded and takes the whole job down through Communicator::abort.
 #include <unistd.h>
 
 #include <cstdlib>
