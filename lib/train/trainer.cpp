@@ -436,7 +436,7 @@ TrainResult run_training(const TrainOptions& options, Communicator& comm,
   std::optional<GradientBuckets> buckets;
   if (comm.world_size() > 1) {
     const auto bucket_floats =
-        static_cast<int64_t>(train_cfg.at("allreduce_bucket_mb").get<double>() * 1e6 / 4.0);
+        static_cast<int64_t>(train_cfg.at("allreduce_bucket_mb").get<double>() * 1e6 / sizeof(float));
     buckets.emplace(comm, gpt.gradients(), n_params, std::max<int64_t>(1, bucket_floats));
   }
   const model::GradientsReady on_gradients_ready = [&](int64_t offset, int64_t count) {
