@@ -180,6 +180,42 @@ TEST(Gpt, RecomputationGivesIdenticalGradientsWithLessMemory) {
   }
 }
 
+// The backward's ready callbacks (data-parallel overlap): disjoint ranges in decreasing offset order that
+// cover every parameter, each holding its final gradient when reported. Checked with gradients already
+// accumulated from an earlier micro-batch, tied and untied heads, and a classifier head.
+TEST(Gpt, GradientRangesAreReportedOnceAndFinal) {
+  for (const int variant : {0, 1, 2}) {
+    CpuOps ops;
+    ModelSpec spec = hybrid_spec(variant == 1);
+    if (variant == 2) spec.causal = false, spec.num_classes = 3;
+    Gpt model(ops, spec, kBatch, kSeq);
+    model.initialize();
+    HostBatch batch = random_batch(13, 5);
+    batch.labels = {1, 2};
+    model.forward_backward(batch.view(false), 0.5f, 7);
+    struct Range {
+      int64_t offset, count;
+      std::vector<float> values;  // gradients() over the range when it was reported
+    };
+    std::vector<Range> ranges;
+    model.forward_backward(batch.view(false), 0.5f, 8, [&](int64_t offset, int64_t count) {
+      ranges.push_back({offset, count, host_copy(ops, model.gradients() + offset, count)});
+    });
+    const std::vector<float> final_grads = host_copy(ops, model.gradients(), model.parameter_count());
+    int64_t end = model.parameter_count();
+    for (const Range& r : ranges) {
+      EXPECT_EQ(r.offset + r.count, end) << "variant " << variant << ": ranges must tile downwards";
+      EXPECT_GT(r.count, 0);
+      end = r.offset;
+      EXPECT_EQ(r.values,
+                std::vector<float>(final_grads.begin() + r.offset, final_grads.begin() + r.offset + r.count))
+          << "variant " << variant << ": range at " << r.offset << " changed after it was reported";
+    }
+    EXPECT_EQ(end, 0) << "variant " << variant;
+    EXPECT_EQ(ranges.size(), spec.layers.size() + 2);
+  }
+}
+
 TEST(Gpt, LossOnOneRepeatedBatchFallsNearZero) {
   CpuOps ops;
   Gpt model(ops, hybrid_spec(false), kBatch, kSeq);

@@ -1,6 +1,7 @@
 // race-bench: command-line front end of the attention benchmarks and the cross-check tool.
 //   race-bench attention ...            single-layer scaling study (one size, or a doubling sweep)
 //   race-bench check --in A --out B     one layer on tensors from an HDF5 file, for outside comparison
+//   race-bench allreduce --bytes N      the gradient all-reduce's bus bandwidth (under mpirun -np N)
 //   race-bench attention-one ...        (internal) one size of a sweep, run in a fresh process
 #include <fmt/format.h>
 #include <omp.h>
@@ -9,8 +10,10 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <filesystem>
+#include <memory>
 #include <string>
 
+#include "allreduce.h"
 #include "check.h"
 #ifdef RACE_HAVE_CUDA
 #include "cuda_layer_bench.h"
@@ -105,7 +108,8 @@ int run_attention(RunOptions& run, const std::string& json_path) {
   return outcome.failed ? 1 : 0;
 }
 
-int run(int argc, char** argv) {
+// `comm` is connected only by the allreduce subcommand: the others fork children and must not start MPI.
+int run(int argc, char** argv, std::unique_ptr<train::Communicator>& comm) {
   CLI::App app{
       "race-bench: RACE and softmax attention benchmarks, and a cross-check against outside "
       "implementations"};
@@ -172,6 +176,21 @@ int run(int argc, char** argv) {
   peak->add_option("--seconds", peak_seconds, "Time per measurement")->check(CLI::Range(0.1, 600.0))->capture_default_str();
   peak->add_option("--json", peak_json, "Write the results as JSON to FILE (\"-\": stdout)");
 
+  std::int64_t allreduce_bytes = std::int64_t{64} << 20;
+  int allreduce_repeats = 20;
+  std::string allreduce_json;
+  auto* allreduce =
+      app.add_subcommand("allreduce",
+                         "Time the gradient all-reduce of data-parallel training (under mpirun -np "
+                         "N, N >= 2) and report its bus bandwidth as nccl-tests does");
+  allreduce->add_option("--bytes", allreduce_bytes, "Bytes of fp32 gradients summed")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  allreduce->add_option("--repeats", allreduce_repeats, "Timed repeats; the median is reported")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  allreduce->add_option("--json", allreduce_json,
+                        "Write the result as JSON to FILE (\"-\": stdout), on rank 0");
   std::string child_config;
   std::int64_t child_seq_len = 0;
   auto* one = app.add_subcommand("attention-one", "Internal: one size of `attention`, as one JSON line");
@@ -204,6 +223,21 @@ int run(int argc, char** argv) {
     }
     return run_attention(run, json_path);
   }
+  if (allreduce->parsed()) {
+    require_writable_output(allreduce_json);
+    comm = train::connect_communicator();
+    const AllreduceResult r = measure_allreduce(*comm, allreduce_bytes, allreduce_repeats);
+    if (comm->rank() != 0) return 0;
+    fmt::print(allreduce_json == "-" ? stderr : stdout,
+               "race-bench allreduce: {} ranks, {} bytes: {:.6f} s (median of {}), algbw {:.3f} GB/s, busbw "
+               "{:.3f} GB/s\n",
+               r.ranks, r.bytes, r.median_seconds, r.repeats, r.algbw_gbytes_per_s, r.busbw_gbytes_per_s);
+    if (allreduce_json == "-")
+      fmt::print("{}\n", to_json(r).dump(2));
+    else if (!allreduce_json.empty())
+      write_text_atomically(allreduce_json, to_json(r).dump(2) + "\n");
+    return 0;
+  }
   if (peak->parsed()) {
     const PeakResult r = measure_peak(peak_threads, peak_seconds);
     fmt::print(peak_json == "-" ? stderr : stdout,
@@ -233,5 +267,9 @@ int run(int argc, char** argv) {
 }  // namespace race::bench
 
 int main(int argc, char** argv) {
-  return race::run_guarded([&] { return race::bench::run(argc, argv); });
+  std::unique_ptr<race::train::Communicator> comm;
+  const int status = race::run_guarded([&] { return race::bench::run(argc, argv, comm); });
+  // A failed rank of `allreduce` takes the job down: the others may be waiting for it in a collective.
+  if (status != 0 && comm) comm->abort(status);
+  return status;
 }

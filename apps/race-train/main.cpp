@@ -1,13 +1,16 @@
 // race-train: trains a model from a JSON config (--config FILE [--set a.b=v ...]) or continues a run
-// (--resume RUN_DIR). Thin: options and signals here, everything else in lib/train.
+// (--resume RUN_DIR), as one process or as every rank of `mpirun -np N race-train ...`. Thin: options,
+// signals and the communicator here, everything else in lib/train.
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <csignal>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "core/logging.h"
 #include "core/main_guard.h"
+#include "train/communicator.h"
 #include "train/trainer.h"
 
 namespace {
@@ -17,7 +20,7 @@ std::atomic<bool> stop_flag{false};
 // SIGINT/SIGTERM: finish the step in flight, write a checkpoint, exit cleanly.
 extern "C" void request_stop(int) { stop_flag.store(true); }
 
-int run(int argc, char** argv) {
+int run(int argc, char** argv, race::train::Communicator& comm) {
   CLI::App app{"race-train: train a transformer with RACE attention"};
   race::train::TrainOptions options;
   std::string config_file, resume_dir;
@@ -36,15 +39,23 @@ int run(int argc, char** argv) {
   }
   if (!config_file.empty()) options.config_file = config_file;
   if (!resume_dir.empty()) options.resume_dir = resume_dir;
-  race::init_logging(options.log_level);
+  // Ranks other than 0 run the same steps: their info lines would repeat rank 0's.
+  race::init_logging(comm.rank() == 0 ? options.log_level : "warn");
   std::signal(SIGINT, request_stop);
   std::signal(SIGTERM, request_stop);
-  const auto result = race::train::run_training(options, [] { return stop_flag.load(); });
+  const auto result = race::train::run_training(options, comm, [] { return stop_flag.load(); });
   return result.interrupted ? 130 : 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  return race::run_guarded([&] { return run(argc, argv); });
+  std::unique_ptr<race::train::Communicator> comm;
+  const int status = race::run_guarded([&] {
+    comm = race::train::connect_communicator();
+    return run(argc, argv, *comm);
+  });
+  // A failed rank takes the job down: the others may be waiting for it in a collective.
+  if (status != 0 && status != 130 && comm) comm->abort(status);
+  return status;
 }

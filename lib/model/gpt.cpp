@@ -87,6 +87,7 @@ Gpt::Gpt(Ops& ops, ModelSpec spec, int64_t batch, int64_t seq_len)
   for (size_t l = 0; l < spec_.layers.size(); ++l) {
     const std::string p = "layers." + std::to_string(l) + ".";
     const AttentionSpec& a = spec_.layers[l];
+    layer_param_begin_.push_back(param_count_);
     add(params_, param_count_, p + "ln1.weight", {C}, false);
     add(params_, param_count_, p + "ln1.bias", {C}, false);
     add(params_, param_count_, p + "attn.qkv.weight", {3 * C, C}, true);
@@ -107,6 +108,7 @@ Gpt::Gpt(Ops& ops, ModelSpec spec, int64_t batch, int64_t seq_len)
       add(buffers_, buffer_count_, p + "attn.planes", shape, false);
     }
   }
+  layer_param_begin_.push_back(param_count_);
   add(params_, param_count_, "lnf.weight", {C}, false);
   add(params_, param_count_, "lnf.bias", {C}, false);
   if (spec_.num_classes > 0) {
@@ -383,7 +385,10 @@ LossSum Gpt::head(bool backward, float loss_scale) {
   return loss;
 }
 
-void Gpt::backward() {
+void Gpt::backward(const GradientsReady& gradients_ready) {
+  auto ready = [&](int64_t begin, int64_t end) {
+    if (gradients_ready) gradients_ready(begin, end - begin);
+  };
   const bool drop = spec_.dropout > 0.f;
   const int64_t C = spec_.d_model, M = spec_.mlp_hidden, V = spec_.vocab_size, H = spec_.heads;
   const int64_t BT = rows_, D = head_dim_;
@@ -391,6 +396,8 @@ void Gpt::backward() {
   ops_.fill(residual_grad_, 0.f, BT * C);
   ops_.layernorm_backward(residual_grad_, grad("lnf.weight"), grad("lnf.bias"), d_rows_, final_,
                           param("lnf.weight"), lnf_mean_, lnf_rstd_, BT, C);
+  // The head's and lnf's gradients are final (a tied head's share of wte is not: the embedding adds to it).
+  ready(layer_param_begin_.back(), param_count_);
   for (size_t l = layers_.size(); l-- > 0;) {
     Layer& L = layers_[l];
     const AttentionSpec& a = *L.attention;
@@ -440,11 +447,13 @@ void Gpt::backward() {
     ops_.linear_backward(d_rows_, L.d_qkv_w, L.d_qkv_b, d_qkv_, L.ln1, L.qkv_w, BT, C, 3 * C);
     ops_.layernorm_backward(residual_grad_, L.d_ln1_w, L.d_ln1_b, d_rows_, L.x_in, L.ln1_w, L.ln1_mean,
                             L.ln1_rstd, BT, C);
+    ready(layer_param_begin_[l], layer_param_begin_[l + 1]);
   }
   if (drop) ops_.dropout(residual_grad_, residual_grad_, BT * C, spec_.dropout, dropout_site(-1, 0));
   ops_.embedding_backward(grads_data_, tokens_, residual_grad_, BT, V, C);
   if (spec_.positions == Positions::learned)
     ops_.embedding_backward(grad("wpe"), positions_, residual_grad_, BT, spec_.max_seq_len, C);
+  ready(0, layer_param_begin_.front());
 }
 
 std::vector<int32_t> Gpt::predictions() {
@@ -568,12 +577,13 @@ const float* Gpt::decode_step(int32_t token) {
   return d.logits;
 }
 
-LossSum Gpt::forward_backward(const Batch& batch, float loss_scale, uint64_t dropout_seed) {
+LossSum Gpt::forward_backward(const Batch& batch, float loss_scale, uint64_t dropout_seed,
+                              const GradientsReady& gradients_ready) {
   upload(batch);
   dropout_seed_ = dropout_seed;
   forward(true);
   const LossSum loss = head(true, loss_scale);
-  backward();
+  backward(gradients_ready);
   return loss;
 }
 

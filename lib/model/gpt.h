@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -84,6 +85,12 @@ struct LossSum {
   double mean() const { return count > 0 ? sum / static_cast<double>(count) : 0.0; }
 };
 
+// Called by the backward with (offset, count) of gradients() once no later work of that call writes them:
+// the head and final LayerNorm first, then each layer from the last to the first, then the embeddings. The
+// ranges are disjoint, cover every parameter and come in decreasing offset order. Data-parallel training
+// starts a range's all-reduce here, while the backward of earlier layers is still running.
+using GradientsReady = std::function<void(int64_t offset, int64_t count)>;
+
 class Gpt {
  public:
   // Plans and allocates parameters, gradients and activations for batches of (batch, seq_len).
@@ -110,8 +117,10 @@ class Gpt {
   void initialize();
   void zero_gradients();
   // Forward and backward of the summed loss times loss_scale; gradients accumulate. dropout_seed draws
-  // this call's dropout masks (ignored when spec.dropout is 0).
-  LossSum forward_backward(const Batch& batch, float loss_scale, uint64_t dropout_seed = 0);
+  // this call's dropout masks (ignored when spec.dropout is 0). `gradients_ready`, when set, is called as the
+  // backward finishes each range of gradients() (see GradientsReady).
+  LossSum forward_backward(const Batch& batch, float loss_scale, uint64_t dropout_seed = 0,
+                           const GradientsReady& gradients_ready = {});
   LossSum forward_loss(const Batch& batch);
   // Classifier: the predicted class of each row (B) of the last forward pass.
   std::vector<int32_t> predictions();
@@ -131,7 +140,7 @@ class Gpt {
   void forward(bool training);
   void forward_layer(size_t layer, bool drop, float* x_out);
   LossSum head(bool backward, float loss_scale);
-  void backward();
+  void backward(const GradientsReady& gradients_ready);
   float* param(const std::string& name);
   float* grad(const std::string& name);
 
@@ -140,6 +149,9 @@ class Gpt {
   int64_t batch_, seq_len_, rows_, head_dim_;
   std::vector<ParamInfo> params_, buffers_;
   int64_t param_count_ = 0, buffer_count_ = 0;
+  // (layers + 1) offset of each layer's first parameter, then of the parameters after the last layer (lnf
+  // and the head): the ranges GradientsReady reports.
+  std::vector<int64_t> layer_param_begin_;
   float* params_data_ = nullptr;
   float* grads_data_ = nullptr;
   float* buffers_data_ = nullptr;

@@ -133,9 +133,10 @@ void ClassificationDataset::check_all_tokens() const {
 }
 
 ClassificationBatcher::ClassificationBatcher(const ClassificationDataset& data, std::int64_t batch_size,
-                                             std::uint64_t seed, DataState state)
-    : data_(&data), batch_size_(batch_size), seed_(seed), state_(state) {
+                                             std::uint64_t seed, DataState state, BatchShard shard)
+    : data_(&data), batch_size_(batch_size), seed_(seed), state_(state), shard_(shard) {
   if (batch_size < 1) fail("classification data: batch size must be at least 1, got {}", batch_size);
+  shard_rows_ = shard.rows(batch_size);
   if (data.num_rows() < 1) fail("{}: split \"{}\" has no rows", data.file_name(), data.split());
   if (state.index >= data.num_rows()) {
     fail("{}: data-loader state index {} is not below the {} rows of split \"{}\" (were the data changed since "
@@ -146,9 +147,11 @@ ClassificationBatcher::ClassificationBatcher(const ClassificationDataset& data, 
 }
 
 ClassificationBatch ClassificationBatcher::next() {
-  ClassificationBatch batch = empty_batch(batch_size_, data_->sequence_length());
+  ClassificationBatch batch = empty_batch(shard_rows_, data_->sequence_length());
+  const std::int64_t first = shard_.rank * shard_rows_;  // this shard's first row of the global batch
   for (std::int64_t row = 0; row < batch_size_; ++row) {
-    fill_row(*data_, order_[static_cast<std::size_t>(state_.index)], row, batch);
+    if (row >= first && row < first + shard_rows_)
+      fill_row(*data_, order_[static_cast<std::size_t>(state_.index)], row - first, batch);
     if (++state_.index == data_->num_rows()) {
       state_ = {state_.epoch + 1, 0};
       order_ = epoch_permutation(data_->num_rows(), seed_, RngStream::classification_order, state_.epoch);
@@ -157,15 +160,16 @@ ClassificationBatch ClassificationBatcher::next() {
   return batch;
 }
 
-std::vector<ClassificationBatch> validation_batches(const ClassificationDataset& data, std::int64_t batch_size,
-                                                    std::int64_t count) {
+std::vector<ClassificationBatch> validation_batches(const ClassificationDataset& data,
+                                                    std::int64_t batch_size, std::int64_t count,
+                                                    BatchShard shard) {
   if (batch_size < 1) fail("classification validation: batch size must be at least 1, got {}", batch_size);
   if (count < 1 || count > data.num_rows()) {
     fail("{}: split \"{}\": {} validation rows asked for, but it has {} rows", data.file_name(), data.split(),
          count, data.num_rows());
   }
   std::vector<ClassificationBatch> batches;
-  for (std::int64_t first = 0; first < count; first += batch_size) {
+  for (std::int64_t first = shard.rank * batch_size; first < count; first += shard.world * batch_size) {
     const std::int64_t rows = std::min(batch_size, count - first);
     batches.push_back(empty_batch(rows, data.sequence_length()));
     for (std::int64_t row = 0; row < rows; ++row) fill_row(data, first + row, row, batches.back());

@@ -69,13 +69,14 @@ struct ClassificationBatch {
 class ClassificationBatcher {
  public:
   // `data` must outlive the batcher. `state` resumes a saved position (index below rows_per_epoch();
-  // otherwise a race::Error says the data changed).
+  // otherwise a race::Error says the data changed). `shard` picks this rank's rows of each batch.
   ClassificationBatcher(const ClassificationDataset& data, std::int64_t batch_size, std::uint64_t seed,
-                        DataState state = {});
+                        DataState state = {}, BatchShard shard = {});
   // The batcher keeps a pointer to its dataset, so a temporary one is refused at compile time.
   ClassificationBatcher(ClassificationDataset&& data, std::int64_t batch_size, std::uint64_t seed,
-                        DataState state = {}) = delete;
+                        DataState state = {}, BatchShard shard = {}) = delete;
 
+  // The shard's rows (B / world) of the next global batch of B rows.
   ClassificationBatch next();
   // The position after the batches handed out so far; a batcher built with it continues identically.
   const DataState& state() const { return state_; }
@@ -86,12 +87,16 @@ class ClassificationBatcher {
   std::int64_t batch_size_;
   std::uint64_t seed_;
   DataState state_;
+  BatchShard shard_;
+  std::int64_t shard_rows_;          // B / world
   std::vector<std::int64_t> order_;  // (N) this epoch's permutation of rows
 };
 
 // The fixed evaluation subset: the first `count` rows in file order, in batches of `batch_size` rows (the
-// last batch holds the remainder). More rows than the split has is a race::Error.
-std::vector<ClassificationBatch> validation_batches(const ClassificationDataset& data, std::int64_t batch_size,
-                                                    std::int64_t count);
+// last batch holds the remainder). More rows than the split has is a race::Error. With a shard, only batches
+// shard.rank, shard.rank + world, ... are read and returned.
+std::vector<ClassificationBatch> validation_batches(const ClassificationDataset& data,
+                                                    std::int64_t batch_size, std::int64_t count,
+                                                    BatchShard shard = {});
 
 }  // namespace race::train

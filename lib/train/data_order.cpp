@@ -44,6 +44,16 @@ std::vector<std::int64_t> epoch_permutation(std::int64_t n, std::uint64_t seed, 
   return order;
 }
 
+std::int64_t BatchShard::rows(std::int64_t batch_size) const {
+  RACE_CHECK(world >= 1 && rank >= 0 && rank < world, "shard rank {} of world {}", rank, world);
+  if (batch_size % world != 0)
+    fail(
+        "a batch of {} rows cannot be split evenly over {} ranks: the batch size must be a multiple of the "
+        "number of ranks",
+        batch_size, world);
+  return batch_size / world;
+}
+
 void to_json(nlohmann::json& json, const DataState& state) {
   json = nlohmann::json{{"epoch", state.epoch}, {"index", state.index}};
 }

@@ -39,6 +39,16 @@ struct DataState {
   bool operator==(const DataState&) const = default;
 };
 
+// The part of every global batch that one rank reads in data-parallel training: of a batch of B rows, rank r
+// of N takes rows [r * B / N, (r + 1) * B / N), and reads only those. The loader's DataState still counts
+// whole global batches, so it is the same on every rank and for any N.
+struct BatchShard {
+  std::int64_t rank = 0;
+  std::int64_t world = 1;
+  // Rows of this shard in a global batch of `batch_size`; a race::Error unless world divides batch_size.
+  std::int64_t rows(std::int64_t batch_size) const;
+};
+
 void to_json(nlohmann::json& json, const DataState& state);
 // Requires an object with non-negative integers "epoch" and "index" and no other keys; a race::Error names
 // the offending key otherwise.

@@ -209,9 +209,10 @@ LmBatch empty_batch(std::int64_t rows, const LmWindows& windows) {
 }  // namespace
 
 LmBatcher::LmBatcher(const LmDataset& data, std::int64_t context, std::int64_t batch_size, std::uint64_t seed,
-                     LmBatchOptions options, DataState state)
-    : windows_(data, context, options), batch_size_(batch_size), seed_(seed), state_(state) {
+                     LmBatchOptions options, DataState state, BatchShard shard)
+    : windows_(data, context, options), batch_size_(batch_size), seed_(seed), state_(state), shard_(shard) {
   if (batch_size < 1) fail("LM data: batch size must be at least 1, got {}", batch_size);
+  shard_rows_ = shard.rows(batch_size);
   if (state.index >= windows_.size()) {
     fail("{}: data-loader state index {} is not below the {} windows of an epoch (were the data or the context "
          "changed since the state was saved?)",
@@ -221,9 +222,11 @@ LmBatcher::LmBatcher(const LmDataset& data, std::int64_t context, std::int64_t b
 }
 
 LmBatch LmBatcher::next() {
-  LmBatch batch = empty_batch(batch_size_, windows_);
+  LmBatch batch = empty_batch(shard_rows_, windows_);
+  const std::int64_t first = shard_.rank * shard_rows_;  // this shard's first row of the global batch
   for (std::int64_t row = 0; row < batch_size_; ++row) {
-    windows_.fill_row(order_[static_cast<std::size_t>(state_.index)], row, batch);
+    if (row >= first && row < first + shard_rows_)
+      windows_.fill_row(order_[static_cast<std::size_t>(state_.index)], row - first, batch);
     if (++state_.index == windows_.size()) {
       state_ = {state_.epoch + 1, 0};
       order_ = epoch_permutation(windows_.size(), seed_, RngStream::lm_order, state_.epoch);
@@ -233,7 +236,7 @@ LmBatch LmBatcher::next() {
 }
 
 std::vector<LmBatch> validation_batches(const LmDataset& data, std::int64_t context, std::int64_t batch_size,
-                                        std::int64_t count, LmBatchOptions options) {
+                                        std::int64_t count, LmBatchOptions options, BatchShard shard) {
   const LmWindows windows(data, context, options);
   if (batch_size < 1) fail("LM validation: batch size must be at least 1, got {}", batch_size);
   if (count < 1 || count > windows.size()) {
@@ -241,7 +244,7 @@ std::vector<LmBatch> validation_batches(const LmDataset& data, std::int64_t cont
          data.file_name(), data.split(), count, windows.size(), context + 1);
   }
   std::vector<LmBatch> batches;
-  for (std::int64_t first = 0; first < count; first += batch_size) {
+  for (std::int64_t first = shard.rank * batch_size; first < count; first += shard.world * batch_size) {
     const std::int64_t rows = std::min(batch_size, count - first);
     batches.push_back(empty_batch(rows, windows));
     for (std::int64_t row = 0; row < rows; ++row) windows.fill_row(first + row, row, batches.back());

@@ -124,13 +124,14 @@ class LmWindows {
 class LmBatcher {
  public:
   // `data` must outlive the batcher. `state` resumes a saved position (index below windows_per_epoch();
-  // otherwise a race::Error says the data or context changed).
+  // otherwise a race::Error says the data or context changed). `shard` picks this rank's rows of each batch.
   LmBatcher(const LmDataset& data, std::int64_t context, std::int64_t batch_size, std::uint64_t seed,
-            LmBatchOptions options = {}, DataState state = {});
+            LmBatchOptions options = {}, DataState state = {}, BatchShard shard = {});
   // The batcher keeps a pointer to its dataset, so a temporary one is refused at compile time.
   LmBatcher(LmDataset&& data, std::int64_t context, std::int64_t batch_size, std::uint64_t seed,
-            LmBatchOptions options = {}, DataState state = {}) = delete;
+            LmBatchOptions options = {}, DataState state = {}, BatchShard shard = {}) = delete;
 
+  // The shard's rows (B / world) of the next global batch of B windows.
   LmBatch next();
   // The position after the batches handed out so far; a batcher built with it continues identically.
   const DataState& state() const { return state_; }
@@ -141,12 +142,17 @@ class LmBatcher {
   std::int64_t batch_size_;
   std::uint64_t seed_;
   DataState state_;
+  BatchShard shard_;
+  std::int64_t shard_rows_;          // B / world
   std::vector<std::int64_t> order_;  // (windows) this epoch's permutation of window indices
 };
 
 // The fixed validation subset: the first `count` windows of `data` in file order, in batches of
 // `batch_size` rows (the last batch holds the remainder). More windows than the split has is a race::Error.
+// With a shard, only batches shard.rank, shard.rank + world, ... are read and returned (data-parallel
+// validation: each rank scores its own batches).
 std::vector<LmBatch> validation_batches(const LmDataset& data, std::int64_t context, std::int64_t batch_size,
-                                        std::int64_t count, LmBatchOptions options = {});
+                                        std::int64_t count, LmBatchOptions options = {},
+                                        BatchShard shard = {});
 
 }  // namespace race::train

@@ -11,7 +11,8 @@
 namespace race::train {
 
 MlmBatch mask_tokens(std::span<const std::int32_t> tokens, std::int64_t rows, std::int64_t length,
-                     const Tokenizer& tokenizer, std::uint64_t seed, std::int64_t step, double fraction) {
+                     const Tokenizer& tokenizer, std::uint64_t seed, std::int64_t step, double fraction,
+                     std::int64_t first_row) {
   RACE_CHECK(rows >= 0 && length >= 0 && static_cast<std::int64_t>(tokens.size()) == rows * length,
              "tokens hold {} ids, expected {} x {}", tokens.size(), rows, length);
   if (!(fraction > 0.0 && fraction <= 1.0)) fail("masked LM: mask fraction {} must be in (0, 1]", fraction);
@@ -39,8 +40,9 @@ MlmBatch mask_tokens(std::span<const std::int32_t> tokens, std::int64_t rows, st
     if (n == 0) continue;
     const std::int64_t chosen =
         std::clamp<std::int64_t>(std::llround(fraction * static_cast<double>(n)), 1, n);
-    std::mt19937_64 rng = seeded_rng({seed, static_cast<std::uint64_t>(RngStream::mlm_mask),
-                                      static_cast<std::uint64_t>(step), static_cast<std::uint64_t>(row)});
+    std::mt19937_64 rng =
+        seeded_rng({seed, static_cast<std::uint64_t>(RngStream::mlm_mask), static_cast<std::uint64_t>(step),
+                    static_cast<std::uint64_t>(first_row + row)});
     for (std::int64_t i = 0; i < chosen; ++i) {
       // Partial Fisher-Yates: candidates[0, i] become a uniform sample without replacement.
       const auto j = i + static_cast<std::int64_t>(uniform_below(rng, static_cast<std::uint64_t>(n - i)));

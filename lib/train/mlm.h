@@ -26,9 +26,14 @@ struct MlmBatch {
   std::vector<std::int32_t> targets;  // (B, T) original id at chosen positions, -1 elsewhere
 };
 
+inline constexpr double kMaskFraction = 0.15;
+
 // tokens (B, T) = (rows, length), ids in [0, vocab_size). fraction in (0, 1]; step >= 0. race::Error when the
-// tokenizer has no mask id or no non-special id, or an id is outside the vocabulary.
+// tokenizer has no mask id or no non-special id, or an id is outside the vocabulary. The rows are rows
+// first_row, first_row + 1, ... of the step's batch (a data-parallel rank's shard), so every rank draws the
+// masks one process would draw for the same rows.
 MlmBatch mask_tokens(std::span<const std::int32_t> tokens, std::int64_t rows, std::int64_t length,
-                     const Tokenizer& tokenizer, std::uint64_t seed, std::int64_t step, double fraction = 0.15);
+                     const Tokenizer& tokenizer, std::uint64_t seed, std::int64_t step,
+                     double fraction = kMaskFraction, std::int64_t first_row = 0);
 
 }  // namespace race::train

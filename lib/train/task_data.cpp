@@ -21,22 +21,26 @@ namespace {
 // Next-token LM (masking null) or masked LM over windows of T + 1 tokens.
 class LmTaskData final : public TaskData {
  public:
-  LmTaskData(const nlohmann::json& config, DataState state)
+  LmTaskData(const nlohmann::json& config, DataState state, BatchShard shard)
       : path_(config.at("data").at("path").get<std::string>()),
         train_(LmDataset::open(path_, "train")),
         context_(config.at("data").at("context").get<int64_t>()),
-        batch_size_(config.at("data").at("batch_size").get<int64_t>()),
+        global_batch_(config.at("data").at("batch_size").get<int64_t>()),
+        batch_size_(shard.rows(global_batch_)),
         seed_(config.at("data").at("seed").get<uint64_t>()),
         mlm_(config.at("task") == "mlm"),
         options_{config.at("data").at("cross_documents").get<bool>(), config.at("data").at("packed").get<bool>()},
-        batcher_(train_, context_, batch_size_, seed_, options_, state) {
+        shard_(shard),
+        batcher_(train_, context_, global_batch_, seed_, options_, state, shard) {
     if (mlm_ && train_.has_loss_mask())
       fail("{}: the dataset has a loss mask (\"/train/loss_mask\"), which marks next-token answers; it applies "
            "to task \"lm\", not \"mlm\"",
            path_);
   }
 
-  ModelBatch next(int64_t micro_index) override { return convert(batcher_.next(), seed_, micro_index); }
+  ModelBatch next(int64_t micro_index) override {
+    return convert(batcher_.next(), seed_, micro_index, shard_.rank * batch_size_);
+  }
   const DataState& state() const override { return batcher_.state(); }
   std::vector<ModelBatch> validation(const std::string& split, int64_t count) const override {
     const LmDataset data = LmDataset::open(path_, split);
@@ -45,10 +49,14 @@ class LmTaskData final : public TaskData {
            "token",
            path_, split, data.has_loss_mask() ? "has" : "lacks", train_.has_loss_mask() ? "has one" : "does not");
     std::vector<ModelBatch> out;
-    int64_t index = 0;
-    // Validation masks from a stream of its own, fixed per batch: every evaluation scores the same tokens.
-    for (const LmBatch& b : validation_batches(data, context_, batch_size_, count, options_))
-      out.push_back(convert(b, seed_ ^ 0x76616c6964617465ULL, index++));
+    // Validation masks from a stream of its own, keyed by the global batch (of data.batch_size windows) and
+    // row: every evaluation scores the same tokens, whatever the number of ranks.
+    int64_t first_window = shard_.rank * batch_size_;
+    for (const LmBatch& b : validation_batches(data, context_, batch_size_, count, options_, shard_)) {
+      out.push_back(convert(b, seed_ ^ 0x76616c6964617465ULL, first_window / global_batch_,
+                            first_window % global_batch_));
+      first_window += shard_.world * batch_size_;
+    }
     return out;
   }
   const Tokenizer& tokenizer() const override { return train_.tokenizer(); }
@@ -65,7 +73,7 @@ class LmTaskData final : public TaskData {
  private:
   // LM: inputs are a window's first T tokens and targets the next ones; MLM: the first T tokens, corrupted,
   // with targets at the chosen positions. Rows past batch.rows are padding with no targets.
-  ModelBatch convert(const LmBatch& batch, uint64_t mask_seed, int64_t mask_step) const {
+  ModelBatch convert(const LmBatch& batch, uint64_t mask_seed, int64_t mask_step, int64_t first_row) const {
     const int64_t T = context_, B = batch_size_;
     ModelBatch b;
     b.rows = batch.rows;
@@ -86,8 +94,8 @@ class LmTaskData final : public TaskData {
     }
     if (mlm_) {
       const MlmBatch masked =
-          mask_tokens(std::span<const int32_t>(b.tokens.data(), static_cast<size_t>(batch.rows * T)), batch.rows, T,
-                      train_.tokenizer(), mask_seed, mask_step);
+          mask_tokens(std::span<const int32_t>(b.tokens.data(), static_cast<size_t>(batch.rows * T)),
+                      batch.rows, T, train_.tokenizer(), mask_seed, mask_step, kMaskFraction, first_row);
       std::copy(masked.inputs.begin(), masked.inputs.end(), b.tokens.begin());
       std::copy(masked.targets.begin(), masked.targets.end(), b.targets.begin());
     }
@@ -96,21 +104,26 @@ class LmTaskData final : public TaskData {
 
   std::string path_;
   LmDataset train_;
-  int64_t context_, batch_size_;
+  int64_t context_;
+  int64_t global_batch_;  // data.batch_size: rows of a micro-batch over all ranks
+  int64_t batch_size_;    // this rank's rows
   uint64_t seed_;
   bool mlm_;
   LmBatchOptions options_;
+  BatchShard shard_;
   LmBatcher batcher_;
 };
 
 // Classification rows: inputs (N, T) padded, key mask from lengths, a label per row.
 class ClassificationTaskData final : public TaskData {
  public:
-  ClassificationTaskData(const nlohmann::json& config, DataState state)
+  ClassificationTaskData(const nlohmann::json& config, DataState state, BatchShard shard)
       : path_(config.at("data").at("path").get<std::string>()),
         train_(ClassificationDataset::open(path_, "train")),
-        batch_size_(config.at("data").at("batch_size").get<int64_t>()),
-        batcher_(train_, batch_size_, config.at("data").at("seed").get<uint64_t>(), state) {
+        batch_size_(shard.rows(config.at("data").at("batch_size").get<int64_t>())),
+        shard_(shard),
+        batcher_(train_, config.at("data").at("batch_size").get<int64_t>(),
+                 config.at("data").at("seed").get<uint64_t>(), state, shard) {
     if (config.at("data").at("packed").get<bool>() || !config.at("data").at("cross_documents").get<bool>())
       fail("data.packed and data.cross_documents apply to the lm and mlm tasks; classification rows are "
            "one example each");
@@ -125,7 +138,8 @@ class ClassificationTaskData final : public TaskData {
   std::vector<ModelBatch> validation(const std::string& split, int64_t count) const override {
     const ClassificationDataset data = ClassificationDataset::open(path_, split);
     std::vector<ModelBatch> out;
-    for (const ClassificationBatch& b : validation_batches(data, batch_size_, count)) out.push_back(convert(b));
+    for (const ClassificationBatch& b : validation_batches(data, batch_size_, count, shard_))
+      out.push_back(convert(b));
     return out;
   }
   const Tokenizer& tokenizer() const override { return train_.tokenizer(); }
@@ -158,17 +172,18 @@ class ClassificationTaskData final : public TaskData {
 
   std::string path_;
   ClassificationDataset train_;
-  int64_t batch_size_;
+  int64_t batch_size_;  // this rank's rows of data.batch_size
+  BatchShard shard_;
   ClassificationBatcher batcher_;
 };
 
 }  // namespace
 
-std::unique_ptr<TaskData> TaskData::open(const nlohmann::json& config, DataState state) {
+std::unique_ptr<TaskData> TaskData::open(const nlohmann::json& config, DataState state, BatchShard shard) {
   const std::string path = config.at("data").at("path").get<std::string>();
   if (path.empty()) fail("data.path: no dataset given (an HDF5 file with train and val splits)");
-  if (config.at("task") == "classify") return std::make_unique<ClassificationTaskData>(config, state);
-  return std::make_unique<LmTaskData>(config, state);
+  if (config.at("task") == "classify") return std::make_unique<ClassificationTaskData>(config, state, shard);
+  return std::make_unique<LmTaskData>(config, state, shard);
 }
 
 }  // namespace race::train

@@ -29,15 +29,20 @@ class TaskData {
  public:
   virtual ~TaskData() = default;
   // The task's data from a resolved config ("task" and "data"), resuming the training order at `state`.
-  static std::unique_ptr<TaskData> open(const nlohmann::json& config, DataState state = {});
+  // `shard`: this rank's part of every batch in data-parallel training (data_order.h).
+  static std::unique_ptr<TaskData> open(const nlohmann::json& config, DataState state = {},
+                                        BatchShard shard = {});
 
-  // The next training micro-batch; `micro_index` counts micro-batches from the start of the run (MLM draws
-  // its masks from it, so a resumed run masks exactly as an uninterrupted one).
+  // The shard's rows of the next global training micro-batch; `micro_index` counts micro-batches from the
+  // start of the run (MLM draws its masks from it and the global row, so a resumed run, on any number of
+  // ranks, masks exactly as an uninterrupted one on one).
   virtual ModelBatch next(int64_t micro_index) = 0;
   virtual const DataState& state() const = 0;
-  // The fixed validation batches (the first data.val_windows windows or rows of the split, in file order).
+  // The fixed validation batches (the first data.val_windows windows or rows of the split, in file order) in
+  // batches of batch_size() rows; with a shard, this rank's batches only.
   virtual std::vector<ModelBatch> validation(const std::string& split, int64_t count) const = 0;
   virtual const Tokenizer& tokenizer() const = 0;
+  // Rows per micro-batch on this rank: data.batch_size / shard.world.
   virtual int64_t batch_size() const = 0;
   virtual int64_t context() const = 0;      // T
   virtual int64_t num_classes() const = 0;  // 0 unless classification

@@ -9,6 +9,8 @@
 #include <cmath>
 #include <fstream>
 #include <limits>
+#include <optional>
+#include <span>
 
 #include "core/error.h"
 #include "core/logging.h"
@@ -16,6 +18,8 @@
 #include "model/gpt.h"
 #include "model/model_config.h"
 #include "train/checkpoint.h"
+#include "train/gradient_buckets.h"
+#include "train/rank_threads.h"
 #include "train/task_data.h"
 #include "train/run_directory.h"
 #include "train/schedule.h"
@@ -34,13 +38,17 @@ Schema train_schema() {
           {"run", Schema::object("Where results go.",
                                  {{"name", Schema::string("run", "Run directory name under run.root.")},
                                   {"root", Schema::string("runs", "Parent directory of run directories.")},
-                                  {"threads", Schema::integer(0, "OpenMP threads (0: all cores).").min(0)}})},
+                                  {"threads", Schema::integer(0, "OpenMP threads per rank (0: OMP_NUM_THREADS "
+                                                                 "if set, else the cores of this rank).")
+                                                  .min(0)}})},
           {"data",
            Schema::object(
                "Language-model data: an HDF5 file in the layout of docs (DESIGN section 4).",
                {{"path", Schema::string("", "The HDF5 dataset (train and val splits).")},
                 {"context", Schema::integer(256, "Tokens per window (T).").min(1)},
-                {"batch_size", Schema::integer(4, "Windows per micro-batch (B).").min(1)},
+                {"batch_size", Schema::integer(4, "Windows per micro-batch (B), over all ranks: a multiple of "
+                                                  "the number of ranks.")
+                                   .min(1)},
                 {"cross_documents", Schema::boolean(true, "Windows may span document boundaries.")},
                 {"packed", Schema::boolean(false, "Documents in one window do not attend to each other.")},
                 {"seed", Schema::integer(0, "Seed of the window order.").min(0)},
@@ -70,7 +78,16 @@ Schema train_schema() {
                 {"checkpoint_every", Schema::integer(500, "Steps between checkpoints (and at the end).").min(1)},
                 {"keep_last", Schema::integer(3, "Checkpoints kept.").min(1)},
                 {"on_nan", Schema::string("error", "A NaN or inf loss or gradient: stop, or skip the step.")
-                               .one_of({"error", "skip"})}})},
+                               .one_of({"error", "skip"})},
+                {"allreduce_bucket_mb",
+                 Schema::number(1.0, "Several ranks: MB of gradients per all-reduce bucket, started during the "
+                                     "backward.")
+                     .min(1e-6)},
+                {"collective_timeout_s",
+                 Schema::number(kDefaultCollectiveTimeoutS,
+                                "Several ranks: seconds a collective may wait for the other ranks before the "
+                                "job is stopped with an error.")
+                     .min(1e-3)}})},
       });
 }
 
@@ -109,13 +126,9 @@ std::string format_bytes(double bytes) { return fmt::format("{:.1f} MB", bytes /
 
 namespace {
 
-struct AnswerScore {
-  double loss_sum = 0.0;
-  int64_t answers = 0, correct = 0, windows = 0, exact = 0;
-};
-
-// Loss and argmax accuracy of the answer tokens (targets other than -1) of one batch, from full logits.
-void score_answers(model::Gpt& gpt, const ModelBatch& b, AnswerScore& score) {
+// Adds the loss and argmax accuracy of the answer tokens (targets other than -1) of one batch, from full
+// logits.
+void score_answers(model::Gpt& gpt, const ModelBatch& b, EvalTotals& totals) {
   const std::vector<float> logits = gpt.forward_logits(b.view());  // (B*T, V)
   const int64_t T = gpt.seq_len(), V = gpt.spec().vocab_size;
   for (int64_t r = 0; r < b.rows; ++r) {
@@ -127,62 +140,71 @@ void score_answers(model::Gpt& gpt, const ModelBatch& b, AnswerScore& score) {
       const int64_t best = std::max_element(row, row + V) - row;
       double sum = 0.0;
       for (int64_t v = 0; v < V; ++v) sum += std::exp(static_cast<double>(row[v]) - row[best]);
-      score.loss_sum += std::log(sum) + row[best] - row[target];
+      totals.loss_sum += std::log(sum) + row[best] - row[target];
       ++answers;
       correct += best == target;
     }
     if (answers == 0) continue;
-    score.answers += answers;
-    score.correct += correct;
-    ++score.windows;
-    score.exact += correct == answers;
+    totals.tokens += answers;
+    totals.labelled += answers;
+    totals.correct += correct;
+    ++totals.answered_windows;
+    totals.exact_windows += correct == answers;
   }
 }
 
 }  // namespace
 
-EvalResult evaluate(model::Gpt& gpt, const std::vector<ModelBatch>& batches, const Tokenizer& tokenizer,
-                    bool scores_answers) {
-  model::LossSum total;
-  AnswerScore answers;
-  int64_t target_bytes = 0, correct = 0, labelled = 0;
+EvalTotals evaluation_totals(model::Gpt& gpt, const std::vector<ModelBatch>& batches, const Tokenizer& tokenizer,
+                             bool scores_answers) {
+  EvalTotals totals;
   const bool classify = gpt.spec().num_classes > 0;
   for (const ModelBatch& b : batches) {
     if (scores_answers) {
-      score_answers(gpt, b, answers);
+      score_answers(gpt, b, totals);
     } else {
       const model::LossSum loss = gpt.forward_loss(b.view());
-      total.sum += loss.sum;
-      total.count += loss.count;
+      totals.loss_sum += loss.sum;
+      totals.tokens += loss.count;
     }
     if (classify) {
       const std::vector<int32_t> predicted = gpt.predictions();
       for (int64_t r = 0; r < b.rows; ++r) {
-        labelled += b.labels[static_cast<size_t>(r)] >= 0;
-        correct += predicted[static_cast<size_t>(r)] == b.labels[static_cast<size_t>(r)];
+        totals.labelled += b.labels[static_cast<size_t>(r)] >= 0;
+        totals.correct += predicted[static_cast<size_t>(r)] == b.labels[static_cast<size_t>(r)];
       }
     } else {
       for (const int32_t t : b.targets)
-        if (t >= 0) target_bytes += static_cast<int64_t>(tokenizer.piece(t).size());
+        if (t >= 0) totals.target_bytes += static_cast<int64_t>(tokenizer.piece(t).size());
     }
   }
-  if (scores_answers) {
-    total.sum = answers.loss_sum;
-    total.count = answers.answers;
-  }
+  return totals;
+}
+
+EvalResult summarize(const EvalTotals& totals, bool classify, bool scores_answers) {
   EvalResult result;
-  result.tokens = total.count;
-  result.loss = total.mean();
+  result.tokens = totals.tokens;
+  result.loss = model::LossSum{totals.loss_sum, totals.tokens}.mean();
   result.perplexity = std::exp(result.loss);
   if (classify)
-    result.accuracy = static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(1, labelled));
+    result.accuracy =
+        static_cast<double>(totals.correct) / static_cast<double>(std::max<int64_t>(1, totals.labelled));
   else
-    result.bits_per_byte = total.sum / std::log(2.0) / static_cast<double>(std::max<int64_t>(1, target_bytes));
+    result.bits_per_byte =
+        totals.loss_sum / std::log(2.0) / static_cast<double>(std::max<int64_t>(1, totals.target_bytes));
   if (scores_answers) {
-    result.accuracy = static_cast<double>(answers.correct) / static_cast<double>(std::max<int64_t>(1, answers.answers));
-    result.exact_match = static_cast<double>(answers.exact) / static_cast<double>(std::max<int64_t>(1, answers.windows));
+    result.accuracy =
+        static_cast<double>(totals.correct) / static_cast<double>(std::max<int64_t>(1, totals.labelled));
+    result.exact_match = static_cast<double>(totals.exact_windows) /
+                         static_cast<double>(std::max<int64_t>(1, totals.answered_windows));
   }
   return result;
+}
+
+EvalResult evaluate(model::Gpt& gpt, const std::vector<ModelBatch>& batches, const Tokenizer& tokenizer,
+                    bool scores_answers) {
+  return summarize(evaluation_totals(gpt, batches, tokenizer, scores_answers), gpt.spec().num_classes > 0,
+                   scores_answers);
 }
 
 model::ModelSpec model_spec(const nlohmann::json& config, const TaskData& data) {
@@ -193,6 +215,12 @@ model::ModelSpec model_spec(const nlohmann::json& config, const TaskData& data) 
 }
 
 TrainResult run_training(const TrainOptions& options, const std::function<bool()>& stop_requested) {
+  SingleProcessCommunicator only;
+  return run_training(options, only, stop_requested);
+}
+
+TrainResult run_training(const TrainOptions& options, Communicator& comm,
+                         const std::function<bool()>& stop_requested) {
   if (options.config_file.has_value() == options.resume_dir.has_value())
     throw UsageError("race-train: give exactly one of --config FILE or --resume RUN_DIR");
 
@@ -211,23 +239,41 @@ TrainResult run_training(const TrainOptions& options, const std::function<bool()
   const auto& data_cfg = config.at("data");
   const auto& opt_cfg = config.at("optimizer");
   const auto& train_cfg = config.at("train");
-  const int threads = config.at("run").at("threads").get<int>();
-  if (threads > 0) omp_set_num_threads(threads);
+  const ThreadChoice threads = choose_threads(config.at("run").at("threads").get<int>(), comm.local_size());
+  omp_set_num_threads(threads.threads);
   const ScheduleOptions schedule = schedule_options_from_json(config.at("schedule"));
   const int64_t total_steps = schedule.total_steps;
+  comm.set_timeout(train_cfg.at("collective_timeout_s").get<double>());
 
-  std::unique_ptr<TaskData> data = TaskData::open(config);
-  const int64_t context = data->context(), batch_size = data->batch_size();
+  // Rank r of N reads rows [r B / N, (r + 1) B / N) of every global micro-batch of B = data.batch_size rows.
+  const int64_t global_batch = data_cfg.at("batch_size").get<int64_t>();
+  if (global_batch % comm.world_size() != 0)
+    fail("data.batch_size: {} rows cannot be split evenly over {} ranks; use a multiple of {}", global_batch,
+         comm.world_size(), comm.world_size());
+  const BatchShard shard{comm.rank(), comm.world_size()};
+  if (comm.world_size() > 1)
+    spdlog::info(
+        "rank {} of {} ({} of {} on this node): {} OpenMP threads ({}), rows {} to {} of each "
+        "micro-batch of {}",
+        comm.rank(), comm.world_size(), comm.local_rank(), comm.local_size(), threads.threads, threads.reason,
+        comm.rank() * (global_batch / comm.world_size()),
+        (comm.rank() + 1) * (global_batch / comm.world_size()) - 1, global_batch);
+  else
+    spdlog::info("{} OpenMP threads ({})", threads.threads, threads.reason);
+
+  std::unique_ptr<TaskData> data = TaskData::open(config, {}, shard);
+  const int64_t context = data->context(), batch_size = data->batch_size();  // batch_size: this rank's rows
   int64_t grad_accum = train_cfg.at("grad_accum").get<int64_t>();
   if (const int64_t target = train_cfg.at("tokens_per_step").get<int64_t>(); target > 0) {
-    if (target % (batch_size * context) != 0)
+    if (target % (global_batch * context) != 0)
       fail("train.tokens_per_step: {} is not a multiple of data.batch_size x data.context = {}", target,
-           batch_size * context);
+           global_batch * context);
     if (train_cfg.at("grad_accum").get<int64_t>() != 1)
       fail("train.tokens_per_step sets the accumulation itself: leave train.grad_accum at 1 (got {})",
            train_cfg.at("grad_accum").get<int64_t>());
-    grad_accum = target / (batch_size * context);
+    grad_accum = target / (global_batch * context);
   }
+  const int64_t tokens_per_step = global_batch * context * grad_accum;  // over all ranks
   const Tokenizer tokenizer = data->tokenizer();  // a copy: `data` is reopened at the resume position below
   const std::vector<ModelBatch> val_batches = data->validation("val", data_cfg.at("val_windows").get<int64_t>());
 
@@ -260,9 +306,12 @@ TrainResult run_training(const TrainOptions& options, const std::function<bool()
     }
     flops_per_token += per_head * static_cast<double>(spec.heads);
   }
-  spdlog::info("training: {:.1f} MFLOP per token (matrices and attention); {} micro-batch(es) of {} x {} "
-               "tokens per step",
-               flops_per_token / 1e6, grad_accum, batch_size, context);
+  spdlog::info(
+      "training: {:.1f} MFLOP per token (matrices and attention); {} micro-batch(es) of {} x {} "
+      "tokens per step{}",
+      flops_per_token / 1e6, grad_accum, global_batch, context,
+      comm.world_size() > 1 ? fmt::format(", {} rows on each of {} ranks", batch_size, comm.world_size())
+                            : "");
   // Scratch beyond the saved activations (qkv, gradient buffers, logits blocks) is about as large again
   // per token for one layer; the plan counts it as one more layer's worth.
   const double per_token = act_per_token * (1.0 + 1.0 / static_cast<double>(spec.layers.size()));
@@ -285,9 +334,12 @@ TrainResult run_training(const TrainOptions& options, const std::function<bool()
     return {};
   }
 
-  if (!run) run.emplace(RunDirectory::create(config.at("run").at("root").get<std::string>(),
-                                             config.at("run").at("name").get<std::string>(), config));
-  init_logging(options.log_level, run->log_path());
+  // Rank 0 alone writes the run directory (config, metrics, log, checkpoints); the others only read it.
+  const bool writes_files = comm.rank() == 0;
+  const std::filesystem::path run_path =
+      run ? run->path()
+          : std::filesystem::path(config.at("run").at("root").get<std::string>()) /
+                config.at("run").at("name").get<std::string>();
 
   std::vector<float> m_host(static_cast<size_t>(n_params), 0.f), v_host(static_cast<size_t>(n_params), 0.f);
   float* adam_m = ops.allocate(n_params);
@@ -297,6 +349,9 @@ TrainResult run_training(const TrainOptions& options, const std::function<bool()
   gpt.initialize();
   if (options.resume_dir) {
     const auto latest = latest_checkpoint(run->checkpoint_dir());
+    const std::string latest_name = latest ? latest->filename().string() : "";
+    comm.check_same(checksum(std::as_bytes(std::span<const char>(latest_name))),
+                    "the newest checkpoint (is the run directory on a file system every rank sees?)");
     if (latest) {
       const Checkpoint ckpt = read_checkpoint(*latest);
       check_compatible(ckpt, specs(gpt.params()), specs(gpt.buffers()), "checkpoint " + latest->string());
@@ -315,15 +370,46 @@ TrainResult run_training(const TrainOptions& options, const std::function<bool()
     } else {
       spdlog::info("resuming {}: no complete checkpoint, starting from step 0", run->path().string());
     }
-    run->truncate_metrics_after(latest ? step : -1);
+    if (writes_files) run->truncate_metrics_after(latest ? step : -1);
   }
   ops.copy_from_host(adam_m, m_host.data(), n_params);
   ops.copy_from_host(adam_v, v_host.data(), n_params);
 
   // The training order resumes where the checkpoint stood (a fresh run keeps the loader it has).
-  if (data_state != DataState{}) data = TaskData::open(config, data_state);
+  if (data_state != DataState{}) data = TaskData::open(config, data_state, shard);
+
+  // Every rank must start from the same state: the same initialisation (model.seed) or the same checkpoint,
+  // and the same config. Compared as checksums; a mismatch stops every rank with the checksums listed.
+  auto state_checksum = [&] {
+    std::vector<float> params(static_cast<size_t>(n_params)),
+        buffers(static_cast<size_t>(gpt.buffer_count()));
+    ops.copy_to_host(params.data(), gpt.parameters(), n_params);
+    ops.copy_to_host(m_host.data(), adam_m, n_params);
+    ops.copy_to_host(v_host.data(), adam_v, n_params);
+    if (gpt.buffer_count() > 0) ops.copy_to_host(buffers.data(), gpt.buffer_data(), gpt.buffer_count());
+    uint64_t hash = kChecksumSeed;
+    for (const std::vector<float>* v : {&params, &buffers, &m_host, &v_host})
+      hash = checksum(std::as_bytes(std::span<const float>(*v)), hash);
+    const std::string position =
+        fmt::format("{} {} {}", step, tokens_seen, nlohmann::json(data->state()).dump());
+    return checksum(std::as_bytes(std::span<const char>(position)), hash);
+  };
+  comm.check_same(state_checksum(), options.resume_dir
+                                        ? "the state loaded from the checkpoint (parameters, "
+                                          "AdamW moments, step and data position)"
+                                        : "the initial parameters (model.seed and the model config)");
+  const std::string config_text = config.dump();
+  comm.check_same(checksum(std::as_bytes(std::span<const char>(config_text))), "the resolved config");
+  // A new run's directory appears only once every rank has agreed to start it.
+  if (writes_files && !run)
+    run.emplace(RunDirectory::create(config.at("run").at("root").get<std::string>(),
+                                     config.at("run").at("name").get<std::string>(), config));
+  if (writes_files) init_logging(options.log_level, run->log_path());
 
   auto save_checkpoint = [&] {
+    // The ranks' copies can only drift apart through a bug; catch that before it is saved.
+    comm.check_same(state_checksum(), fmt::format("the training state at step {}", step));
+    if (!writes_files) return;
     std::vector<float> params(static_cast<size_t>(n_params)), buffers(static_cast<size_t>(gpt.buffer_count()));
     ops.copy_to_host(params.data(), gpt.parameters(), n_params);
     ops.copy_to_host(m_host.data(), adam_m, n_params);
@@ -344,8 +430,22 @@ TrainResult run_training(const TrainOptions& options, const std::function<bool()
     spdlog::info("checkpoint {}", path.string());
   };
 
+  // Each rank scores its own validation batches (TaskData::validation); the sums are added over ranks, so
+  // the result is that of one process scoring them all.
   auto validate_now = [&] {
-    const EvalResult eval = evaluate(gpt, val_batches, tokenizer, data->scores_answers());
+    const bool answers = data->scores_answers();
+    const EvalTotals local = evaluation_totals(gpt, val_batches, tokenizer, answers);
+    std::vector<double> sums = {local.loss_sum,
+                                static_cast<double>(local.tokens),
+                                static_cast<double>(local.target_bytes),
+                                static_cast<double>(local.correct),
+                                static_cast<double>(local.labelled),
+                                static_cast<double>(local.exact_windows),
+                                static_cast<double>(local.answered_windows)};
+    comm.sum(sums);
+    const auto count = [&](size_t i) { return static_cast<int64_t>(sums[i]); };
+    const EvalResult eval = summarize({sums[0], count(1), count(2), count(3), count(4), count(5), count(6)},
+                                      spec.num_classes > 0, answers);
     nlohmann::json record = {{"step", step}, {"split", "val"}, {"loss", eval.loss}};
     if (spec.num_classes > 0) {
       record["accuracy"] = eval.accuracy;
@@ -359,12 +459,12 @@ TrainResult run_training(const TrainOptions& options, const std::function<bool()
       record["bits_per_byte"] = eval.bits_per_byte;
       spdlog::info("step {}: val loss {:.4f}, {:.4f} bits per byte", step, eval.loss, eval.bits_per_byte);
     }
-    run->append_metrics(record);
+    if (writes_files) run->append_metrics(record);
     return eval.loss;
   };
 
   TrainResult result;
-  result.run_dir = run->path();
+  result.run_dir = run_path;
   // The mean over the step's scored targets: every token for LM, about 15% for MLM, one label per row for
   // a classifier (counted on the batches themselves, so padding rows weigh nothing).
 
@@ -383,7 +483,18 @@ TrainResult run_training(const TrainOptions& options, const std::function<bool()
   const int64_t log_every = train_cfg.at("log_every").get<int64_t>();
   const int64_t eval_every = train_cfg.at("eval_every").get<int64_t>();
   const int64_t checkpoint_every = train_cfg.at("checkpoint_every").get<int64_t>();
-  const bool interactive = isatty(STDERR_FILENO) != 0;
+  const bool interactive = writes_files && isatty(STDERR_FILENO) != 0;
+  // Several ranks: the gradient sum in buckets, started as the last micro-batch's backward finishes each
+  // range.
+  std::optional<GradientBuckets> buckets;
+  if (comm.world_size() > 1) {
+    const auto bucket_floats =
+        static_cast<int64_t>(train_cfg.at("allreduce_bucket_mb").get<double>() * 1e6 / sizeof(float));
+    buckets.emplace(comm, gpt.gradients(), n_params, std::max<int64_t>(1, bucket_floats));
+  }
+  const model::GradientsReady on_gradients_ready = [&](int64_t offset, int64_t count) {
+    buckets->ready(offset, count);
+  };
   bool evaluated_last = false;
   while (step < total_steps) {
     const auto start = Clock::now();
@@ -399,16 +510,29 @@ TrainResult run_training(const TrainOptions& options, const std::function<bool()
       else
         scored += std::count_if(mb.targets.begin(), mb.targets.end(), [](int32_t t) { return t >= 0; });
     }
+    // The loss is the mean over the targets of the whole global step: the ranks' counts are summed first, so
+    // ranks whose shards score different numbers of targets (MLM, padding) weigh each target equally.
+    std::vector<double> step_scored = {static_cast<double>(scored)};
+    comm.sum(step_scored);
+    scored = static_cast<int64_t>(step_scored[0]);
     const float loss_scale = 1.f / static_cast<float>(std::max<int64_t>(1, scored));
     for (size_t micro = 0; micro < micro_batches.size(); ++micro) {
       const ModelBatch& mb = micro_batches[micro];
-      // Dropout masks from (model seed, micro-batch index): a resumed run draws the same ones.
-      const uint64_t dropout_seed =
-          spec.seed * 0x9e3779b97f4a7c15ULL + static_cast<uint64_t>(step * grad_accum + static_cast<int64_t>(micro));
-      const model::LossSum l = gpt.forward_backward(mb.view(), loss_scale, dropout_seed);
+      // Dropout masks from (model seed, micro-batch index, first row of this rank's shard): a resumed run
+      // draws the same ones, and ranks draw different ones for their rows.
+      const uint64_t dropout_seed = spec.seed * 0x9e3779b97f4a7c15ULL +
+                                    static_cast<uint64_t>(step * grad_accum + static_cast<int64_t>(micro)) +
+                                    static_cast<uint64_t>(shard.rank * batch_size) * 0xbf58476d1ce4e5b9ULL;
+      const bool last = micro + 1 == micro_batches.size();
+      const model::LossSum l =
+          gpt.forward_backward(mb.view(), loss_scale, dropout_seed,
+                               buckets && last ? on_gradients_ready : model::GradientsReady{});
       loss.sum += l.sum;
-      loss.count += l.count;
     }
+    if (buckets) buckets->finish();
+    std::vector<double> step_loss = {loss.sum};
+    comm.sum(step_loss);
+    loss = {step_loss[0], scored};
     const double norm = ops.grad_norm(gpt.gradients(), n_params);
     if (!std::isfinite(loss.mean()) || !std::isfinite(norm)) {
       if (!skip_nan)
@@ -434,23 +558,30 @@ TrainResult run_training(const TrainOptions& options, const std::function<bool()
       ops.adamw(gpt.parameters() + p.offset, gpt.gradients() + p.offset, adam_m + p.offset, adam_v + p.offset,
                 p.size, adam);
     }
-    tokens_seen += batch_size * context * grad_accum;
+    tokens_seen += tokens_per_step;
     const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
     result.steps.push_back({step, loss.mean(), lr, norm});
     // On a terminal, a progress line rewritten every step; the log lines below go to the log either way.
     if (interactive) {
       const double eta = seconds * static_cast<double>(total_steps - step);
-      fmt::print(stderr, "\rstep {}/{}  loss {:.4f}  lr {:.3g}  grad norm {:.3f}  {:.0f} tokens/s  ETA {:.0f}:{:02.0f} ",
-                 step, total_steps, loss.mean(), lr, norm,
-                 static_cast<double>(batch_size * context * grad_accum) / seconds, std::floor(eta / 60.0),
-                 std::fmod(eta, 60.0));
+      fmt::print(
+          stderr,
+          "\rstep {}/{}  loss {:.4f}  lr {:.3g}  grad norm {:.3f}  {:.0f} tokens/s  ETA {:.0f}:{:02.0f} ",
+          step, total_steps, loss.mean(), lr, norm, static_cast<double>(tokens_per_step) / seconds,
+          std::floor(eta / 60.0), std::fmod(eta, 60.0));
       std::fflush(stderr);
     }
     if (step % log_every == 0 || step == total_steps) {
       if (interactive) fmt::print(stderr, "\n");
-      const double tokens_per_s = static_cast<double>(batch_size * context * grad_accum) / seconds;
-      run->append_metrics({{"step", step}, {"split", "train"}, {"loss", loss.mean()}, {"lr", lr},
-                           {"grad_norm", norm}, {"tokens_per_s", tokens_per_s}, {"ms_per_step", seconds * 1e3}});
+      const double tokens_per_s = static_cast<double>(tokens_per_step) / seconds;
+      if (writes_files)
+        run->append_metrics({{"step", step},
+                             {"split", "train"},
+                             {"loss", loss.mean()},
+                             {"lr", lr},
+                             {"grad_norm", norm},
+                             {"tokens_per_s", tokens_per_s},
+                             {"ms_per_step", seconds * 1e3}});
       const double eta = seconds * static_cast<double>(total_steps - step);
       spdlog::info("step {}/{}: loss {:.4f}, lr {:.3g}, grad norm {:.3f}, {:.0f} tokens/s, ETA {:.0f} min {:02.0f} s",
                    step, total_steps, loss.mean(), lr, norm, tokens_per_s, std::floor(eta / 60.0),
@@ -461,11 +592,15 @@ TrainResult run_training(const TrainOptions& options, const std::function<bool()
       result.final_val_loss = validate_now();
       evaluated_last = true;
     }
-    const bool stopping = stop_requested && stop_requested();
+    // Any rank's request stops every rank after the same step.
+    std::vector<double> stop_votes = {stop_requested && stop_requested() ? 1.0 : 0.0};
+    comm.sum(stop_votes);
+    const bool stopping = stop_votes[0] > 0.0;
     if (step % checkpoint_every == 0 || step == total_steps || stopping) save_checkpoint();
     if (stopping) {
       result.interrupted = true;
-      spdlog::info("stopped at step {} on request; resume with race-train --resume {}", step, run->path().string());
+      spdlog::info("stopped at step {} on request; resume with race-train --resume {}", step,
+                   run_path.string());
       break;
     }
   }

@@ -8,19 +8,24 @@
 // the step in flight). Results are bit-identical for a fixed thread count whether or not the run was
 // interrupted and resumed: parameters, AdamW moments, the step and the data-loader position all travel in
 // the checkpoint, and nothing else is random.
+//
+// Data-parallel (under mpirun, docs/distributed.md): every rank runs this same loop on its shard of each
+// global micro-batch of data.batch_size rows; losses and target counts are summed over ranks before the loss
+// is normalised, gradients are summed in buckets during the backward, and every rank then applies the same
+// update. Rank 0 alone writes the run directory; checkpoints do not depend on the number of ranks.
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "core/config.h"
 #include "model/gpt.h"
+#include "train/communicator.h"
 #include "train/task_data.h"
 #include "train/tokenizer.h"
 
@@ -60,15 +65,34 @@ struct EvalResult {
   int64_t tokens = 0;        // target tokens scored
 };
 
-// Loss (and, for a classifier, accuracy) of `gpt` over `batches`. With scores_answers (TaskData), also the
-// accuracy and exact match of the answer tokens, from the logits of a full forward pass.
+// The sums behind an EvalResult: additive over batches, and over ranks that score disjoint batches.
+struct EvalTotals {
+  double loss_sum = 0.0;              // summed cross-entropy of the scored targets (nats)
+  int64_t tokens = 0;                 // targets scored
+  int64_t target_bytes = 0;           // LM and MLM: bytes of the scored targets' pieces
+  int64_t correct = 0, labelled = 0;  // classification: rows right, rows with a label; answer scoring:
+                                      // answer tokens right, answer tokens
+  int64_t exact_windows = 0, answered_windows = 0;  // answer scoring: windows all right, windows with answers
+};
+
+// With scores_answers (TaskData), the answer tokens are scored from the logits of a full forward pass, which
+// also gives their argmax accuracy and the windows' exact match.
+EvalTotals evaluation_totals(model::Gpt& gpt, const std::vector<ModelBatch>& batches, const Tokenizer& tokenizer,
+                             bool scores_answers = false);
+EvalResult summarize(const EvalTotals& totals, bool classify, bool scores_answers = false);
+
+// Loss (and, for a classifier or answer scoring, accuracy) of `gpt` over `batches`.
 EvalResult evaluate(model::Gpt& gpt, const std::vector<ModelBatch>& batches, const Tokenizer& tokenizer,
                     bool scores_answers = false);
 
 // The model of a resolved config for its task's data (vocabulary, context, classes, causality).
 model::ModelSpec model_spec(const nlohmann::json& config, const TaskData& data);
 
-// Runs (or resumes) training; `stop_requested` is polled after each step (SIGINT/SIGTERM in race-train).
+// Runs (or resumes) training as one rank of `communicator`; `stop_requested` is polled after each step
+// (SIGINT/SIGTERM in race-train), and the run stops when any rank asks.
+TrainResult run_training(const TrainOptions& options, Communicator& communicator,
+                         const std::function<bool()>& stop_requested = {});
+// The same as the only process (SingleProcessCommunicator).
 TrainResult run_training(const TrainOptions& options, const std::function<bool()>& stop_requested = {});
 
 }  // namespace race::train

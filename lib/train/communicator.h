@@ -1,0 +1,85 @@
+// The trainer's view of its fellow processes in data-parallel training: who it is (rank, world size, rank and
+// rank count on its own node) and the collectives a step needs. Two implementations today:
+//   - SingleProcessCommunicator: rank 0 of 1, every collective a no-op (race-train started without mpirun);
+//   - MpiCommunicator (mpi_communicator.cpp): ranks from MPI, sums with MPI_Iallreduce on host memory.
+// A NCCL implementation (device buffers, ncclUniqueId broadcast over MPI) arrives with the CUDA trainer;
+// it implements the same calls, so the trainer does not change.
+//
+// Gradient sums are started per bucket while the backward pass is still running (start_sum), nudged along
+// from the backward's callbacks (progress) and waited for before the optimizer step (wait_all). Every wait
+// has a deadline (set_timeout): a rank that has died or stalled makes the others fail with a message naming
+// the collective, instead of hanging. Failing ranks then take the whole job down with abort().
+//
+// Every rank must make the same collective calls in the same order, with the same counts.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string_view>
+
+namespace race::train {
+
+inline constexpr double kDefaultCollectiveTimeoutS = 300.0;
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+
+  virtual int rank() const = 0;        // 0 .. world_size() - 1
+  virtual int world_size() const = 0;  // processes in the job
+  virtual int local_rank() const = 0;  // rank among the processes on this node (one GPU per local rank)
+  virtual int local_size() const = 0;  // processes on this node
+
+  // Seconds a collective may take before it is declared failed (train.collective_timeout_s; until set,
+  // kDefaultCollectiveTimeoutS).
+  virtual void set_timeout(double seconds) = 0;
+
+  // Starts summing `data` (the memory of the model's Ops) element-wise over all ranks, in place. The memory
+  // must stay untouched until wait_all() returns.
+  virtual void start_sum(std::span<float> data) = 0;
+  // Lets started sums advance (MPI moves non-blocking collectives only inside MPI calls).
+  virtual void progress() = 0;
+  // Returns once every started sum is complete; race::Error past the deadline.
+  virtual void wait_all() = 0;
+
+  // Sums small host vectors (losses, counts) over all ranks, in place; blocking, with the deadline.
+  virtual void sum(std::span<double> values) = 0;
+
+  // Checks that every rank holds the same `value` (a checksum). A mismatch is a race::Error, on every rank,
+  // listing each rank's value: "the ranks disagree on <what>: rank 0 has 0x..., rank 1 has 0x...".
+  virtual void check_same(std::uint64_t value, std::string_view what) = 0;
+
+  // Ends every process of the job with `status` (MPI_Abort), for a rank that failed while the others may be
+  // waiting in a collective. Returns only when there is no other process.
+  virtual void abort(int status) = 0;
+};
+
+class SingleProcessCommunicator final : public Communicator {
+ public:
+  int rank() const override { return 0; }
+  int world_size() const override { return 1; }
+  int local_rank() const override { return 0; }
+  int local_size() const override { return 1; }
+  void set_timeout(double) override {}
+  void start_sum(std::span<float>) override {}
+  void progress() override {}
+  void wait_all() override {}
+  void sum(std::span<double>) override {}
+  void check_same(std::uint64_t, std::string_view) override {}
+  void abort(int) override {}
+};
+
+// Whether this process was started by an MPI launcher (mpirun, mpiexec, srun with MPI): the launchers'
+// environment variables (OMPI_COMM_WORLD_SIZE, PMIX_RANK, PMI_SIZE) are present.
+bool launched_by_mpi();
+
+// MpiCommunicator over MPI_COMM_WORLD when launched_by_mpi(), otherwise a SingleProcessCommunicator. MPI is
+// initialised here and finalised when the communicator is destroyed; one per process.
+std::unique_ptr<Communicator> connect_communicator();
+
+// A 64-bit FNV-1a hash of `bytes`, continuing from `hash` (start with kChecksumSeed): for check_same.
+inline constexpr std::uint64_t kChecksumSeed = 0xcbf29ce484222325ULL;
+std::uint64_t checksum(std::span<const std::byte> bytes, std::uint64_t hash = kChecksumSeed);
+
+}  // namespace race::train
