@@ -25,7 +25,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "build", "apps")
+BIN = os.path.join("build", "apps")  # commands run from ROOT, and are recorded as run there
 RUNS = os.path.join("runs", "experiments")
 RESULTS = os.path.join("docs", "results", "experiments")
 
@@ -41,6 +41,13 @@ RECIPES = {
                            "--context 512 --train-examples 6000 --val-examples 128",
 }
 MQAR_PAIRS = (4, 8, 16, 32)
+MQAR_64_PAIRS = (2, 4, 8, 16)
+RECIPES["data/mqar_64.h5"] = ("/usr/bin/python3 data/scripts/mqar_to_h5.py --output data/mqar_64.h5 --pairs 2,4,8,16 "
+                              "--context 64 --train-examples 80000 --val-examples 512")
+for pairs in MQAR_64_PAIRS:
+    RECIPES[f"data/mqar_64_val_{pairs}.h5"] = (
+        f"/usr/bin/python3 data/scripts/mqar_to_h5.py --output data/mqar_64_val_{pairs}.h5 --pairs {pairs} "
+        "--context 64 --seed 1 --train-examples 1 --val-examples 256")
 PASSKEY_LENGTHS = (512, 1024, 2048, 4096)
 for pairs in MQAR_PAIRS:
     RECIPES[f"data/mqar_val_{pairs}.h5"] = (
@@ -62,6 +69,7 @@ TASKS = {
     "listops": (4, 256, ["data.batch_size=8", "data.val_windows=256", "schedule.total_steps=120"]
                 + SHORT_CLASSIFIER, []),
     "mqar": (2, 32, [], [(f"pairs {n}", f"data/mqar_val_{n}.h5", 128, 64, 256) for n in MQAR_PAIRS]),
+    "mqar_64": (2, 16, [], [(f"pairs {n}", f"data/mqar_64_val_{n}.h5", 64, 64, 256) for n in MQAR_64_PAIRS]),
     "passkey": (2, 64, [], [(f"length {c}", f"data/passkey_val_{c}.h5", c, max(1, 8192 // c), 64)
                             for c in PASSKEY_LENGTHS]),
 }
@@ -96,8 +104,8 @@ def config_data_path(task):
 
 def check_inputs(tasks):
     for name in ("race-train", "race-eval"):
-        if not os.access(os.path.join(BIN, name), os.X_OK):
-            sys.exit(f"experiments: {os.path.join(BIN, name)} not found; build first (scripts/test.sh or "
+        if not os.access(os.path.join(ROOT, BIN, name), os.X_OK):
+            sys.exit(f"experiments: {os.path.join(ROOT, BIN, name)} not found; build first (scripts/test.sh or "
                      "cmake -S . -B build && cmake --build build)")
     for task in tasks:
         paths = [config_data_path(task)] + [extra[1] for extra in TASKS[task][3]]
