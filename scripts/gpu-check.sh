@@ -13,7 +13,8 @@
 #                                writes JSON into $OUT (default ./gpu-check-out):
 #     tests_*.json               gtest reports: test_cuda_device, test_race_attention_cuda and
 #                                test_softmax_attention_cuda (the kernels on the GPU against the fp64 CPU
-#                                references), test_race_tile (host emulation)
+#                                references), test_cuda_ops (every model::Ops method and a tiny Gpt on CUDA
+#                                against CpuOps), test_race_tile (host emulation)
 #     race_bench_*.json          race-bench attention --device cuda: B=1 H=4 D=128 L=3 P=3 bf16 causal at
 #                                T = 2^20, and a doubling sweep from T = 4096
 #     softmax_bench_sweep.json   our CUDA flash softmax at the same shape, doubling from T = 4096
@@ -29,8 +30,8 @@ cd "$(dirname "$0")/.."
 BUILD=build-gpu-check
 BUNDLE=$BUILD/bundle
 MAX_BUNDLE_BYTES=$((64 * 1024 * 1024))
-BINARIES=(tests/test_cuda_device tests/test_race_attention_cuda tests/test_softmax_attention_cuda tests/test_race_tile
-  apps/race-bench)
+BINARIES=(tests/test_cuda_device tests/test_race_attention_cuda tests/test_softmax_attention_cuda tests/test_cuda_ops
+  tests/test_race_tile apps/race-bench)
 
 # Libraries every Linux machine with a C++ runtime has; the bundle uses the GPU machine's own. build_bundle
 # prints the newest glibc and libstdc++ symbol versions the bundle needs from them.
@@ -51,7 +52,7 @@ build_bundle() {
   cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DRACE_CUDA=ON -DCMAKE_CUDA_COMPILER="$nvcc" \
     -DRACE_CUDA_ARCHITECTURES=90a -DRACE_CPU_ARCH=x86-64-v3 -DCMAKE_CXX_FLAGS=-Wno-psabi
   cmake --build "$BUILD" -j"$(nproc)" --target test_cuda_device test_race_attention_cuda test_softmax_attention_cuda \
-    test_race_tile race-bench
+    test_cuda_ops test_race_tile race-bench
   rm -rf "$BUNDLE"
   mkdir -p "$BUNDLE/bin" "$BUNDLE/lib"
   for b in "${BINARIES[@]}"; do cp "$BUILD/$b" "$BUNDLE/bin/"; done
@@ -111,9 +112,10 @@ run_checks() {
   step test_race_attention_cuda 100 "$bin/test_race_attention_cuda" --gtest_output="json:$out/tests_race_attention_cuda.json"
   step test_softmax_attention_cuda 40 "$bin/test_softmax_attention_cuda" \
     --gtest_output="json:$out/tests_softmax_attention_cuda.json"
+  step test_cuda_ops 20 "$bin/test_cuda_ops" --gtest_output="json:$out/tests_cuda_ops.json"
   step test_race_tile 30 "$bin/test_race_tile" --gtest_output="json:$out/tests_race_tile.json"
   step race_bench_1m 60 "$bin/race-bench" attention "${shape[@]}" -T 1048576 --json "$out/race_bench_1m.json"
-  step race_bench_sweep 100 "$bin/race-bench" attention "${shape[@]}" --sweep --t-min 4096 --max-seconds 80 \
+  step race_bench_sweep 80 "$bin/race-bench" attention "${shape[@]}" --sweep --t-min 4096 --max-seconds 60 \
     --json "$out/race_bench_sweep.json"
   step softmax_bench_sweep 40 "$bin/race-bench" attention --impl softmax -B 1 -H 4 -D 128 --causal --device cuda \
     --dtype bf16 --repeats 3 --sweep --t-min 4096 --max-seconds 30 --json "$out/softmax_bench_sweep.json"
