@@ -4,8 +4,9 @@
 // Tolerances (relative RMS): 1e-6 for elementwise math (both sides fp32, different exp implementations),
 // 1e-5 for reductions and products (different summation orders), 1e-4 for attention and the whole model
 // (the attention kernels' own bound). Layout moves and the embedding backward (the CPU's order) are exact.
-// Without a GPU: the per-element math the kernels share with the host (elementwise_math.h) against the
-// fp64 references and CpuOps, the out-of-memory message, and CudaOps' error when there is no device.
+// Without a GPU: the per-element math and the per-thread work items the kernels share with the host
+// (elementwise_math.h, work_items.h), run for every item on the host, against the fp64 references and
+// CpuOps; the out-of-memory message; and CudaOps' error when there is no device.
 #include <gtest/gtest.h>
 
 #ifdef RACE_HAVE_CUDA
@@ -18,16 +19,20 @@
 
 #include "kernels/cuda/device_info.h"
 #include "kernels/cuda/elementwise_math.h"
+#include "kernels/cuda/work_items.h"
 #include "model/cpu_ops.h"
 #include "model/cuda_ops.h"
 #include "model/gpt.h"
 #include "reference/adamw_reference.h"
 #include "reference/gelu_reference.h"
+#include "reference/linear_reference.h"
+#include "reference/rope_reference.h"
 #include "test_support.h"
 
 namespace {
 
 namespace math = race::kernels::cuda::math;
+namespace items = race::kernels::cuda::items;
 using race::model::CpuOps;
 using race::model::CudaOps;
 using race::test::relative_rms;
@@ -89,6 +94,111 @@ TEST(CudaOpsMath, AdamWUpdateMatchesTheFp64ReferenceOverTenSteps) {
 TEST(CudaOpsMath, RopeAngleIsPositionTimesInverseFrequency) {
   EXPECT_DOUBLE_EQ(math::rope_angle(7, 0, 8, 10000.f), 7.0);
   EXPECT_NEAR(math::rope_angle(1000000, 3, 8, 10000.f), 1e6 * std::pow(10000.0, -6.0 / 8.0), 1e-6);
+}
+
+// ---- host: the kernels' independent work items, every item in a loop ----
+
+TEST(CudaOpsWorkItems, HeadsPlaceMovesAsCpuOps) {
+  std::mt19937_64 rng(4);
+  const int64_t B = 2, T = 7, H = 3, D = 5, C = H * D, n = B * H * T * D;
+  const auto qkv = race::test::normal(rng, B * T * 3 * C);
+  CpuOps cpu;
+  float *q = cpu.allocate(n), *k = cpu.allocate(n), *v = cpu.allocate(n), *rows = cpu.allocate(B * T * C);
+  cpu.split_heads(q, k, v, qkv.data(), B, T, H, D);
+  cpu.heads_to_rows(rows, k, B, T, H, D);
+  std::vector<float> got(static_cast<size_t>(3 * n)), got_rows(static_cast<size_t>(B * T * C));
+  for (int64_t i = 0; i < B * T * 3 * C; ++i) {
+    const auto place = items::heads_place(i, T, H, D, 3);
+    got[place.part * n + place.offset] = qkv[i];
+  }
+  std::vector<float> want(q, q + n);
+  want.insert(want.end(), k, k + n);
+  want.insert(want.end(), v, v + n);
+  EXPECT_TRUE(race::test::bit_equal(got, want));
+  for (int64_t i = 0; i < B * T * C; ++i) got_rows[i] = k[items::heads_place(i, T, H, D, 1).offset];
+  EXPECT_TRUE(race::test::bit_equal(got_rows, std::vector<float>(rows, rows + B * T * C)));
+}
+
+TEST(CudaOpsWorkItems, RopePairsMatchTheFp64Reference) {
+  std::mt19937_64 rng(5);
+  const int64_t B = 2, H = 3, T = 9, D = 12;
+  const auto x = race::test::normal(rng, B * H * T * D);
+  std::vector<int32_t> positions(B * T);
+  for (int64_t i = 0; i < B * T; ++i) positions[i] = static_cast<int32_t>((i % 5) * 200003);
+  for (bool given : {false, true}) {
+    const int32_t* pos = given ? positions.data() : nullptr;
+    const std::vector<int32_t> ref_pos = given ? positions : std::vector<int32_t>{};
+    std::vector<float> out(x.size()), back(x.size());
+    for (int64_t p = 0; p < B * H * T * D / 2; ++p) items::rope_pair(out.data(), x.data(), pos, p, H, T, D, 10000.f, 1.f);
+    EXPECT_LE(relative_rms(out, race::reference::rope_forward(widen(x), ref_pos, B, H, T, D, 10000.0)), 1e-6);
+    back = out;
+    for (int64_t p = 0; p < B * H * T * D / 2; ++p)  // in place, as the kernel allows
+      items::rope_pair(back.data(), back.data(), pos, p, H, T, D, 10000.f, -1.f);
+    EXPECT_LE(relative_rms(back, race::reference::rope_backward(widen(out), ref_pos, B, H, T, D, 10000.0)), 1e-6);
+  }
+}
+
+TEST(CudaOpsWorkItems, EmbeddingBackwardColumnsInSlicesAreCpuOpsBitForBit) {
+  std::mt19937_64 rng(6);
+  const int64_t n = 97, V = 11, C = 13, slices = 4, rows_per_slice = (V + slices - 1) / slices;
+  std::vector<int32_t> ids(n);
+  for (int64_t i = 0; i < n; ++i) ids[i] = static_cast<int32_t>((i * 5) % V);
+  const auto dout = race::test::normal(rng, n * C), start = race::test::normal(rng, V * C);
+  std::vector<float> want = start, got = start;
+  CpuOps cpu;
+  cpu.embedding_backward(want.data(), ids.data(), dout.data(), n, V, C);
+  for (int64_t slice = 0; slice < slices; ++slice)
+    for (int64_t c = 0; c < C; ++c)
+      items::embedding_backward_column(got.data(), ids.data(), dout.data(), n, C, c, slice * rows_per_slice,
+                                       (slice + 1) * rows_per_slice);
+  EXPECT_TRUE(race::test::bit_equal(got, want));
+}
+
+TEST(CudaOpsWorkItems, PoolingChannelsAreCpuOpsBitForBit) {
+  std::mt19937_64 rng(7);
+  const int64_t B = 3, T = 6, C = 5;
+  std::vector<uint8_t> mask(B * T, 1);
+  for (int64_t t = 0; t < T; ++t) {
+    mask[T + t] = static_cast<uint8_t>(t % 2);  // row 1: some tokens
+    mask[2 * T + t] = 0;                        // row 2: none (pools to 0)
+  }
+  const auto rows = race::test::normal(rng, B * T * C), dpooled = race::test::normal(rng, B * C);
+  CpuOps cpu;
+  for (bool cls : {false, true})
+    for (const uint8_t* key_mask : {static_cast<const uint8_t*>(nullptr), static_cast<const uint8_t*>(mask.data())}) {
+      std::vector<float> want(B * C), got(B * C), want_d(B * T * C), got_d(B * T * C, 7.f);
+      cpu.pool_forward(want.data(), rows.data(), key_mask, B, T, C, cls);
+      cpu.pool_backward(want_d.data(), dpooled.data(), key_mask, B, T, C, cls);
+      for (int64_t item = 0; item < B * C; ++item) {
+        items::pool_forward_channel(got.data(), rows.data(), key_mask, item, T, C, cls);
+        items::pool_backward_channel(got_d.data(), dpooled.data(), key_mask, item, T, C, cls);
+      }
+      EXPECT_TRUE(race::test::bit_equal(got, want));
+      EXPECT_TRUE(race::test::bit_equal(got_d, want_d));
+    }
+}
+
+// The operands each linear product reads, multiplied naively: the strides are what the kernel uses.
+TEST(CudaOpsWorkItems, LinearProductsReadTheRightOperands) {
+  std::mt19937_64 rng(8);
+  const int64_t rows = 5, in = 7, out = 3;
+  const auto x = race::test::normal(rng, rows * in), w = race::test::normal(rng, out * in),
+             dy = race::test::normal(rng, rows * out);
+  const auto multiply = [](const items::Product& p) {
+    std::vector<double> c(static_cast<size_t>(p.m * p.n), 0.0);
+    for (int64_t i = 0; i < p.m; ++i)
+      for (int64_t j = 0; j < p.n; ++j)
+        for (int64_t k = 0; k < p.k; ++k) c[i * p.n + j] += double(p.a.at(i, k)) * p.b.at(k, j);
+    return c;
+  };
+  const auto y = race::reference::linear_forward(widen(x), widen(w), {}, rows, in, out);
+  const auto grads = race::reference::linear_backward(widen(dy), widen(x), widen(w), rows, in, out);
+  const auto close = [](const std::vector<double>& got, const std::vector<double>& want) {
+    return relative_rms(got, want) <= 1e-12;
+  };
+  EXPECT_TRUE(close(multiply(items::forward_product(x.data(), w.data(), rows, in, out)), y));
+  EXPECT_TRUE(close(multiply(items::input_grad_product(dy.data(), w.data(), rows, in, out)), grads.dx));
+  EXPECT_TRUE(close(multiply(items::weight_grad_product(dy.data(), x.data(), rows, in, out)), grads.dweight));
 }
 
 TEST(CudaOps, OutOfMemoryMessageNamesTheRequestAndTheDevice) {

@@ -3,6 +3,7 @@
 
 #include "kernels/cuda/block_reduce.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/work_items.h"
 
 namespace race::kernels::cuda {
 namespace {
@@ -23,11 +24,8 @@ __global__ void backward_kernel(float* dtable, const int32_t* ids, const float* 
                                 int64_t rows_per_slice) {
   const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= channels) return;
-  const int64_t first = static_cast<int64_t>(blockIdx.y) * rows_per_slice, last = first + rows_per_slice;
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t id = ids[i];
-    if (id >= first && id < last) dtable[id * channels + c] += dout[i * channels + c];
-  }
+  const int64_t first = static_cast<int64_t>(blockIdx.y) * rows_per_slice;
+  items::embedding_backward_column(dtable, ids, dout, n, channels, c, first, first + rows_per_slice);
 }
 
 }  // namespace

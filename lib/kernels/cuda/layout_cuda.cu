@@ -1,36 +1,25 @@
-// Layout changes on CUDA: one thread per element of the row-major side (coalesced there), each computing
-// where its element sits in the (B, H, T, D) side.
+// Layout changes on CUDA: one thread per element of the row-major side (coalesced there), each finding
+// where its element sits in the (B, H, T, D) side with work_items.h's heads_place.
 #include "kernels/cuda/layout_cuda.h"
 
 #include "kernels/cuda/block_reduce.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/work_items.h"
 
 namespace race::kernels::cuda {
 namespace {
 
-// Element i of rows (B, T, parts, H, D) <-> heads tensor `part` (B, H, T, D) at the returned offset.
-struct RowsIndex {
-  int64_t seq_len, heads, head_dim, parts;
-  __device__ int64_t heads_offset(int64_t i, int64_t* part) const {
-    const int64_t d = i % head_dim, h = (i / head_dim) % heads, rest = i / (head_dim * heads);
-    *part = rest % parts;
-    const int64_t bt = rest / parts, t = bt % seq_len, b = bt / seq_len;
-    return ((b * heads + h) * seq_len + t) * head_dim + d;
-  }
-};
-
 // to_heads: the heads tensors get the rows' elements; otherwise the rows get the heads'.
-__global__ void move_kernel(float* rows, float* h0, float* h1, float* h2, RowsIndex index, int64_t total,
-                            bool to_heads) {
+__global__ void move_kernel(float* rows, float* h0, float* h1, float* h2, int64_t seq_len, int64_t heads,
+                            int64_t head_dim, int64_t parts, int64_t total, bool to_heads) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
-    int64_t part = 0;
-    const int64_t offset = index.heads_offset(i, &part);
-    float* heads = part == 0 ? h0 : (part == 1 ? h1 : h2);
+    const items::HeadsPlace place = items::heads_place(i, seq_len, heads, head_dim, parts);
+    float* tensor = place.part == 0 ? h0 : (place.part == 1 ? h1 : h2);
     if (to_heads)
-      heads[offset] = rows[i];
+      tensor[place.offset] = rows[i];
     else
-      rows[i] = heads[offset];
+      rows[i] = tensor[place.offset];
   }
 }
 
@@ -38,7 +27,8 @@ void move(float* rows, float* h0, float* h1, float* h2, int64_t batch, int64_t s
           int64_t head_dim, int64_t parts, bool to_heads) {
   const int64_t total = batch * seq_len * parts * heads * head_dim;
   if (total == 0) return;
-  move_kernel<<<grid_for(total), kThreads>>>(rows, h0, h1, h2, {seq_len, heads, head_dim, parts}, total, to_heads);
+  move_kernel<<<grid_for(total), kThreads>>>(rows, h0, h1, h2, seq_len, heads, head_dim, parts, total,
+                                                   to_heads);
   RACE_CUDA_CHECK(cudaGetLastError());
 }
 

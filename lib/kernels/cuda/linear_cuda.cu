@@ -1,9 +1,11 @@
 // Linear layer on CUDA: one strided tiled matrix product serves all three products of forward and backward
-// (each reads its operands through row and column strides), plus a column sum for the bias gradient.
+// (each reads its operands through the strides of work_items.h's Product), plus a column sum for the bias
+// gradient.
 #include "kernels/cuda/linear_cuda.h"
 
 #include "kernels/cuda/block_reduce.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/work_items.h"
 
 namespace race::kernels::cuda {
 namespace {
@@ -11,12 +13,8 @@ namespace {
 constexpr int kTile = 32;         // C tile (kTile, kTile), k steps of kTile
 constexpr int kRowsPerThread = 4;  // a (kTile, kTile / kRowsPerThread) thread block; each thread 4 rows
 
-// A matrix operand read through strides: element (r, c) at data[r * row_stride + c * col_stride].
-struct Strided {
-  const float* data;
-  int64_t row_stride, col_stride;
-  __device__ float at(int64_t r, int64_t c) const { return data[r * row_stride + c * col_stride]; }
-};
+using items::Product;
+using items::Strided;
 
 // C (M, N) = A (M, K) B (K, N) + (accumulate ? C : 0) + (bias ? bias[n] : 0), C row-major with ld N.
 // Each output element is summed over k in increasing order by one thread: deterministic.
@@ -54,10 +52,11 @@ __global__ void matmul_kernel(float* c, Strided a, Strided b, const float* bias,
   }
 }
 
-void matmul(float* c, Strided a, Strided b, const float* bias, int64_t m, int64_t n, int64_t k, bool accumulate) {
+void matmul(float* c, const Product& p, const float* bias, bool accumulate) {
+  const int64_t m = p.m, n = p.n;
   if (m == 0 || n == 0) return;
   const dim3 grid(static_cast<unsigned>((m + kTile - 1) / kTile), static_cast<unsigned>((n + kTile - 1) / kTile));
-  matmul_kernel<<<grid, dim3(kTile, kTile / kRowsPerThread)>>>(c, a, b, bias, m, n, k, accumulate);
+  matmul_kernel<<<grid, dim3(kTile, kTile / kRowsPerThread)>>>(c, p.a, p.b, bias, m, n, p.k, accumulate);
   RACE_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -74,15 +73,13 @@ __global__ void column_sum_kernel(float* dbias, const float* dy, int64_t rows, i
 
 void linear_forward(float* y, const float* x, const float* weight, const float* bias, int64_t rows, int64_t in,
                     int64_t out) {
-  // y (N, out) = x (N, in) . W^T: B(k, n) = W[n, k]
-  matmul(y, {x, in, 1}, {weight, 1, in}, bias, rows, out, in, false);
+  matmul(y, items::forward_product(x, weight, rows, in, out), bias, false);
 }
 
 void linear_backward(float* dx, float* dweight, float* dbias, const float* dy, const float* x,
                      const float* weight, int64_t rows, int64_t in, int64_t out) {
-  if (dx != nullptr) matmul(dx, {dy, out, 1}, {weight, in, 1}, nullptr, rows, in, out, false);  // dy . W
-  // dW (out, in) += dy^T . x: A(m, k) = dy[k, m]
-  if (dweight != nullptr) matmul(dweight, {dy, 1, out}, {x, in, 1}, nullptr, out, in, rows, true);
+  if (dx != nullptr) matmul(dx, items::input_grad_product(dy, weight, rows, in, out), nullptr, false);
+  if (dweight != nullptr) matmul(dweight, items::weight_grad_product(dy, x, rows, in, out), nullptr, true);
   if (dbias != nullptr && out > 0) {
     column_sum_kernel<<<static_cast<unsigned>((out + kThreads - 1) / kThreads), kThreads>>>(dbias, dy, rows, out);
     RACE_CUDA_CHECK(cudaGetLastError());
