@@ -4,19 +4,24 @@
 // Tolerances (relative RMS): 1e-6 for elementwise math (both sides fp32, different exp implementations),
 // 1e-5 for reductions and products (different summation orders), 1e-4 for attention and the whole model
 // (the attention kernels' own bound). Layout moves and the embedding backward (the CPU's order) are exact.
-// Without a GPU: the per-element math and the per-thread work items the kernels share with the host
-// (elementwise_math.h, work_items.h), run for every item on the host, against the fp64 references and
-// CpuOps; the out-of-memory message; and CudaOps' error when there is no device.
+// Without a GPU: the per-element math, the per-thread work items and the block programs the kernels share
+// with the host (elementwise_math.h, work_items.h, block_programs.h; the programs on blocks of host threads
+// with a barrier), against the fp64 references and CpuOps; the out-of-memory message; and CudaOps' error
+// when there is no device.
 #include <gtest/gtest.h>
 
 #ifdef RACE_HAVE_CUDA
 
+#include <barrier>
 #include <cmath>
+#include <limits>
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "kernels/cuda/block_programs.h"
 #include "kernels/cuda/device_info.h"
 #include "kernels/cuda/elementwise_math.h"
 #include "kernels/cuda/work_items.h"
@@ -199,6 +204,143 @@ TEST(CudaOpsWorkItems, LinearProductsReadTheRightOperands) {
   EXPECT_TRUE(close(multiply(items::forward_product(x.data(), w.data(), rows, in, out)), y));
   EXPECT_TRUE(close(multiply(items::input_grad_product(dy.data(), w.data(), rows, in, out)), grads.dx));
   EXPECT_TRUE(close(multiply(items::weight_grad_product(dy.data(), x.data(), rows, in, out)), grads.dweight));
+}
+
+// ---- host: the block programs on emulated blocks ----
+
+// A CUDA block emulated by `lanes` host threads; sync is a barrier.
+struct HostBlock {
+  int id, count;
+  std::barrier<>* barrier;
+  int lane() const { return id; }
+  int lanes() const { return count; }
+  void sync() const { barrier->arrive_and_wait(); }
+};
+
+// Runs program(block, shared) on one emulated block; shared memory starts as NaN so a read before a write shows.
+template <class Shared, class Program>
+void run_block(int lanes, int64_t shared_count, Program program) {
+  std::vector<Shared> shared(static_cast<size_t>(shared_count), std::numeric_limits<Shared>::quiet_NaN());
+  std::barrier<> barrier(lanes);
+  std::vector<std::thread> threads;
+  for (int lane = 0; lane < lanes; ++lane)
+    threads.emplace_back([&, lane] { program(HostBlock{lane, lanes, &barrier}, shared.data()); });
+  for (auto& t : threads) t.join();
+}
+
+constexpr int kLanes = 8;
+
+TEST(CudaOpsBlockPrograms, LayerNormRowsMatchCpuOps) {
+  std::mt19937_64 rng(9);
+  const int64_t rows = 5, C = 37;
+  const auto x = race::test::normal(rng, rows * C, 2.0, 3.0), w = race::test::normal(rng, C),
+             b = race::test::normal(rng, C), dy = race::test::normal(rng, rows * C),
+             dx0 = race::test::normal(rng, rows * C);
+  CpuOps cpu;
+  std::vector<float> y(rows * C), mean(rows), rstd(rows), dx = dx0;
+  std::vector<float> got_y(rows * C), got_mean(rows), got_rstd(rows), got_dx = dx0;
+  cpu.layernorm_forward(y.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), rows, C, 1e-5f);
+  cpu.layernorm_backward(dx.data(), nullptr, nullptr, dy.data(), x.data(), w.data(), mean.data(), rstd.data(), rows, C);
+  for (int64_t r = 0; r < rows; ++r) {
+    run_block<double>(kLanes, kLanes, [&](const HostBlock& block, double* shared) {
+      race::kernels::cuda::programs::layernorm_forward_row(block, shared, got_y.data() + r * C, &got_mean[r],
+                                                           &got_rstd[r], x.data() + r * C, w.data(), b.data(), C,
+                                                           1e-5f);
+    });
+    run_block<double>(kLanes, kLanes, [&](const HostBlock& block, double* shared) {
+      race::kernels::cuda::programs::layernorm_backward_row(block, shared, got_dx.data() + r * C, dy.data() + r * C,
+                                                            x.data() + r * C, w.data(), got_mean[r], got_rstd[r], C);
+    });
+  }
+  EXPECT_LE(relative_rms(got_y, widen(y)), 1e-6);
+  EXPECT_LE(relative_rms(got_mean, widen(mean)), 1e-7);
+  EXPECT_LE(relative_rms(got_rstd, widen(rstd)), 1e-7);
+  EXPECT_LE(relative_rms(got_dx, widen(dx)), 1e-6);
+}
+
+TEST(CudaOpsBlockPrograms, CrossEntropyRowsMatchCpuOps) {
+  std::mt19937_64 rng(10);
+  const int64_t rows = 7, V = 53;
+  const std::vector<int32_t> targets = {3, -1, 52, 0, 17, -1, 9};
+  const auto logits = race::test::normal(rng, rows * V, 4.0);
+  CpuOps cpu;
+  std::vector<float> want(rows * V), got(rows * V, 5.f), in_place = logits;
+  int64_t count = 0;
+  const double want_loss = cpu.cross_entropy(want.data(), logits.data(), targets.data(), rows, V, 0.25f, &count);
+  double got_loss = 0.0, in_place_loss = 0.0;
+  for (int64_t r = 0; r < rows; ++r) {
+    run_block<double>(kLanes, kLanes, [&](const HostBlock& block, double* shared) {
+      const double loss = race::kernels::cuda::programs::cross_entropy_row(block, shared, got.data() + r * V,
+                                                                           logits.data() + r * V, targets[r], V, 0.25f);
+      const double again = race::kernels::cuda::programs::cross_entropy_row(
+          block, shared, in_place.data() + r * V, in_place.data() + r * V, targets[r], V, 0.25f);
+      if (block.lane() == 0) got_loss += loss, in_place_loss += again;
+    });
+  }
+  EXPECT_NEAR(got_loss, want_loss, 1e-6 * want_loss);
+  EXPECT_NEAR(in_place_loss, want_loss, 1e-6 * want_loss);
+  EXPECT_LE(relative_rms(got, widen(want)), 1e-6);
+  EXPECT_LE(relative_rms(in_place, widen(want)), 1e-6);
+}
+
+TEST(CudaOpsBlockPrograms, RaceDecodeHeadsMatchCpuOps) {
+  std::mt19937_64 rng(11);
+  const int64_t H = 2, D = 8;
+  const race::kernels::RaceAttentionShape shape{1, H, 1, D, 2, 2, true};
+  const int64_t S = shape.buckets(), lp = 4;
+  const auto planes = race::test::normal(rng, H * lp * D);
+  const std::vector<float> beta = {0.8f, 1.3f};
+  CpuOps cpu;
+  for (auto estimator : {race::kernels::RaceEstimator::bucket, race::kernels::RaceEstimator::ratio}) {
+    race::kernels::RaceAttentionOptions options;
+    options.estimator = estimator;
+    std::vector<float> a(H * S, 0.f), bsum(H * S * D, 0.f), out(H * D), got_a = a, got_b = bsum, got_out(H * D);
+    for (int step = 0; step < 4; ++step) {
+      const auto q = race::test::normal(rng, H * D), k = race::test::normal(rng, H * D),
+                 v = race::test::normal(rng, H * D);
+      cpu.race_attention_decode(shape, options, q.data(), k.data(), v.data(), planes.data(), beta.data(), a.data(),
+                                bsum.data(), out.data());
+      for (int64_t h = 0; h < H; ++h) {
+        const race::kernels::cuda::programs::RaceDecodeHead head{
+            q.data() + h * D,     k.data() + h * D,     v.data() + h * D, planes.data() + h * lp * D, beta[h],
+            got_a.data() + h * S, got_b.data() + h * S * D, got_out.data() + h * D, D, 2, 2,
+            estimator == race::kernels::RaceEstimator::ratio, options.eps};
+        run_block<float>(4, race::kernels::cuda::programs::race_decode_shared_floats(2, 2),
+                         [&](const HostBlock& block, float* shared) {
+                           race::kernels::cuda::programs::race_decode_head(block, shared, head);
+                         });
+      }
+      EXPECT_LE(relative_rms(got_out, widen(out)), 1e-5);
+      EXPECT_LE(relative_rms(got_a, widen(a)), 1e-5);
+      EXPECT_LE(relative_rms(got_b, widen(bsum)), 1e-5);
+    }
+  }
+}
+
+TEST(CudaOpsBlockPrograms, SoftmaxDecodeHeadsMatchCpuOps) {
+  std::mt19937_64 rng(12);
+  const int64_t H = 2, D = 8, capacity = 3, window = 3;
+  CpuOps cpu;
+  std::vector<float> keys(H * capacity * D, 0.f), values = keys, got_keys = keys, got_values = keys, out(H * D),
+                                                  got_out(H * D);
+  for (int64_t position = 0; position < 6; ++position) {
+    const auto q = race::test::normal(rng, H * D), k = race::test::normal(rng, H * D), v = race::test::normal(rng, H * D);
+    cpu.softmax_attention_decode(H, D, window, 0.3f, q.data(), k.data(), v.data(), keys.data(), values.data(), capacity,
+                                 position, out.data());
+    const int64_t first = std::max<int64_t>(0, position - window + 1);
+    std::vector<double> scores(static_cast<size_t>(position - first + 1));
+    for (int64_t h = 0; h < H; ++h) {
+      const race::kernels::cuda::programs::SoftmaxDecodeHead head{
+          q.data() + h * D, k.data() + h * D, v.data() + h * D, got_keys.data() + h * capacity * D,
+          got_values.data() + h * capacity * D, scores.data(), got_out.data() + h * D, D, capacity, first, position,
+          0.3f};
+      run_block<double>(4, 4, [&](const HostBlock& block, double* shared) {
+        race::kernels::cuda::programs::softmax_decode_head(block, shared, head);
+      });
+    }
+    EXPECT_LE(relative_rms(got_out, widen(out)), 1e-6);
+    EXPECT_TRUE(race::test::bit_equal(got_keys, keys) && race::test::bit_equal(got_values, values));
+  }
 }
 
 TEST(CudaOps, OutOfMemoryMessageNamesTheRequestAndTheDevice) {

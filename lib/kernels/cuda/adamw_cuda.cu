@@ -3,7 +3,9 @@
 
 #include <cmath>
 
-#include "kernels/cuda/block_reduce.h"
+#include "kernels/cuda/launch.h"
+#include "kernels/cuda/block_programs.h"
+#include "kernels/cuda/cuda_block.h"
 #include "kernels/cuda/cuda_check.h"
 
 namespace race::kernels::cuda {
@@ -17,13 +19,13 @@ __global__ void square_sum_kernel(double* partial, const float* grads, int64_t n
   const int64_t stride = static_cast<int64_t>(kNormBlocks) * kThreads;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n; i += stride)
     sum += static_cast<double>(grads[i]) * static_cast<double>(grads[i]);
-  sum = block_sum<kThreads>(sum, shared);
+  sum = programs::block_sum(CudaBlock<kThreads>{}, sum, shared);
   if (threadIdx.x == 0) partial[blockIdx.x] = sum;
 }
 
 __global__ void partial_sum_kernel(double* total, const double* partial) {
   __shared__ double shared[kNormBlocks];
-  const double sum = block_sum<kNormBlocks>(partial[threadIdx.x], shared);
+  const double sum = programs::block_sum(CudaBlock<kNormBlocks>{}, partial[threadIdx.x], shared);
   if (threadIdx.x == 0) *total = sum;
 }
 

@@ -1,7 +1,7 @@
 // Elementwise CUDA kernels: one grid-stride loop each, 64-bit indices.
 #include "kernels/cuda/elementwise_cuda.h"
 
-#include "kernels/cuda/block_reduce.h"
+#include "kernels/cuda/launch.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/elementwise_math.h"
 

@@ -1,7 +1,7 @@
 // Embedding on CUDA: a gather per output element; the backward's ownership scheme is in the header.
 #include "kernels/cuda/embedding_cuda.h"
 
-#include "kernels/cuda/block_reduce.h"
+#include "kernels/cuda/launch.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/work_items.h"
 

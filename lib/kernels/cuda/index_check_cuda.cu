@@ -1,7 +1,7 @@
 // The range check of index_check_cuda.h: one grid-stride pass, the smallest bad position by integer atomicMin.
 #include "kernels/cuda/index_check_cuda.h"
 
-#include "kernels/cuda/block_reduce.h"
+#include "kernels/cuda/launch.h"
 #include "kernels/cuda/cuda_check.h"
 
 namespace race::kernels::cuda {

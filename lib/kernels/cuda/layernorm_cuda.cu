@@ -1,64 +1,30 @@
-// LayerNorm on CUDA: one block per row for the row work (fp64 block sums in a fixed tree), and one thread per
-// channel, rows in order, for the parameter gradients, so every result is the same on every run.
+// LayerNorm on CUDA: one block per row running block_programs.h's row programs (fp64 block sums in a fixed
+// tree), and one thread per channel, rows in order, for the parameter gradients, so every result is the same
+// on every run.
 #include "kernels/cuda/layernorm_cuda.h"
 
-#include "kernels/cuda/block_reduce.h"
+#include "kernels/cuda/launch.h"
+#include "kernels/cuda/block_programs.h"
+#include "kernels/cuda/cuda_block.h"
 #include "kernels/cuda/cuda_check.h"
 
 namespace race::kernels::cuda {
 namespace {
 
-__global__ void forward_kernel(float* y, float* mean_out, float* rstd_out, const float* x, const float* weight,
+__global__ void forward_kernel(float* y, float* mean, float* rstd, const float* x, const float* weight,
                                const float* bias, int64_t channels, float eps) {
   __shared__ double shared[kThreads];
   const int64_t row = blockIdx.x;
-  const float* xr = x + row * channels;  // (C)
-  float* yr = y + row * channels;        // (C)
-  double sum = 0.0;
-  for (int64_t c = threadIdx.x; c < channels; c += kThreads) sum += static_cast<double>(xr[c]);
-  const double mean = block_sum<kThreads>(sum, shared) / static_cast<double>(channels);
-  double squares = 0.0;  // two passes, as the CPU: a row far from zero mean loses nothing
-  for (int64_t c = threadIdx.x; c < channels; c += kThreads) {
-    const double d = static_cast<double>(xr[c]) - mean;
-    squares += d * d;
-  }
-  const double rstd =
-      1.0 / sqrt(block_sum<kThreads>(squares, shared) / static_cast<double>(channels) + static_cast<double>(eps));
-  const float m = static_cast<float>(mean), s = static_cast<float>(rstd);
-  const float shift = static_cast<float>((mean - static_cast<double>(m)) * rstd);  // see layernorm_cpu.cpp
-  for (int64_t c = threadIdx.x; c < channels; c += kThreads) {
-    const float xhat = (xr[c] - m) * s - shift;
-    yr[c] = xhat * (weight != nullptr ? weight[c] : 1.f) + (bias != nullptr ? bias[c] : 0.f);
-  }
-  if (threadIdx.x == 0) {
-    mean_out[row] = m;
-    rstd_out[row] = s;
-  }
+  programs::layernorm_forward_row(CudaBlock<kThreads>{}, shared, y + row * channels, mean + row, rstd + row,
+                                  x + row * channels, weight, bias, channels, eps);
 }
 
-// dx += rstd (g - mean_c(g) - xhat mean_c(g xhat)), g = dy * weight.
 __global__ void backward_rows_kernel(float* dx, const float* dy, const float* x, const float* weight,
                                      const float* mean, const float* rstd, int64_t channels) {
   __shared__ double shared[kThreads];
   const int64_t row = blockIdx.x;
-  const float* dyr = dy + row * channels;
-  const float* xr = x + row * channels;
-  float* dxr = dx + row * channels;
-  const float m = mean[row], s = rstd[row];
-  double g_sum = 0.0, gx_sum = 0.0;
-  for (int64_t c = threadIdx.x; c < channels; c += kThreads) {
-    const double g = static_cast<double>(dyr[c] * (weight != nullptr ? weight[c] : 1.f));
-    g_sum += g;
-    gx_sum += g * static_cast<double>((xr[c] - m) * s);
-  }
-  const double inv_c = 1.0 / static_cast<double>(channels);
-  const float g_mean = static_cast<float>(block_sum<kThreads>(g_sum, shared) * inv_c);
-  const float gx_mean = static_cast<float>(block_sum<kThreads>(gx_sum, shared) * inv_c);
-  for (int64_t c = threadIdx.x; c < channels; c += kThreads) {
-    const float xhat = (xr[c] - m) * s;
-    const float g = dyr[c] * (weight != nullptr ? weight[c] : 1.f);
-    dxr[c] += s * (g - g_mean - xhat * gx_mean);
-  }
+  programs::layernorm_backward_row(CudaBlock<kThreads>{}, shared, dx + row * channels, dy + row * channels,
+                                   x + row * channels, weight, mean[row], rstd[row], channels);
 }
 
 // dweight (C) += sum_n dy xhat, dbias (C) += sum_n dy: one thread per channel, rows in order, fp64.

@@ -3,7 +3,7 @@
 // gradient.
 #include "kernels/cuda/linear_cuda.h"
 
-#include "kernels/cuda/block_reduce.h"
+#include "kernels/cuda/launch.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/work_items.h"
 

@@ -2,7 +2,7 @@
 // atomics.
 #include "kernels/cuda/pooling_cuda.h"
 
-#include "kernels/cuda/block_reduce.h"
+#include "kernels/cuda/launch.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/work_items.h"
 
