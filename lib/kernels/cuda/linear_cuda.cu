@@ -1,62 +1,31 @@
-// Linear layer on CUDA: one strided tiled matrix product serves all three products of forward and backward
+// Linear layer on CUDA: block_programs.h's tiled product serves all three products of forward and backward
 // (each reads its operands through the strides of work_items.h's Product), plus a column sum for the bias
 // gradient.
 #include "kernels/cuda/linear_cuda.h"
 
-#include "kernels/cuda/launch.h"
+#include "kernels/cuda/block_programs.h"
+#include "kernels/cuda/cuda_block.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/launch.h"
 #include "kernels/cuda/work_items.h"
 
 namespace race::kernels::cuda {
 namespace {
 
-constexpr int kTile = 32;         // C tile (kTile, kTile), k steps of kTile
-constexpr int kRowsPerThread = 4;  // a (kTile, kTile / kRowsPerThread) thread block; each thread 4 rows
-
+using programs::kMatmulTile;
 using items::Product;
-using items::Strided;
 
-// C (M, N) = A (M, K) B (K, N) + (accumulate ? C : 0) + (bias ? bias[n] : 0), C row-major with ld N.
-// Each output element is summed over k in increasing order by one thread: deterministic.
-__global__ void matmul_kernel(float* c, Strided a, Strided b, const float* bias, int64_t m_count, int64_t n_count,
-                              int64_t k_count, bool accumulate) {
-  __shared__ float a_tile[kTile][kTile + 1];  // (m, k); +1 avoids bank conflicts on the column reads
-  __shared__ float b_tile[kTile][kTile + 1];  // (k, n)
-  const int tx = threadIdx.x, ty = threadIdx.y;  // tx: column in the tile, ty: first of the thread's rows
-  // rows on grid.x (up to 2^31 - 1 tiles: B * T rows of a long context), columns on grid.y (65535 tiles)
-  const int64_t m0 = static_cast<int64_t>(blockIdx.x) * kTile, n0 = static_cast<int64_t>(blockIdx.y) * kTile;
-  float acc[kRowsPerThread] = {};
-  for (int64_t k0 = 0; k0 < k_count; k0 += kTile) {
-    for (int i = 0; i < kRowsPerThread; ++i) {
-      const int r = ty + i * (kTile / kRowsPerThread);
-      const int64_t am = m0 + r, ak = k0 + tx, bk = k0 + r, bn = n0 + tx;
-      a_tile[r][tx] = am < m_count && ak < k_count ? a.at(am, ak) : 0.f;
-      b_tile[r][tx] = bk < k_count && bn < n_count ? b.at(bk, bn) : 0.f;
-    }
-    __syncthreads();
-    for (int kk = 0; kk < kTile; ++kk) {
-      const float bv = b_tile[kk][tx];
-      for (int i = 0; i < kRowsPerThread; ++i) acc[i] += a_tile[ty + i * (kTile / kRowsPerThread)][kk] * bv;
-    }
-    __syncthreads();
-  }
-  const int64_t col = n0 + tx;
-  if (col >= n_count) return;
-  for (int i = 0; i < kRowsPerThread; ++i) {
-    const int64_t row = m0 + ty + i * (kTile / kRowsPerThread);
-    if (row >= m_count) continue;
-    float value = acc[i];
-    if (bias != nullptr) value += bias[col];
-    if (accumulate) value += c[row * n_count + col];
-    c[row * n_count + col] = value;
-  }
+// grid: rows of C on x (up to 2^31 - 1 tiles: B * T rows of a long context), columns on y (65535 tiles).
+__global__ void matmul_kernel(float* c, Product p, const float* bias, bool accumulate) {
+  __shared__ float shared[programs::kMatmulSharedFloats];
+  programs::matmul_tile(CudaBlock<programs::kMatmulLanes>{}, shared, c, p, bias, accumulate, blockIdx.x, blockIdx.y);
 }
 
 void matmul(float* c, const Product& p, const float* bias, bool accumulate) {
-  const int64_t m = p.m, n = p.n;
-  if (m == 0 || n == 0) return;
-  const dim3 grid(static_cast<unsigned>((m + kTile - 1) / kTile), static_cast<unsigned>((n + kTile - 1) / kTile));
-  matmul_kernel<<<grid, dim3(kTile, kTile / kRowsPerThread)>>>(c, p.a, p.b, bias, m, n, p.k, accumulate);
+  if (p.m == 0 || p.n == 0) return;
+  const dim3 grid(static_cast<unsigned>((p.m + kMatmulTile - 1) / kMatmulTile),
+                  static_cast<unsigned>((p.n + kMatmulTile - 1) / kMatmulTile));
+  matmul_kernel<<<grid, programs::kMatmulLanes>>>(c, p, bias, accumulate);
   RACE_CUDA_CHECK(cudaGetLastError());
 }
 
