@@ -3,10 +3,10 @@
 
 #include <cmath>
 
-#include "kernels/cuda/launch.h"
 #include "kernels/cuda/block_programs.h"
 #include "kernels/cuda/cuda_block.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/launch.h"
 
 namespace race::kernels::cuda {
 namespace {

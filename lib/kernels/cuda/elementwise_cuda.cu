@@ -1,9 +1,9 @@
 // Elementwise CUDA kernels: one grid-stride loop each, 64-bit indices.
 #include "kernels/cuda/elementwise_cuda.h"
 
-#include "kernels/cuda/launch.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/elementwise_math.h"
+#include "kernels/cuda/launch.h"
 
 namespace race::kernels::cuda {
 namespace {

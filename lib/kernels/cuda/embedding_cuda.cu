@@ -1,8 +1,8 @@
 // Embedding on CUDA: a gather per output element; the backward's ownership scheme is in the header.
 #include "kernels/cuda/embedding_cuda.h"
 
-#include "kernels/cuda/launch.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/launch.h"
 #include "kernels/cuda/work_items.h"
 
 namespace race::kernels::cuda {

@@ -1,8 +1,8 @@
 // The range check of index_check_cuda.h: one grid-stride pass, the smallest bad position by integer atomicMin.
 #include "kernels/cuda/index_check_cuda.h"
 
-#include "kernels/cuda/launch.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/launch.h"
 
 namespace race::kernels::cuda {
 namespace {

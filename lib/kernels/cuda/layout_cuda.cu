@@ -2,8 +2,8 @@
 // where its element sits in the (B, H, T, D) side with work_items.h's heads_place.
 #include "kernels/cuda/layout_cuda.h"
 
-#include "kernels/cuda/launch.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/launch.h"
 #include "kernels/cuda/work_items.h"
 
 namespace race::kernels::cuda {

@@ -2,8 +2,8 @@
 // atomics.
 #include "kernels/cuda/pooling_cuda.h"
 
-#include "kernels/cuda/launch.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/launch.h"
 #include "kernels/cuda/work_items.h"
 
 namespace race::kernels::cuda {

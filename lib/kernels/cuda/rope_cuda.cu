@@ -2,8 +2,8 @@
 // only its own two elements, so the rotation may be in place.
 #include "kernels/cuda/rope_cuda.h"
 
-#include "kernels/cuda/launch.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/launch.h"
 #include "kernels/cuda/work_items.h"
 
 namespace race::kernels::cuda {
