@@ -4,16 +4,18 @@
 # our other libraries.
 #
 #   scripts/gpu-check.sh build   Builds for sm_90a only (Hopper: H100/H200) in build-gpu-check/ and collects
-#                                build-gpu-check/bundle/: the CUDA test binaries, race-bench, the shared
-#                                libraries they need beyond glibc/libstdc++/libgcc (HDF5 and its curl/ssl
-#                                chain, spdlog, fmt, libgomp, ...) and the PyTorch comparison script.
+#                                build-gpu-check/bundle/: the CUDA test binaries (test_cuda_ops xz-compressed),
+#                                race-bench, the shared libraries they need beyond glibc/libstdc++/libgcc
+#                                (HDF5 and its curl/ssl chain, spdlog, fmt, libgomp, ...) and the PyTorch
+#                                comparison script.
 #                                Fails if the bundle passes 64 MiB or a binary cannot start here.
 #   scripts/gpu-check.sh run     On the GPU machine, from the repository root with the bundle in place:
 #                                runs everything below with per-step timeouts (470 s in all, under 8 minutes) and
 #                                writes JSON into $OUT (default ./gpu-check-out):
 #     tests_*.json               gtest reports: test_cuda_device, test_race_attention_cuda and
 #                                test_softmax_attention_cuda (the kernels on the GPU against the fp64 CPU
-#                                references), test_race_tile (host emulation)
+#                                references), test_cuda_ops (every model::Ops method and a tiny Gpt on CUDA
+#                                against CpuOps), test_race_tile (host emulation)
 #     race_bench_*.json          race-bench attention --device cuda: B=1 H=4 D=128 L=3 P=3 bf16 causal at
 #                                T = 2^20, and a doubling sweep from T = 4096
 #     softmax_bench_sweep.json   our CUDA flash softmax at the same shape, doubling from T = 4096
@@ -29,8 +31,8 @@ cd "$(dirname "$0")/.."
 BUILD=build-gpu-check
 BUNDLE=$BUILD/bundle
 MAX_BUNDLE_BYTES=$((64 * 1024 * 1024))
-BINARIES=(tests/test_cuda_device tests/test_race_attention_cuda tests/test_softmax_attention_cuda tests/test_race_tile
-  apps/race-bench)
+BINARIES=(tests/test_cuda_device tests/test_race_attention_cuda tests/test_softmax_attention_cuda tests/test_cuda_ops
+  tests/test_race_tile apps/race-bench)
 
 # Libraries every Linux machine with a C++ runtime has; the bundle uses the GPU machine's own. build_bundle
 # prints the newest glibc and libstdc++ symbol versions the bundle needs from them.
@@ -45,13 +47,15 @@ is_system_library() {
 build_bundle() {
   local nvcc=/usr/local/cuda/bin/nvcc
   command -v nvcc >/dev/null 2>&1 && nvcc=$(command -v nvcc)
+  # OpenBLAS static: test_cuda_ops runs CpuOps' linear layer, and the shared libopenblas (36 MB) would push the
+  # bundle past 64 MiB; the archive adds only the sgemm it calls (about 30 MB).
   # x86-64-v3 (AVX2): the GPU machine's CPU is unknown. row_products.h's 16-wide vectors then pass through
   # functions without AVX-512, which GCC notes as an ABI change (-Wpsabi); every such function is inline
   # in one binary, so there is no ABI to break.
   cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DRACE_CUDA=ON -DCMAKE_CUDA_COMPILER="$nvcc" \
-    -DRACE_CUDA_ARCHITECTURES=90a -DRACE_CPU_ARCH=x86-64-v3 -DCMAKE_CXX_FLAGS=-Wno-psabi
+    -DRACE_CUDA_ARCHITECTURES=90a -DRACE_CPU_ARCH=x86-64-v3 -DCMAKE_CXX_FLAGS=-Wno-psabi -DRACE_OPENBLAS_STATIC=ON
   cmake --build "$BUILD" -j"$(nproc)" --target test_cuda_device test_race_attention_cuda test_softmax_attention_cuda \
-    test_race_tile race-bench
+    test_cuda_ops test_race_tile race-bench
   rm -rf "$BUNDLE"
   mkdir -p "$BUNDLE/bin" "$BUNDLE/lib"
   for b in "${BINARIES[@]}"; do cp "$BUILD/$b" "$BUNDLE/bin/"; done
@@ -66,6 +70,14 @@ build_bundle() {
   glibc=$(for f in "$BUNDLE"/bin/* "$BUNDLE"/lib/*; do objdump -T "$f" | grep -o 'GLIBC_[0-9.]*' || true; done | sort -uV | tail -1)
   glibcxx=$(for f in "$BUNDLE"/bin/* "$BUNDLE"/lib/*; do objdump -T "$f" | grep -o 'GLIBCXX_[0-9.]*' || true; done | sort -uV | tail -1)
   echo "gpu-check: the bundle needs $glibc and $glibcxx from the GPU machine"
+  # Every binary must start with only the bundle's libraries and the system ones (no GPU needed for this).
+  for b in "$BUNDLE"/bin/test_*; do
+    LD_LIBRARY_PATH="$BUNDLE/lib" "$b" --gtest_list_tests >/dev/null
+  done
+  LD_LIBRARY_PATH="$BUNDLE/lib" "$BUNDLE/bin/race-bench" --help >/dev/null
+  # test_cuda_ops holds OpenBLAS's archive (about 30 MB, mostly kernels for every x86 CPU): the bundle would
+  # pass 64 MiB. xz shrinks it to about 3 MB; `run` unpacks it with python3's lzma module.
+  xz -6 -T"$(nproc)" "$BUNDLE/bin/test_cuda_ops"
   local bytes
   bytes=$(du -sb "$BUNDLE" | cut -f1)
   echo "gpu-check: bundle $BUNDLE: $((bytes / 1024 / 1024)) MiB ($bytes bytes), $(ls "$BUNDLE/lib" | wc -l) libraries"
@@ -73,11 +85,6 @@ build_bundle() {
     echo "gpu-check: the bundle is over 64 MiB: too large to carry" >&2
     exit 1
   fi
-  # Every binary must start with only the bundle's libraries and the system ones (no GPU needed for this).
-  for b in "$BUNDLE"/bin/test_*; do
-    LD_LIBRARY_PATH="$BUNDLE/lib" "$b" --gtest_list_tests >/dev/null
-  done
-  LD_LIBRARY_PATH="$BUNDLE/lib" "$BUNDLE/bin/race-bench" --help >/dev/null
   echo "gpu-check: every binary starts; carry $BUNDLE to the GPU machine and run: scripts/gpu-check.sh run"
 }
 
@@ -106,14 +113,25 @@ run_checks() {
   export LD_LIBRARY_PATH="$PWD/$BUNDLE/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$out/nvidia_smi.csv" 2>&1 || true
   local bin=$BUNDLE/bin
+  # test_cuda_ops travels xz-compressed (build_bundle); unpack it outside the bundle, which may be read-only.
+  # If that fails, its step fails (no binary) and the other steps still run.
+  local unpacked
+  unpacked=$(mktemp -d)
+  if python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
+    "$bin/test_cuda_ops.xz" "$unpacked/test_cuda_ops"; then
+    chmod +x "$unpacked/test_cuda_ops"
+  else
+    echo "gpu-check: could not unpack $bin/test_cuda_ops.xz" >&2
+  fi
   local shape=(-B 1 -H 4 -D 128 -L 3 -P 3 --causal --device cuda --dtype bf16 --repeats 5)
   step test_cuda_device 30 "$bin/test_cuda_device" --gtest_output="json:$out/tests_cuda_device.json"
   step test_race_attention_cuda 100 "$bin/test_race_attention_cuda" --gtest_output="json:$out/tests_race_attention_cuda.json"
   step test_softmax_attention_cuda 40 "$bin/test_softmax_attention_cuda" \
     --gtest_output="json:$out/tests_softmax_attention_cuda.json"
+  step test_cuda_ops 20 "$unpacked/test_cuda_ops" --gtest_output="json:$out/tests_cuda_ops.json"
   step test_race_tile 30 "$bin/test_race_tile" --gtest_output="json:$out/tests_race_tile.json"
   step race_bench_1m 60 "$bin/race-bench" attention "${shape[@]}" -T 1048576 --json "$out/race_bench_1m.json"
-  step race_bench_sweep 100 "$bin/race-bench" attention "${shape[@]}" --sweep --t-min 4096 --max-seconds 80 \
+  step race_bench_sweep 80 "$bin/race-bench" attention "${shape[@]}" --sweep --t-min 4096 --max-seconds 60 \
     --json "$out/race_bench_sweep.json"
   step softmax_bench_sweep 40 "$bin/race-bench" attention --impl softmax -B 1 -H 4 -D 128 --causal --device cuda \
     --dtype bf16 --repeats 3 --sweep --t-min 4096 --max-seconds 30 --json "$out/softmax_bench_sweep.json"

@@ -1,0 +1,66 @@
+// AdamW and the gradient norm on CUDA: a grid-stride elementwise update, and a two-pass fixed-shape reduction.
+#include "kernels/cuda/adamw_cuda.h"
+
+#include <cmath>
+
+#include "kernels/cuda/block_programs.h"
+#include "kernels/cuda/cuda_block.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/launch.h"
+
+namespace race::kernels::cuda {
+namespace {
+
+constexpr int kNormBlocks = 512;  // fixed, whatever n: the partial sums and their order do not change
+
+__global__ void square_sum_kernel(double* partial, const float* grads, int64_t n) {
+  __shared__ double shared[kThreads];
+  double sum = 0.0;
+  const int64_t stride = static_cast<int64_t>(kNormBlocks) * kThreads;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x; i < n; i += stride)
+    sum += static_cast<double>(grads[i]) * static_cast<double>(grads[i]);
+  sum = programs::block_sum(CudaBlock<kThreads>{}, sum, shared);
+  if (threadIdx.x == 0) partial[blockIdx.x] = sum;
+}
+
+__global__ void partial_sum_kernel(double* total, const double* partial) {
+  __shared__ double shared[kNormBlocks];
+  const double sum = programs::block_sum(CudaBlock<kNormBlocks>{}, partial[threadIdx.x], shared);
+  if (threadIdx.x == 0) *total = sum;
+}
+
+__global__ void adamw_kernel(float* params, const float* grads, float* m, float* v, int64_t n,
+                             math::AdamWConstants constants) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    math::adamw_update(params[i], m[i], v[i], grads[i], constants);
+}
+
+}  // namespace
+
+double grad_norm(const float* grads, int64_t n) {
+  if (n <= 0) return 0.0;
+  double* partial = nullptr;  // (kNormBlocks) then the total
+  RACE_CUDA_CHECK(cudaMalloc(&partial, (kNormBlocks + 1) * sizeof(double)));
+  double total = 0.0;
+  try {
+    square_sum_kernel<<<kNormBlocks, kThreads>>>(partial, grads, n);
+    RACE_CUDA_CHECK(cudaGetLastError());
+    partial_sum_kernel<<<1, kNormBlocks>>>(partial + kNormBlocks, partial);
+    RACE_CUDA_CHECK(cudaGetLastError());
+    RACE_CUDA_CHECK(cudaMemcpy(&total, partial + kNormBlocks, sizeof(double), cudaMemcpyDeviceToHost));
+  } catch (...) {
+    cudaFree(partial);
+    throw;
+  }
+  RACE_CUDA_CHECK(cudaFree(partial));
+  return std::sqrt(total);
+}
+
+void adamw(float* params, const float* grads, float* m, float* v, int64_t n, const math::AdamWConstants& constants) {
+  if (n <= 0) return;
+  adamw_kernel<<<grid_for(n), kThreads>>>(params, grads, m, v, n, constants);
+  RACE_CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace race::kernels::cuda

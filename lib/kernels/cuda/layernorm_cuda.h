@@ -1,0 +1,17 @@
+// LayerNorm over the last dimension on CUDA devices, forward and backward, with the semantics and fp64 row
+// statistics of kernels/cpu/layernorm_cpu.h (y, mean, rstd overwritten; dx, dweight, dbias accumulated;
+// weight and bias may be null, meaning 1 and 0; dweight and dbias may be null to skip them).
+// Declared without CUDA headers; defined in layernorm_cuda.cu. Does not synchronise.
+#pragma once
+
+#include <cstdint>
+
+namespace race::kernels::cuda {
+
+void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* weight, const float* bias,
+                       int64_t rows, int64_t channels, float eps);
+void layernorm_backward(float* dx, float* dweight, float* dbias, const float* dy, const float* x,
+                        const float* weight, const float* mean, const float* rstd, int64_t rows,
+                        int64_t channels);
+
+}  // namespace race::kernels::cuda

@@ -1,0 +1,106 @@
+// The per-thread work of the CUDA model kernels whose threads are independent (no barrier, no shared
+// memory): head layouts, RoPE, the embedding backward, pooling, and the operands of the linear layer's
+// three matrix products. The .cu kernels call these for their thread's item; the host tests call them for
+// every item in a loop and compare with CpuOps and the fp64 references, so the index arithmetic is checked
+// without a GPU. C++17 and no CUDA headers: the host compiler includes this file too.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/cuda/elementwise_math.h"
+
+namespace race::kernels::cuda::items {
+
+// Element i of rows (B, T, parts, H, D) is element `offset` of heads tensor `part` (B, H, T, D).
+struct HeadsPlace {
+  int64_t part, offset;
+};
+RACE_HD HeadsPlace heads_place(int64_t i, int64_t seq_len, int64_t heads, int64_t head_dim, int64_t parts) {
+  const int64_t d = i % head_dim, h = (i / head_dim) % heads, rest = i / (head_dim * heads);
+  const int64_t bt = rest / parts, t = bt % seq_len, b = bt / seq_len;
+  return {rest % parts, ((b * heads + h) * seq_len + t) * head_dim + d};
+}
+
+// RoPE, pair p of (B, H, T, D/2): turns (x[i], x[i + D/2]) of its head vector by sign * angle.
+RACE_HD void rope_pair(float* out, const float* x, const int32_t* positions, int64_t p, int64_t heads,
+                       int64_t seq_len, int64_t head_dim, float base, float sign) {
+  const int64_t half = head_dim / 2, i = p % half, row = p / half;  // row = (b * H + h) * T + t
+  const int64_t t = row % seq_len, b = row / (seq_len * heads);
+  const int64_t position = positions != nullptr ? positions[b * seq_len + t] : t;
+  const double angle = math::rope_angle(position, i, head_dim, base);
+  const float c = static_cast<float>(cos(angle)), s = sign * static_cast<float>(sin(angle));
+  const float lo = x[row * head_dim + i], hi = x[row * head_dim + i + half];
+  out[row * head_dim + i] = lo * c - hi * s;
+  out[row * head_dim + i + half] = lo * s + hi * c;
+}
+
+// Embedding backward, column c of vocabulary rows [first, last): walks n in order.
+RACE_HD void embedding_backward_column(float* dtable, const int32_t* ids, const float* dout, int64_t n,
+                                       int64_t channels, int64_t c, int64_t first, int64_t last) {
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t id = ids[i];
+    if (id >= first && id < last) dtable[id * channels + c] += dout[i * channels + c];
+  }
+}
+
+RACE_HD bool is_real(const uint8_t* key_mask, int64_t b, int64_t t, int64_t seq_len) {
+  return key_mask == nullptr || key_mask[b * seq_len + t] != 0;
+}
+
+// Pooling of channel c of row b (item b * C + c): token 0 (cls), or the fp64 mean over real tokens.
+RACE_HD void pool_forward_channel(float* pooled, const float* rows, const uint8_t* key_mask, int64_t item,
+                                  int64_t seq_len, int64_t channels, bool cls) {
+  const int64_t b = item / channels, c = item % channels;
+  const float* row = rows + b * seq_len * channels + c;  // token t at row[t * C]
+  if (cls) {
+    pooled[item] = row[0];
+    return;
+  }
+  double sum = 0.0;
+  int64_t count = 0;
+  for (int64_t t = 0; t < seq_len; ++t)
+    if (is_real(key_mask, b, t, seq_len)) {
+      sum += static_cast<double>(row[t * channels]);
+      ++count;
+    }
+  pooled[item] = count > 0 ? static_cast<float>(sum / static_cast<double>(count)) : 0.f;
+}
+
+// Its backward: writes channel c of every token of row b (zero where the pool does not look).
+RACE_HD void pool_backward_channel(float* drows, const float* dpooled, const uint8_t* key_mask, int64_t item,
+                                   int64_t seq_len, int64_t channels, bool cls) {
+  const int64_t b = item / channels, c = item % channels;
+  float* row = drows + b * seq_len * channels + c;
+  int64_t count = 0;
+  for (int64_t t = 0; t < seq_len; ++t) count += is_real(key_mask, b, t, seq_len);
+  const float g = cls ? dpooled[item] : (count > 0 ? dpooled[item] / static_cast<float>(count) : 0.f);
+  for (int64_t t = 0; t < seq_len; ++t) row[t * channels] = (cls ? t == 0 : is_real(key_mask, b, t, seq_len)) ? g : 0.f;
+}
+
+// A matrix operand read through strides: element (r, c) at data[r * row_stride + c * col_stride].
+struct Strided {
+  const float* data;
+  int64_t row_stride, col_stride;
+  RACE_HD float at(int64_t r, int64_t c) const { return data[r * row_stride + c * col_stride]; }
+};
+
+// C (m, n) = A (m, k) B (k, n), C row-major: one of the linear layer's products.
+struct Product {
+  Strided a, b;
+  int64_t m, n, k;
+};
+
+// y (N, out) = x (N, in) W^T: B(k, n) = W[n, k].
+inline Product forward_product(const float* x, const float* weight, int64_t rows, int64_t in, int64_t out) {
+  return {{x, in, 1}, {weight, 1, in}, rows, out, in};
+}
+// dx (N, in) = dy (N, out) W (out, in).
+inline Product input_grad_product(const float* dy, const float* weight, int64_t rows, int64_t in, int64_t out) {
+  return {{dy, out, 1}, {weight, in, 1}, rows, in, out};
+}
+// dW (out, in) = dy^T x: A(m, k) = dy[k, m].
+inline Product weight_grad_product(const float* dy, const float* x, int64_t rows, int64_t in, int64_t out) {
+  return {{dy, 1, out}, {x, in, 1}, out, in, rows};
+}
+
+}  // namespace race::kernels::cuda::items

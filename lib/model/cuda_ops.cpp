@@ -1,0 +1,277 @@
+// CudaOps: memory, copies and argument checks on the host; every operation forwards to its kernel in
+// lib/kernels/cuda. Checks that the CPU kernels make on their inputs are made here too, with race::Error, so
+// both backends reject the same calls: integer inputs used as indices are range-checked on the device first.
+#include "model/cuda_ops.h"
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+
+#include "core/error.h"
+#include "kernels/cpu/adamw_cpu.h"
+#include "kernels/cuda/adamw_cuda.h"
+#include "kernels/cuda/attention_decode_cuda.h"
+#include "kernels/cuda/cross_entropy_cuda.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/elementwise_cuda.h"
+#include "kernels/cuda/embedding_cuda.h"
+#include "kernels/cuda/index_check_cuda.h"
+#include "kernels/cuda/layernorm_cuda.h"
+#include "kernels/cuda/layout_cuda.h"
+#include "kernels/cuda/linear_cuda.h"
+#include "kernels/cuda/pooling_cuda.h"
+#include "kernels/cuda/rope_cuda.h"
+#include "kernels/cuda/softmax_attention_cuda.h"
+
+namespace race::model {
+
+namespace kc = kernels::cuda;
+
+std::string device_out_of_memory_message(int64_t requested_bytes, int64_t free_bytes, int64_t total_bytes) {
+  const auto mib = [](int64_t bytes) { return static_cast<double>(bytes) / (1024.0 * 1024.0); };
+  return fmt::format(
+      "CUDA out of memory: could not allocate {} bytes ({:.1f} MiB); the device has {:.1f} MiB free of {:.1f} "
+      "MiB. Hint: reduce the batch size or the sequence length, or enable recompute",
+      requested_bytes, mib(requested_bytes), mib(free_bytes), mib(total_bytes));
+}
+
+CudaOps::CudaOps() {
+  int devices = 0;
+  const cudaError_t status = cudaGetDeviceCount(&devices);
+  if (status != cudaSuccess || devices == 0) {
+    cudaGetLastError();
+    fail("CudaOps: no usable CUDA device ({}); check nvidia-smi, or use the CPU backend",
+         status != cudaSuccess ? cudaGetErrorString(status) : "no device found");
+  }
+}
+
+CudaOps::~CudaOps() {
+  // Errors are ignored: a destructor cannot throw, and a failed free after a fault changes nothing.
+  for (void* buffer : buffers_) cudaFree(buffer);
+}
+
+void* CudaOps::allocate_device(int64_t bytes) {
+  if (bytes < 0) fail("CudaOps: cannot allocate {} bytes", bytes);
+  if (bytes == 0) return nullptr;  // nothing to own; cudaMemset would reject a null pointer
+  void* data = nullptr;
+  const cudaError_t status = cudaMalloc(&data, static_cast<size_t>(bytes));
+  if (status == cudaErrorMemoryAllocation) {
+    cudaGetLastError();
+    size_t free_bytes = 0, total_bytes = 0;
+    cudaMemGetInfo(&free_bytes, &total_bytes);
+    throw Error(device_out_of_memory_message(bytes, static_cast<int64_t>(free_bytes),
+                                             static_cast<int64_t>(total_bytes)));
+  }
+  RACE_CUDA_CHECK(status);
+  buffers_.push_back(data);
+  RACE_CUDA_CHECK(cudaMemset(data, 0, static_cast<size_t>(bytes)));
+  return data;
+}
+
+float* CudaOps::allocate(int64_t count) {
+  return static_cast<float*>(allocate_device(count * static_cast<int64_t>(sizeof(float))));
+}
+int32_t* CudaOps::allocate_ints(int64_t count) {
+  return static_cast<int32_t*>(allocate_device(count * static_cast<int64_t>(sizeof(int32_t))));
+}
+uint8_t* CudaOps::allocate_bytes(int64_t count) { return static_cast<uint8_t*>(allocate_device(count)); }
+
+void CudaOps::copy_from_host(float* device, const float* host, int64_t count) {
+  RACE_CUDA_CHECK(cudaMemcpy(device, host, static_cast<size_t>(count) * sizeof(float), cudaMemcpyHostToDevice));
+}
+void CudaOps::copy_to_host(float* host, const float* device, int64_t count) {
+  RACE_CUDA_CHECK(cudaMemcpy(host, device, static_cast<size_t>(count) * sizeof(float), cudaMemcpyDeviceToHost));
+}
+void CudaOps::copy_ints_from_host(int32_t* device, const int32_t* host, int64_t count) {
+  RACE_CUDA_CHECK(
+      cudaMemcpy(device, host, static_cast<size_t>(count) * sizeof(int32_t), cudaMemcpyHostToDevice));
+}
+void CudaOps::copy_bytes_from_host(uint8_t* device, const uint8_t* host, int64_t count) {
+  RACE_CUDA_CHECK(cudaMemcpy(device, host, static_cast<size_t>(count), cudaMemcpyHostToDevice));
+}
+
+void CudaOps::fill(float* x, float value, int64_t count) { kc::fill(x, value, count); }
+void CudaOps::add(float* y, const float* x, int64_t count) { kc::add(y, x, count); }
+
+void CudaOps::linear_forward(float* y, const float* x, const float* w, const float* b, int64_t rows, int64_t in,
+                             int64_t out) {
+  kc::linear_forward(y, x, w, b, rows, in, out);
+}
+void CudaOps::linear_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
+                              int64_t rows, int64_t in, int64_t out) {
+  kc::linear_backward(dx, dw, db, dy, x, w, rows, in, out);
+}
+
+void CudaOps::layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w,
+                                const float* b, int64_t rows, int64_t channels, float eps) {
+  if (channels < 1 || rows < 0) fail("layernorm_forward (CUDA): rows = {}, channels = {} must be >= 0, >= 1", rows, channels);
+  if (!(eps > 0.f)) fail("layernorm_forward (CUDA): eps = {} must be > 0", eps);
+  kc::layernorm_forward(y, mean, rstd, x, w, b, rows, channels, eps);
+}
+void CudaOps::layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
+                                 const float* mean, const float* rstd, int64_t rows, int64_t channels) {
+  if (channels < 1 || rows < 0) fail("layernorm_backward (CUDA): rows = {}, channels = {} must be >= 0, >= 1", rows, channels);
+  kc::layernorm_backward(dx, dw, db, dy, x, w, mean, rstd, rows, channels);
+}
+
+void CudaOps::gelu_forward(float* y, const float* x, int64_t count) { kc::gelu_forward(y, x, count); }
+void CudaOps::gelu_backward(float* dx, const float* dy, const float* x, int64_t count) {
+  kc::gelu_backward(dx, dy, x, count);
+}
+
+// race::Error naming the first value of `values` (n, on the device) outside [0, limit) (other than
+// `allowed`) and where it is.
+static void check_indices(const char* function, const char* what, const int32_t* values, int64_t n, int64_t limit,
+                          int32_t allowed) {
+  const int32_t hi = limit > INT32_MAX ? INT32_MAX : static_cast<int32_t>(limit);
+  const kc::InvalidIndex bad = kc::first_invalid_index(values, n, 0, hi, allowed);
+  if (bad.position >= 0) fail("{} (CUDA): {} {} at position {} is outside [0, {})", function, what, bad.value, bad.position, limit);
+}
+
+void CudaOps::embedding_forward(float* out, const int32_t* ids, const float* table, int64_t n, int64_t vocab,
+                                int64_t channels, bool accumulate) {
+  check_indices("embedding_forward", "id", ids, n, vocab, 0);
+  kc::embedding_forward(out, ids, table, n, channels, accumulate);
+}
+void CudaOps::embedding_backward(float* dtable, const int32_t* ids, const float* dout, int64_t n, int64_t vocab,
+                                 int64_t channels) {
+  check_indices("embedding_backward", "id", ids, n, vocab, 0);
+  kc::embedding_backward(dtable, ids, dout, n, vocab, channels);
+}
+
+double CudaOps::cross_entropy(float* dlogits, const float* logits, const int32_t* targets, int64_t rows,
+                              int64_t vocab, float grad_scale, int64_t* count) {
+  check_indices("cross_entropy", "target", targets, rows, vocab, -1);
+  const kc::CrossEntropySums sums = kc::cross_entropy(dlogits, logits, targets, rows, vocab, grad_scale);
+  *count = sums.count;
+  return sums.loss_sum;
+}
+
+void CudaOps::split_heads(float* q, float* k, float* v, const float* qkv, int64_t batch, int64_t seq_len,
+                          int64_t heads, int64_t head_dim) {
+  kc::split_heads(q, k, v, qkv, batch, seq_len, heads, head_dim);
+}
+void CudaOps::merge_heads(float* qkv, const float* q, const float* k, const float* v, int64_t batch,
+                          int64_t seq_len, int64_t heads, int64_t head_dim) {
+  kc::merge_heads(qkv, q, k, v, batch, seq_len, heads, head_dim);
+}
+void CudaOps::heads_to_rows(float* rows, const float* heads, int64_t batch, int64_t seq_len, int64_t head_count,
+                            int64_t head_dim) {
+  kc::heads_to_rows(rows, heads, batch, seq_len, head_count, head_dim);
+}
+void CudaOps::rows_to_heads(float* heads, const float* rows, int64_t batch, int64_t seq_len, int64_t head_count,
+                            int64_t head_dim) {
+  kc::rows_to_heads(heads, rows, batch, seq_len, head_count, head_dim);
+}
+
+static void check_rope(const char* function, const int32_t* positions, int64_t batch, int64_t seq_len,
+                       int64_t head_dim, float base) {
+  if (head_dim < 2 || head_dim % 2 != 0) fail("{} (CUDA): head_dim = {} must be even and >= 2", function, head_dim);
+  if (!(base > 0.f && std::isfinite(base))) fail("{} (CUDA): base = {} must be finite and > 0", function, base);
+  if (positions != nullptr) check_indices(function, "position", positions, batch * seq_len, INT32_MAX, INT32_MAX);
+}
+
+void CudaOps::rope_forward(float* out, const float* x, const int32_t* positions, int64_t batch, int64_t heads,
+                           int64_t seq_len, int64_t head_dim, float base) {
+  check_rope("rope_forward", positions, batch, seq_len, head_dim, base);
+  kc::rope_rotate(out, x, positions, batch, heads, seq_len, head_dim, base, 1.f);
+}
+void CudaOps::rope_backward(float* dx, const float* dout, const int32_t* positions, int64_t batch, int64_t heads,
+                            int64_t seq_len, int64_t head_dim, float base) {
+  check_rope("rope_backward", positions, batch, seq_len, head_dim, base);
+  kc::rope_rotate(dx, dout, positions, batch, heads, seq_len, head_dim, base, -1.f);
+}
+
+static kc::RaceCudaInputs race_inputs(const kernels::RaceAttentionInputs& in) {
+  return {kc::DType::f32, in.q, in.k, in.v, in.planes, in.beta, in.key_mask, in.segment_ids};
+}
+
+void CudaOps::race_attention_forward(const kernels::RaceAttentionShape& shape,
+                                     const kernels::RaceAttentionOptions& options,
+                                     const kernels::RaceAttentionInputs& inputs, float* out) {
+  kc::race_attention_forward(shape, options, race_inputs(inputs), out);
+}
+void CudaOps::race_attention_backward(const kernels::RaceAttentionShape& shape,
+                                      const kernels::RaceAttentionOptions& options,
+                                      const kernels::RaceAttentionInputs& inputs, const float* dout,
+                                      const kernels::RaceAttentionGradients& grads) {
+  kc::race_attention_backward(shape, options, race_inputs(inputs), dout, {grads.dq, grads.dk, grads.dv, grads.dbeta});
+}
+
+void CudaOps::softmax_attention_forward(const kernels::SoftmaxAttentionShape& shape,
+                                        const kernels::SoftmaxAttentionOptions& options,
+                                        const kernels::SoftmaxAttentionInputs& inputs, float* out, float* lse) {
+  if (lse == nullptr) {  // ops.h lets the caller skip lse; the CUDA kernel always writes one
+    const int64_t count = shape.batch * shape.heads * shape.seq_len;
+    if (count > lse_scratch_count_) {
+      lse_scratch_ = allocate(count);
+      lse_scratch_count_ = count;
+    }
+    lse = lse_scratch_;
+  }
+  kc::softmax_attention_forward(shape, options, {kc::DType::f32, inputs.q, inputs.k, inputs.v, inputs.key_mask, inputs.segment_ids},
+                                out, lse);
+}
+void CudaOps::softmax_attention_backward(const kernels::SoftmaxAttentionShape& shape,
+                                         const kernels::SoftmaxAttentionOptions& options,
+                                         const kernels::SoftmaxAttentionInputs& inputs, const float* out,
+                                         const float* lse, const float* dout,
+                                         const kernels::SoftmaxAttentionGradients& grads) {
+  kc::softmax_attention_backward(shape, options,
+                                 {kc::DType::f32, inputs.q, inputs.k, inputs.v, inputs.key_mask, inputs.segment_ids},
+                                 out, lse, dout, {grads.dq, grads.dk, grads.dv});
+}
+
+void CudaOps::race_attention_decode(const kernels::RaceAttentionShape& shape,
+                                    const kernels::RaceAttentionOptions& options, const float* q, const float* k,
+                                    const float* v, const float* planes, const float* beta, float* key_sums,
+                                    float* value_sums, float* out) {
+  kernels::validate(shape, options);
+  if (!options.causal) fail("race attention decode (CUDA): only causal layers generate token by token");
+  kc::race_attention_decode(shape, options, q, k, v, planes, beta, key_sums, value_sums, out);
+}
+void CudaOps::softmax_attention_decode(int64_t heads, int64_t head_dim, int64_t window, float scale,
+                                       const float* q, const float* k, const float* v, float* keys, float* values,
+                                       int64_t capacity, int64_t position, float* out) {
+  if (window > 0 ? capacity < window : capacity <= position)
+    fail("softmax attention decode (CUDA): a cache of {} positions cannot hold position {} (window {})", capacity,
+         position, window);
+  kc::softmax_attention_decode(heads, head_dim, window, scale, q, k, v, keys, values, capacity, position, out);
+}
+
+void CudaOps::pool_forward(float* pooled, const float* rows, const uint8_t* key_mask, int64_t batch,
+                           int64_t seq_len, int64_t channels, bool cls) {
+  kc::pool_forward(pooled, rows, key_mask, batch, seq_len, channels, cls);
+}
+void CudaOps::pool_backward(float* drows, const float* dpooled, const uint8_t* key_mask, int64_t batch,
+                            int64_t seq_len, int64_t channels, bool cls) {
+  kc::pool_backward(drows, dpooled, key_mask, batch, seq_len, channels, cls);
+}
+
+void CudaOps::dropout(float* y, const float* x, int64_t count, float p, uint64_t seed) {
+  kc::dropout(y, x, count, p, seed);
+}
+void CudaOps::exp_forward(float* y, const float* x, int64_t count) { kc::exp_forward(y, x, count); }
+void CudaOps::exp_backward(float* dx, const float* dy, const float* y, int64_t count) {
+  kc::exp_backward(dx, dy, y, count);
+}
+
+double CudaOps::grad_norm(const float* grads, int64_t count) { return kc::grad_norm(grads, count); }
+
+void CudaOps::adamw(float* params, const float* grads, float* m, float* v, int64_t count, const AdamWStep& step) {
+  // The CPU kernel's option checks, with its messages: on zero elements it checks and touches nothing.
+  kernels::cpu::AdamWOptions options;
+  options.lr = step.lr;
+  options.beta1 = step.beta1;
+  options.beta2 = step.beta2;
+  options.eps = step.eps;
+  options.weight_decay = step.weight_decay;
+  options.step = step.step;
+  options.grad_scale = step.grad_scale;
+  kernels::cpu::adamw_step(nullptr, nullptr, nullptr, nullptr, 0, options);
+  kc::adamw(params, grads, m, v, count,
+            kc::math::adamw_constants(step.lr, step.beta1, step.beta2, step.eps, step.weight_decay, step.step,
+                                      step.grad_scale));
+}
+
+}  // namespace race::model

@@ -1,0 +1,108 @@
+// Ops on one CUDA device, fp32 throughout: device memory owned by this object (cudaMalloc, freed in the
+// destructor) and the kernels of lib/kernels/cuda, with the semantics model/ops.h and the CPU kernels'
+// headers document. Everything runs on the default stream in call order; the calls that return values to
+// the host (cross_entropy, grad_norm, copy_to_host) and the index checks synchronise.
+// Built only when the CUDA toolkit is found (RACE_HAVE_CUDA).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/ops.h"
+
+namespace race::model {
+
+// The race::Error message for an allocation the device could not satisfy.
+std::string device_out_of_memory_message(int64_t requested_bytes, int64_t free_bytes, int64_t total_bytes);
+
+class CudaOps final : public Ops {
+ public:
+  // Uses the current CUDA device; throws race::Error (with the reason) when there is none.
+  CudaOps();
+  ~CudaOps() override;
+  CudaOps(const CudaOps&) = delete;
+  CudaOps& operator=(const CudaOps&) = delete;
+
+  float* allocate(int64_t count) override;
+  int32_t* allocate_ints(int64_t count) override;
+  uint8_t* allocate_bytes(int64_t count) override;
+  void copy_from_host(float* device, const float* host, int64_t count) override;
+  void copy_to_host(float* host, const float* device, int64_t count) override;
+  void copy_ints_from_host(int32_t* device, const int32_t* host, int64_t count) override;
+  void copy_bytes_from_host(uint8_t* device, const uint8_t* host, int64_t count) override;
+  void fill(float* x, float value, int64_t count) override;
+  void add(float* y, const float* x, int64_t count) override;
+
+  void linear_forward(float* y, const float* x, const float* w, const float* b, int64_t rows, int64_t in,
+                      int64_t out) override;
+  void linear_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
+                       int64_t rows, int64_t in, int64_t out) override;
+  void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b,
+                         int64_t rows, int64_t channels, float eps) override;
+  void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
+                          const float* mean, const float* rstd, int64_t rows, int64_t channels) override;
+  void gelu_forward(float* y, const float* x, int64_t count) override;
+  void gelu_backward(float* dx, const float* dy, const float* x, int64_t count) override;
+  void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t n, int64_t vocab,
+                         int64_t channels, bool accumulate) override;
+  void embedding_backward(float* dtable, const int32_t* ids, const float* dout, int64_t n, int64_t vocab,
+                          int64_t channels) override;
+  double cross_entropy(float* dlogits, const float* logits, const int32_t* targets, int64_t rows,
+                       int64_t vocab, float grad_scale, int64_t* count) override;
+  void split_heads(float* q, float* k, float* v, const float* qkv, int64_t batch, int64_t seq_len,
+                   int64_t heads, int64_t head_dim) override;
+  void merge_heads(float* qkv, const float* q, const float* k, const float* v, int64_t batch,
+                   int64_t seq_len, int64_t heads, int64_t head_dim) override;
+  void heads_to_rows(float* rows, const float* heads, int64_t batch, int64_t seq_len, int64_t head_count,
+                     int64_t head_dim) override;
+  void rows_to_heads(float* heads, const float* rows, int64_t batch, int64_t seq_len, int64_t head_count,
+                     int64_t head_dim) override;
+  void rope_forward(float* out, const float* x, const int32_t* positions, int64_t batch, int64_t heads,
+                    int64_t seq_len, int64_t head_dim, float base) override;
+  void rope_backward(float* dx, const float* dout, const int32_t* positions, int64_t batch, int64_t heads,
+                     int64_t seq_len, int64_t head_dim, float base) override;
+  void race_attention_forward(const kernels::RaceAttentionShape& shape,
+                              const kernels::RaceAttentionOptions& options,
+                              const kernels::RaceAttentionInputs& inputs, float* out) override;
+  void race_attention_backward(const kernels::RaceAttentionShape& shape,
+                               const kernels::RaceAttentionOptions& options,
+                               const kernels::RaceAttentionInputs& inputs, const float* dout,
+                               const kernels::RaceAttentionGradients& grads) override;
+  void softmax_attention_forward(const kernels::SoftmaxAttentionShape& shape,
+                                 const kernels::SoftmaxAttentionOptions& options,
+                                 const kernels::SoftmaxAttentionInputs& inputs, float* out,
+                                 float* lse) override;
+  void softmax_attention_backward(const kernels::SoftmaxAttentionShape& shape,
+                                  const kernels::SoftmaxAttentionOptions& options,
+                                  const kernels::SoftmaxAttentionInputs& inputs, const float* out,
+                                  const float* lse, const float* dout,
+                                  const kernels::SoftmaxAttentionGradients& grads) override;
+  void race_attention_decode(const kernels::RaceAttentionShape& shape,
+                             const kernels::RaceAttentionOptions& options, const float* q, const float* k,
+                             const float* v, const float* planes, const float* beta, float* key_sums,
+                             float* value_sums, float* out) override;
+  void softmax_attention_decode(int64_t heads, int64_t head_dim, int64_t window, float scale, const float* q,
+                                const float* k, const float* v, float* keys, float* values, int64_t capacity,
+                                int64_t position, float* out) override;
+  void pool_forward(float* pooled, const float* rows, const uint8_t* key_mask, int64_t batch, int64_t seq_len,
+                    int64_t channels, bool cls) override;
+  void pool_backward(float* drows, const float* dpooled, const uint8_t* key_mask, int64_t batch,
+                     int64_t seq_len, int64_t channels, bool cls) override;
+  void dropout(float* y, const float* x, int64_t count, float p, uint64_t seed) override;
+  void exp_forward(float* y, const float* x, int64_t count) override;
+  void exp_backward(float* dx, const float* dy, const float* y, int64_t count) override;
+  double grad_norm(const float* grads, int64_t count) override;
+  void adamw(float* params, const float* grads, float* m, float* v, int64_t count,
+             const AdamWStep& step) override;
+
+ private:
+  // Zero-filled device memory, kept in buffers_ until destruction; OOM becomes race::Error.
+  void* allocate_device(int64_t bytes);
+
+  std::vector<void*> buffers_;
+  float* lse_scratch_ = nullptr;  // (B, H, T) for a softmax forward called without lse (the kernel needs one)
+  int64_t lse_scratch_count_ = 0;
+};
+
+}  // namespace race::model

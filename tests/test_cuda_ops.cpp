@@ -1,0 +1,808 @@
+// model::CudaOps against model::CpuOps. With a GPU: every Ops method on identical random inputs (shapes that
+// are not multiples of the kernels' block sizes, ignored targets, masks, in-place calls), the argument
+// errors, an out-of-memory error, a tiny hybrid Gpt's loss and every gradient, and 10 AdamW steps of it.
+// Tolerances (relative RMS): 1e-6 for elementwise math (both sides fp32, different exp implementations),
+// 1e-5 for reductions and products (different summation orders), 1e-4 for attention and the whole model
+// (the attention kernels' own bound). Layout moves and the embedding backward (the CPU's order) are exact.
+// Without a GPU: the per-element math, the per-thread work items and the block programs the kernels share
+// with the host (elementwise_math.h, work_items.h, block_programs.h; the programs on blocks of host threads
+// with a barrier), against the fp64 references and CpuOps; the out-of-memory message; and CudaOps' error
+// when there is no device.
+#include <gtest/gtest.h>
+
+#ifdef RACE_HAVE_CUDA
+
+#include <barrier>
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "kernels/cuda/block_programs.h"
+#include "kernels/cuda/device_info.h"
+#include "kernels/cuda/elementwise_math.h"
+#include "kernels/cuda/work_items.h"
+#include "model/cpu_ops.h"
+#include "model/cuda_ops.h"
+#include "model/gpt.h"
+#include "reference/adamw_reference.h"
+#include "reference/gelu_reference.h"
+#include "reference/linear_reference.h"
+#include "reference/rope_reference.h"
+#include "test_support.h"
+
+namespace {
+
+namespace math = race::kernels::cuda::math;
+namespace items = race::kernels::cuda::items;
+using race::model::CpuOps;
+using race::model::CudaOps;
+using race::test::relative_rms;
+using race::test::widen;
+
+bool have_device() { return !race::kernels::cuda::query_devices().devices.empty(); }
+
+// ---- host: the shared per-element math ----
+
+TEST(CudaOpsMath, GeluMatchesTheFp64Reference) {
+  std::mt19937_64 rng(1);
+  const auto x = race::test::normal(rng, 4099, 3.0), dy = race::test::normal(rng, 4099);
+  std::vector<float> y(x.size()), dx(x.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    y[i] = math::gelu_forward(x[i]);
+    dx[i] = math::gelu_backward(dy[i], x[i]);
+  }
+  EXPECT_LE(relative_rms(y, race::reference::gelu_forward(widen(x))), 1e-6);
+  EXPECT_LE(relative_rms(dx, race::reference::gelu_backward(widen(dy), widen(x))), 1e-6);
+}
+
+TEST(CudaOpsMath, DropoutMaskIsCpuOpsMask) {
+  std::mt19937_64 rng(2);
+  const int64_t n = 10007;
+  const float p = 0.3f;
+  const uint64_t seed = 12345;
+  const auto x = race::test::normal(rng, n);
+  CpuOps cpu;
+  float* buffer = cpu.allocate(n);
+  cpu.dropout(buffer, x.data(), n, p, seed);
+  std::vector<float> want(buffer, buffer + n), got(static_cast<size_t>(n));
+  int64_t kept = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const bool keep = math::dropout_keep(seed, i, math::dropout_threshold(p));
+    got[i] = keep ? x[i] * (1.f / (1.f - p)) : 0.f;
+    kept += keep;
+  }
+  EXPECT_TRUE(race::test::bit_equal(got, want));
+  EXPECT_NEAR(static_cast<double>(kept) / n, 1.0 - p, 0.02);
+}
+
+TEST(CudaOpsMath, AdamWUpdateMatchesTheFp64ReferenceOverTenSteps) {
+  std::mt19937_64 rng(3);
+  const int64_t n = 1000;
+  auto params = race::test::normal(rng, n);
+  std::vector<float> m(n, 0.f), v(n, 0.f);
+  race::reference::AdamWState state{widen(params), std::vector<double>(n, 0.0), std::vector<double>(n, 0.0)};
+  for (int64_t step = 1; step <= 10; ++step) {
+    const auto grads = race::test::normal(rng, n);
+    const auto c = math::adamw_constants(1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, step, 0.5f);
+    for (int64_t i = 0; i < n; ++i) math::adamw_update(params[i], m[i], v[i], grads[i], c);
+    race::reference::adamw_step(state, widen(grads), 1e-2, 0.9, 0.95, 1e-8, 0.1, step, 0.5);
+  }
+  EXPECT_LE(relative_rms(params, state.params), 1e-6);
+  EXPECT_LE(relative_rms(m, state.m), 1e-6);
+  EXPECT_LE(relative_rms(v, state.v), 1e-6);
+}
+
+TEST(CudaOpsMath, RopeAngleIsPositionTimesInverseFrequency) {
+  EXPECT_DOUBLE_EQ(math::rope_angle(7, 0, 8, 10000.f), 7.0);
+  EXPECT_NEAR(math::rope_angle(1000000, 3, 8, 10000.f), 1e6 * std::pow(10000.0, -6.0 / 8.0), 1e-6);
+}
+
+// ---- host: the kernels' independent work items, every item in a loop ----
+
+TEST(CudaOpsWorkItems, HeadsPlaceMovesAsCpuOps) {
+  std::mt19937_64 rng(4);
+  const int64_t B = 2, T = 7, H = 3, D = 5, C = H * D, n = B * H * T * D;
+  const auto qkv = race::test::normal(rng, B * T * 3 * C);
+  CpuOps cpu;
+  float *q = cpu.allocate(n), *k = cpu.allocate(n), *v = cpu.allocate(n), *rows = cpu.allocate(B * T * C);
+  cpu.split_heads(q, k, v, qkv.data(), B, T, H, D);
+  cpu.heads_to_rows(rows, k, B, T, H, D);
+  std::vector<float> got(static_cast<size_t>(3 * n)), got_rows(static_cast<size_t>(B * T * C));
+  for (int64_t i = 0; i < B * T * 3 * C; ++i) {
+    const auto place = items::heads_place(i, T, H, D, 3);
+    got[place.part * n + place.offset] = qkv[i];
+  }
+  std::vector<float> want(q, q + n);
+  want.insert(want.end(), k, k + n);
+  want.insert(want.end(), v, v + n);
+  EXPECT_TRUE(race::test::bit_equal(got, want));
+  for (int64_t i = 0; i < B * T * C; ++i) got_rows[i] = k[items::heads_place(i, T, H, D, 1).offset];
+  EXPECT_TRUE(race::test::bit_equal(got_rows, std::vector<float>(rows, rows + B * T * C)));
+}
+
+TEST(CudaOpsWorkItems, RopePairsMatchTheFp64Reference) {
+  std::mt19937_64 rng(5);
+  const int64_t B = 2, H = 3, T = 9, D = 12;
+  const auto x = race::test::normal(rng, B * H * T * D);
+  std::vector<int32_t> positions(B * T);
+  for (int64_t i = 0; i < B * T; ++i) positions[i] = static_cast<int32_t>((i % 5) * 200003);
+  for (bool given : {false, true}) {
+    const int32_t* pos = given ? positions.data() : nullptr;
+    const std::vector<int32_t> ref_pos = given ? positions : std::vector<int32_t>{};
+    std::vector<float> out(x.size()), back(x.size());
+    for (int64_t p = 0; p < B * H * T * D / 2; ++p) items::rope_pair(out.data(), x.data(), pos, p, H, T, D, 10000.f, 1.f);
+    EXPECT_LE(relative_rms(out, race::reference::rope_forward(widen(x), ref_pos, B, H, T, D, 10000.0)), 1e-6);
+    back = out;
+    for (int64_t p = 0; p < B * H * T * D / 2; ++p)  // in place, as the kernel allows
+      items::rope_pair(back.data(), back.data(), pos, p, H, T, D, 10000.f, -1.f);
+    EXPECT_LE(relative_rms(back, race::reference::rope_backward(widen(out), ref_pos, B, H, T, D, 10000.0)), 1e-6);
+  }
+}
+
+TEST(CudaOpsWorkItems, EmbeddingBackwardColumnsInSlicesAreCpuOpsBitForBit) {
+  std::mt19937_64 rng(6);
+  const int64_t n = 97, V = 11, C = 13, slices = 4, rows_per_slice = (V + slices - 1) / slices;
+  std::vector<int32_t> ids(n);
+  for (int64_t i = 0; i < n; ++i) ids[i] = static_cast<int32_t>((i * 5) % V);
+  const auto dout = race::test::normal(rng, n * C), start = race::test::normal(rng, V * C);
+  std::vector<float> want = start, got = start;
+  CpuOps cpu;
+  cpu.embedding_backward(want.data(), ids.data(), dout.data(), n, V, C);
+  for (int64_t slice = 0; slice < slices; ++slice)
+    for (int64_t c = 0; c < C; ++c)
+      items::embedding_backward_column(got.data(), ids.data(), dout.data(), n, C, c, slice * rows_per_slice,
+                                       (slice + 1) * rows_per_slice);
+  EXPECT_TRUE(race::test::bit_equal(got, want));
+}
+
+TEST(CudaOpsWorkItems, PoolingChannelsAreCpuOpsBitForBit) {
+  std::mt19937_64 rng(7);
+  const int64_t B = 3, T = 6, C = 5;
+  std::vector<uint8_t> mask(B * T, 1);
+  for (int64_t t = 0; t < T; ++t) {
+    mask[T + t] = static_cast<uint8_t>(t % 2);  // row 1: some tokens
+    mask[2 * T + t] = 0;                        // row 2: none (pools to 0)
+  }
+  const auto rows = race::test::normal(rng, B * T * C), dpooled = race::test::normal(rng, B * C);
+  CpuOps cpu;
+  for (bool cls : {false, true})
+    for (const uint8_t* key_mask : {static_cast<const uint8_t*>(nullptr), static_cast<const uint8_t*>(mask.data())}) {
+      std::vector<float> want(B * C), got(B * C), want_d(B * T * C), got_d(B * T * C, 7.f);
+      cpu.pool_forward(want.data(), rows.data(), key_mask, B, T, C, cls);
+      cpu.pool_backward(want_d.data(), dpooled.data(), key_mask, B, T, C, cls);
+      for (int64_t item = 0; item < B * C; ++item) {
+        items::pool_forward_channel(got.data(), rows.data(), key_mask, item, T, C, cls);
+        items::pool_backward_channel(got_d.data(), dpooled.data(), key_mask, item, T, C, cls);
+      }
+      EXPECT_TRUE(race::test::bit_equal(got, want));
+      EXPECT_TRUE(race::test::bit_equal(got_d, want_d));
+    }
+}
+
+// The operands each linear product reads, multiplied naively: the strides are what the kernel uses.
+TEST(CudaOpsWorkItems, LinearProductsReadTheRightOperands) {
+  std::mt19937_64 rng(8);
+  const int64_t rows = 5, in = 7, out = 3;
+  const auto x = race::test::normal(rng, rows * in), w = race::test::normal(rng, out * in),
+             dy = race::test::normal(rng, rows * out);
+  const auto multiply = [](const items::Product& p) {
+    std::vector<double> c(static_cast<size_t>(p.m * p.n), 0.0);
+    for (int64_t i = 0; i < p.m; ++i)
+      for (int64_t j = 0; j < p.n; ++j)
+        for (int64_t k = 0; k < p.k; ++k) c[i * p.n + j] += double(p.a.at(i, k)) * p.b.at(k, j);
+    return c;
+  };
+  const auto y = race::reference::linear_forward(widen(x), widen(w), {}, rows, in, out);
+  const auto grads = race::reference::linear_backward(widen(dy), widen(x), widen(w), rows, in, out);
+  const auto close = [](const std::vector<double>& got, const std::vector<double>& want) {
+    return relative_rms(got, want) <= 1e-12;
+  };
+  EXPECT_TRUE(close(multiply(items::forward_product(x.data(), w.data(), rows, in, out)), y));
+  EXPECT_TRUE(close(multiply(items::input_grad_product(dy.data(), w.data(), rows, in, out)), grads.dx));
+  EXPECT_TRUE(close(multiply(items::weight_grad_product(dy.data(), x.data(), rows, in, out)), grads.dweight));
+}
+
+// ---- host: the block programs on emulated blocks ----
+
+// A CUDA block emulated by `lanes` host threads; sync is a barrier.
+struct HostBlock {
+  int id, count;
+  std::barrier<>* barrier;
+  int lane() const { return id; }
+  int lanes() const { return count; }
+  void sync() const { barrier->arrive_and_wait(); }
+};
+
+// Runs program(block, shared) on one emulated block; shared memory starts as NaN so a read before a write shows.
+template <class Shared, class Program>
+void run_block(int lanes, int64_t shared_count, Program program) {
+  std::vector<Shared> shared(static_cast<size_t>(shared_count), std::numeric_limits<Shared>::quiet_NaN());
+  std::barrier<> barrier(lanes);
+  std::vector<std::thread> threads;
+  for (int lane = 0; lane < lanes; ++lane)
+    threads.emplace_back([&, lane] { program(HostBlock{lane, lanes, &barrier}, shared.data()); });
+  for (auto& t : threads) t.join();
+}
+
+constexpr int kLanes = 8;
+
+// The three linear products tile by tile on 256-lane blocks (rows, in, out not multiples of the tile).
+TEST(CudaOpsBlockPrograms, LinearProductTilesMatchCpuOps) {
+  namespace programs = race::kernels::cuda::programs;
+  std::mt19937_64 rng(13);
+  const int64_t rows = 37, in = 45, out = 70;
+  const auto x = race::test::normal(rng, rows * in), w = race::test::normal(rng, out * in),
+             b = race::test::normal(rng, out), dy = race::test::normal(rng, rows * out),
+             dw0 = race::test::normal(rng, out * in);
+  CpuOps cpu;
+  std::vector<float> y(rows * out), dx(rows * in), dw = dw0;
+  cpu.linear_forward(y.data(), x.data(), w.data(), b.data(), rows, in, out);
+  cpu.linear_backward(dx.data(), dw.data(), nullptr, dy.data(), x.data(), w.data(), rows, in, out);
+  const auto tiled = [&](std::vector<float>& c, const race::kernels::cuda::items::Product& p, const float* bias,
+                         bool accumulate) {
+    for (int64_t tm = 0; tm * programs::kMatmulTile < p.m; ++tm)
+      for (int64_t tn = 0; tn * programs::kMatmulTile < p.n; ++tn)
+        run_block<float>(programs::kMatmulLanes, programs::kMatmulSharedFloats,
+                         [&](const HostBlock& block, float* shared) {
+                           programs::matmul_tile(block, shared, c.data(), p, bias, accumulate, tm, tn);
+                         });
+  };
+  std::vector<float> got_y(rows * out, 9.f), got_dx(rows * in, 9.f), got_dw = dw0;
+  tiled(got_y, race::kernels::cuda::items::forward_product(x.data(), w.data(), rows, in, out), b.data(), false);
+  tiled(got_dx, race::kernels::cuda::items::input_grad_product(dy.data(), w.data(), rows, in, out), nullptr, false);
+  tiled(got_dw, race::kernels::cuda::items::weight_grad_product(dy.data(), x.data(), rows, in, out), nullptr, true);
+  EXPECT_LE(relative_rms(got_y, widen(y)), 1e-5);
+  EXPECT_LE(relative_rms(got_dx, widen(dx)), 1e-5);
+  EXPECT_LE(relative_rms(got_dw, widen(dw)), 1e-5);
+}
+
+TEST(CudaOpsBlockPrograms, LayerNormRowsMatchCpuOps) {
+  std::mt19937_64 rng(9);
+  const int64_t rows = 5, C = 37;
+  const auto x = race::test::normal(rng, rows * C, 2.0, 3.0), w = race::test::normal(rng, C),
+             b = race::test::normal(rng, C), dy = race::test::normal(rng, rows * C),
+             dx0 = race::test::normal(rng, rows * C);
+  CpuOps cpu;
+  std::vector<float> y(rows * C), mean(rows), rstd(rows), dx = dx0;
+  std::vector<float> got_y(rows * C), got_mean(rows), got_rstd(rows), got_dx = dx0;
+  cpu.layernorm_forward(y.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), rows, C, 1e-5f);
+  cpu.layernorm_backward(dx.data(), nullptr, nullptr, dy.data(), x.data(), w.data(), mean.data(), rstd.data(), rows, C);
+  for (int64_t r = 0; r < rows; ++r) {
+    run_block<double>(kLanes, kLanes, [&](const HostBlock& block, double* shared) {
+      race::kernels::cuda::programs::layernorm_forward_row(block, shared, got_y.data() + r * C, &got_mean[r],
+                                                           &got_rstd[r], x.data() + r * C, w.data(), b.data(), C,
+                                                           1e-5f);
+    });
+    run_block<double>(kLanes, kLanes, [&](const HostBlock& block, double* shared) {
+      race::kernels::cuda::programs::layernorm_backward_row(block, shared, got_dx.data() + r * C, dy.data() + r * C,
+                                                            x.data() + r * C, w.data(), got_mean[r], got_rstd[r], C);
+    });
+  }
+  EXPECT_LE(relative_rms(got_y, widen(y)), 1e-6);
+  EXPECT_LE(relative_rms(got_mean, widen(mean)), 1e-7);
+  EXPECT_LE(relative_rms(got_rstd, widen(rstd)), 1e-7);
+  EXPECT_LE(relative_rms(got_dx, widen(dx)), 1e-6);
+}
+
+TEST(CudaOpsBlockPrograms, CrossEntropyRowsMatchCpuOps) {
+  std::mt19937_64 rng(10);
+  const int64_t rows = 7, V = 53;
+  const std::vector<int32_t> targets = {3, -1, 52, 0, 17, -1, 9};
+  const auto logits = race::test::normal(rng, rows * V, 4.0);
+  CpuOps cpu;
+  std::vector<float> want(rows * V), got(rows * V, 5.f), in_place = logits;
+  int64_t count = 0;
+  const double want_loss = cpu.cross_entropy(want.data(), logits.data(), targets.data(), rows, V, 0.25f, &count);
+  double got_loss = 0.0, in_place_loss = 0.0;
+  for (int64_t r = 0; r < rows; ++r) {
+    run_block<double>(kLanes, kLanes, [&](const HostBlock& block, double* shared) {
+      const double loss = race::kernels::cuda::programs::cross_entropy_row(block, shared, got.data() + r * V,
+                                                                           logits.data() + r * V, targets[r], V, 0.25f);
+      const double again = race::kernels::cuda::programs::cross_entropy_row(
+          block, shared, in_place.data() + r * V, in_place.data() + r * V, targets[r], V, 0.25f);
+      if (block.lane() == 0) got_loss += loss, in_place_loss += again;
+    });
+  }
+  EXPECT_NEAR(got_loss, want_loss, 1e-6 * want_loss);
+  EXPECT_NEAR(in_place_loss, want_loss, 1e-6 * want_loss);
+  EXPECT_LE(relative_rms(got, widen(want)), 1e-6);
+  EXPECT_LE(relative_rms(in_place, widen(want)), 1e-6);
+}
+
+TEST(CudaOpsBlockPrograms, RaceDecodeHeadsMatchCpuOps) {
+  std::mt19937_64 rng(11);
+  const int64_t H = 2, D = 8;
+  const race::kernels::RaceAttentionShape shape{1, H, 1, D, 2, 2, true};
+  const int64_t S = shape.buckets(), lp = 4;
+  const auto planes = race::test::normal(rng, H * lp * D);
+  const std::vector<float> beta = {0.8f, 1.3f};
+  CpuOps cpu;
+  for (auto estimator : {race::kernels::RaceEstimator::bucket, race::kernels::RaceEstimator::ratio}) {
+    race::kernels::RaceAttentionOptions options;
+    options.estimator = estimator;
+    std::vector<float> a(H * S, 0.f), bsum(H * S * D, 0.f), out(H * D), got_a = a, got_b = bsum, got_out(H * D);
+    for (int step = 0; step < 4; ++step) {
+      const auto q = race::test::normal(rng, H * D), k = race::test::normal(rng, H * D),
+                 v = race::test::normal(rng, H * D);
+      cpu.race_attention_decode(shape, options, q.data(), k.data(), v.data(), planes.data(), beta.data(), a.data(),
+                                bsum.data(), out.data());
+      for (int64_t h = 0; h < H; ++h) {
+        const race::kernels::cuda::programs::RaceDecodeHead head{
+            q.data() + h * D,     k.data() + h * D,     v.data() + h * D, planes.data() + h * lp * D, beta[h],
+            got_a.data() + h * S, got_b.data() + h * S * D, got_out.data() + h * D, D, 2, 2,
+            estimator == race::kernels::RaceEstimator::ratio, options.eps};
+        run_block<float>(4, race::kernels::cuda::programs::race_decode_shared_floats(2, 2),
+                         [&](const HostBlock& block, float* shared) {
+                           race::kernels::cuda::programs::race_decode_head(block, shared, head);
+                         });
+      }
+      EXPECT_LE(relative_rms(got_out, widen(out)), 1e-5);
+      EXPECT_LE(relative_rms(got_a, widen(a)), 1e-5);
+      EXPECT_LE(relative_rms(got_b, widen(bsum)), 1e-5);
+    }
+  }
+}
+
+TEST(CudaOpsBlockPrograms, SoftmaxDecodeHeadsMatchCpuOps) {
+  std::mt19937_64 rng(12);
+  const int64_t H = 2, D = 8, capacity = 3, window = 3;
+  CpuOps cpu;
+  std::vector<float> keys(H * capacity * D, 0.f), values = keys, got_keys = keys, got_values = keys, out(H * D),
+                                                  got_out(H * D);
+  for (int64_t position = 0; position < 6; ++position) {
+    const auto q = race::test::normal(rng, H * D), k = race::test::normal(rng, H * D), v = race::test::normal(rng, H * D);
+    cpu.softmax_attention_decode(H, D, window, 0.3f, q.data(), k.data(), v.data(), keys.data(), values.data(), capacity,
+                                 position, out.data());
+    const int64_t first = std::max<int64_t>(0, position - window + 1);
+    std::vector<double> scores(static_cast<size_t>(position - first + 1));
+    for (int64_t h = 0; h < H; ++h) {
+      const race::kernels::cuda::programs::SoftmaxDecodeHead head{
+          q.data() + h * D, k.data() + h * D, v.data() + h * D, got_keys.data() + h * capacity * D,
+          got_values.data() + h * capacity * D, scores.data(), got_out.data() + h * D, D, capacity, first, position,
+          0.3f};
+      run_block<double>(4, 4, [&](const HostBlock& block, double* shared) {
+        race::kernels::cuda::programs::softmax_decode_head(block, shared, head);
+      });
+    }
+    EXPECT_LE(relative_rms(got_out, widen(out)), 1e-6);
+    EXPECT_TRUE(race::test::bit_equal(got_keys, keys) && race::test::bit_equal(got_values, values));
+  }
+}
+
+TEST(CudaOps, OutOfMemoryMessageNamesTheRequestAndTheDevice) {
+  const std::string message =
+      race::model::device_out_of_memory_message(int64_t{3} << 30, int64_t{1} << 30, int64_t{80} << 30);
+  EXPECT_TRUE(race::test::contains(message, "3221225472 bytes (3072.0 MiB)")) << message;
+  EXPECT_TRUE(race::test::contains(message, "1024.0 MiB free of 81920.0 MiB")) << message;
+  EXPECT_TRUE(race::test::contains(message, "reduce the batch size")) << message;
+}
+
+TEST(CudaOps, WithoutADeviceConstructionIsAnError) {
+  if (have_device()) GTEST_SKIP() << "a CUDA device is present";
+  race::test::expect_error([] { CudaOps ops; }, "no usable CUDA device");
+}
+
+// ---- device: CudaOps against CpuOps ----
+
+class CudaOpsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!have_device()) GTEST_SKIP() << "no CUDA device";
+    gpu_ = std::make_unique<CudaOps>();
+  }
+
+  // The same host data in a buffer of each backend.
+  struct Floats {
+    float* cpu;
+    float* gpu;
+    int64_t n;
+  };
+  Floats floats(const std::vector<float>& host) {
+    const auto n = static_cast<int64_t>(host.size());
+    Floats f{cpu_.allocate(n), gpu_->allocate(n), n};
+    cpu_.copy_from_host(f.cpu, host.data(), n);
+    gpu_->copy_from_host(f.gpu, host.data(), n);
+    return f;
+  }
+  Floats random(int64_t n, double scale = 1.0) { return floats(race::test::normal(rng_, n, scale)); }
+  Floats zeros(int64_t n) { return floats(std::vector<float>(static_cast<size_t>(n), 0.f)); }
+  struct Ints {
+    int32_t* cpu;
+    int32_t* gpu;
+  };
+  Ints ints(const std::vector<int32_t>& host) {
+    const auto n = static_cast<int64_t>(host.size());
+    Ints i{cpu_.allocate_ints(n), gpu_->allocate_ints(n)};
+    cpu_.copy_ints_from_host(i.cpu, host.data(), n);
+    gpu_->copy_ints_from_host(i.gpu, host.data(), n);
+    return i;
+  }
+  struct Bytes {
+    uint8_t* cpu;
+    uint8_t* gpu;
+  };
+  Bytes bytes(const std::vector<uint8_t>& host) {
+    const auto n = static_cast<int64_t>(host.size());
+    Bytes b{cpu_.allocate_bytes(n), gpu_->allocate_bytes(n)};
+    cpu_.copy_bytes_from_host(b.cpu, host.data(), n);
+    gpu_->copy_bytes_from_host(b.gpu, host.data(), n);
+    return b;
+  }
+  std::vector<float> gpu_values(const Floats& f) {
+    std::vector<float> out(static_cast<size_t>(f.n));
+    gpu_->copy_to_host(out.data(), f.gpu, f.n);
+    return out;
+  }
+  std::vector<float> cpu_values(const Floats& f) { return {f.cpu, f.cpu + f.n}; }
+  double error(const Floats& f) { return relative_rms(gpu_values(f), widen(cpu_values(f))); }
+  bool identical(const Floats& f) { return race::test::bit_equal(gpu_values(f), cpu_values(f)); }
+
+  std::mt19937_64 rng_{42};
+  CpuOps cpu_;
+  std::unique_ptr<CudaOps> gpu_;
+};
+
+TEST_F(CudaOpsTest, ElementwiseOps) {
+  const int64_t n = 1000003;  // not a multiple of the 256-thread blocks
+  auto x = random(n, 2.0), dy = random(n), y = zeros(n), dx = random(n);
+  cpu_.fill(y.cpu, 0.25f, n);
+  gpu_->fill(y.gpu, 0.25f, n);
+  EXPECT_TRUE(identical(y));
+  cpu_.add(y.cpu, x.cpu, n);
+  gpu_->add(y.gpu, x.gpu, n);
+  EXPECT_TRUE(identical(y));
+  cpu_.gelu_forward(y.cpu, x.cpu, n);
+  gpu_->gelu_forward(y.gpu, x.gpu, n);
+  EXPECT_LE(error(y), 1e-6);
+  cpu_.gelu_backward(dx.cpu, dy.cpu, x.cpu, n);
+  gpu_->gelu_backward(dx.gpu, dy.gpu, x.gpu, n);
+  EXPECT_LE(error(dx), 1e-6);
+  cpu_.exp_forward(y.cpu, x.cpu, n);
+  gpu_->exp_forward(y.gpu, x.gpu, n);
+  EXPECT_LE(error(y), 1e-6);
+  cpu_.exp_backward(dx.cpu, dy.cpu, y.cpu, n);
+  gpu_->exp_backward(dx.gpu, dy.gpu, y.gpu, n);
+  EXPECT_LE(error(dx), 1e-6);
+  cpu_.dropout(x.cpu, x.cpu, n, 0.2f, 99);  // in place
+  gpu_->dropout(x.gpu, x.gpu, n, 0.2f, 99);
+  EXPECT_TRUE(identical(x));
+}
+
+TEST_F(CudaOpsTest, Linear) {
+  const int64_t rows = 37, in = 45, out = 70;
+  auto x = random(rows * in), w = random(out * in, 0.2), b = random(out), dy = random(rows * out);
+  auto y = zeros(rows * out), dx = zeros(rows * in), dw = random(out * in), db = random(out);
+  for (bool with_bias : {false, true}) {
+    cpu_.linear_forward(y.cpu, x.cpu, w.cpu, with_bias ? b.cpu : nullptr, rows, in, out);
+    gpu_->linear_forward(y.gpu, x.gpu, w.gpu, with_bias ? b.gpu : nullptr, rows, in, out);
+    EXPECT_LE(error(y), 1e-5);
+  }
+  cpu_.linear_backward(dx.cpu, dw.cpu, db.cpu, dy.cpu, x.cpu, w.cpu, rows, in, out);
+  gpu_->linear_backward(dx.gpu, dw.gpu, db.gpu, dy.gpu, x.gpu, w.gpu, rows, in, out);
+  EXPECT_LE(error(dx), 1e-5);
+  EXPECT_LE(error(dw), 1e-5);  // accumulated onto random values
+  EXPECT_LE(error(db), 1e-5);
+  cpu_.linear_backward(nullptr, dw.cpu, nullptr, dy.cpu, x.cpu, w.cpu, rows, in, out);
+  gpu_->linear_backward(nullptr, dw.gpu, nullptr, dy.gpu, x.gpu, w.gpu, rows, in, out);
+  EXPECT_LE(error(dw), 1e-5);
+}
+
+TEST_F(CudaOpsTest, LayerNorm) {
+  const int64_t rows = 33, C = 300;
+  auto x = random(rows * C, 3.0), w = random(C), b = random(C), dy = random(rows * C);
+  auto y = zeros(rows * C), mean = zeros(rows), rstd = zeros(rows), dx = random(rows * C), dw = random(C),
+       db = random(C);
+  for (bool affine : {false, true}) {
+    cpu_.layernorm_forward(y.cpu, mean.cpu, rstd.cpu, x.cpu, affine ? w.cpu : nullptr, affine ? b.cpu : nullptr,
+                           rows, C, 1e-5f);
+    gpu_->layernorm_forward(y.gpu, mean.gpu, rstd.gpu, x.gpu, affine ? w.gpu : nullptr, affine ? b.gpu : nullptr,
+                            rows, C, 1e-5f);
+    EXPECT_LE(error(y), 1e-6);
+    EXPECT_LE(error(mean), 1e-6);
+    EXPECT_LE(error(rstd), 1e-6);
+    cpu_.layernorm_backward(dx.cpu, dw.cpu, db.cpu, dy.cpu, x.cpu, affine ? w.cpu : nullptr, mean.cpu, rstd.cpu,
+                            rows, C);
+    gpu_->layernorm_backward(dx.gpu, dw.gpu, db.gpu, dy.gpu, x.gpu, affine ? w.gpu : nullptr, mean.gpu, rstd.gpu,
+                             rows, C);
+    EXPECT_LE(error(dx), 1e-5);
+    EXPECT_LE(error(dw), 1e-5);
+    EXPECT_LE(error(db), 1e-5);
+  }
+}
+
+TEST_F(CudaOpsTest, EmbeddingWithRepeatedIds) {
+  const int64_t n = 301, V = 17, C = 270;
+  std::vector<int32_t> host_ids(n);
+  for (int64_t i = 0; i < n; ++i) host_ids[i] = static_cast<int32_t>((i * 7) % V);
+  auto ids = ints(host_ids);
+  auto table = random(V * C), out = random(n * C), dout = random(n * C), dtable = random(V * C);
+  for (bool accumulate : {true, false}) {
+    cpu_.embedding_forward(out.cpu, ids.cpu, table.cpu, n, V, C, accumulate);
+    gpu_->embedding_forward(out.gpu, ids.gpu, table.gpu, n, V, C, accumulate);
+    EXPECT_TRUE(identical(out));
+  }
+  cpu_.embedding_backward(dtable.cpu, ids.cpu, dout.cpu, n, V, C);
+  gpu_->embedding_backward(dtable.gpu, ids.gpu, dout.gpu, n, V, C);
+  EXPECT_TRUE(identical(dtable));  // every row gets its updates in the CPU's order
+  host_ids[123] = static_cast<int32_t>(V);
+  auto bad = ints(host_ids);
+  race::test::expect_error([&] { gpu_->embedding_forward(out.gpu, bad.gpu, table.gpu, n, V, C, false); },
+                           "id 17 at position 123");
+}
+
+TEST_F(CudaOpsTest, CrossEntropyWithIgnoredTargets) {
+  const int64_t rows = 29, V = 1001;
+  std::vector<int32_t> host_targets(rows);
+  for (int64_t i = 0; i < rows; ++i) host_targets[i] = i % 4 == 1 ? -1 : static_cast<int32_t>((i * 37) % V);
+  auto targets = ints(host_targets);
+  auto logits = random(rows * V, 3.0), dlogits = random(rows * V);
+  int64_t cpu_count = 0, gpu_count = 0;
+  const double cpu_loss = cpu_.cross_entropy(dlogits.cpu, logits.cpu, targets.cpu, rows, V, 0.1f, &cpu_count);
+  const double gpu_loss = gpu_->cross_entropy(dlogits.gpu, logits.gpu, targets.gpu, rows, V, 0.1f, &gpu_count);
+  EXPECT_EQ(gpu_count, cpu_count);
+  EXPECT_EQ(gpu_count, 22);
+  EXPECT_NEAR(gpu_loss, cpu_loss, 1e-6 * std::fabs(cpu_loss));
+  EXPECT_LE(error(dlogits), 1e-5);
+  // No gradient (evaluation), then in place (dlogits = logits).
+  EXPECT_NEAR(gpu_->cross_entropy(nullptr, logits.gpu, targets.gpu, rows, V, 1.f, &gpu_count), cpu_loss,
+              1e-6 * std::fabs(cpu_loss));
+  cpu_.cross_entropy(logits.cpu, logits.cpu, targets.cpu, rows, V, 1.f, &cpu_count);
+  gpu_->cross_entropy(logits.gpu, logits.gpu, targets.gpu, rows, V, 1.f, &gpu_count);
+  EXPECT_LE(error(logits), 1e-5);
+  host_targets[5] = -2;
+  auto bad = ints(host_targets);
+  race::test::expect_error([&] { gpu_->cross_entropy(nullptr, logits.gpu, bad.gpu, rows, V, 1.f, &gpu_count); },
+                           "target -2 at position 5");
+}
+
+TEST_F(CudaOpsTest, HeadLayoutsAreExactMoves) {
+  const int64_t B = 2, T = 13, H = 3, D = 5, C = H * D;
+  auto qkv = random(B * T * 3 * C), q = zeros(B * H * T * D), k = zeros(B * H * T * D), v = zeros(B * H * T * D);
+  auto merged = zeros(B * T * 3 * C), rows = zeros(B * T * C), heads = zeros(B * H * T * D);
+  cpu_.split_heads(q.cpu, k.cpu, v.cpu, qkv.cpu, B, T, H, D);
+  gpu_->split_heads(q.gpu, k.gpu, v.gpu, qkv.gpu, B, T, H, D);
+  EXPECT_TRUE(identical(q) && identical(k) && identical(v));
+  cpu_.merge_heads(merged.cpu, q.cpu, k.cpu, v.cpu, B, T, H, D);
+  gpu_->merge_heads(merged.gpu, q.gpu, k.gpu, v.gpu, B, T, H, D);
+  EXPECT_TRUE(identical(merged));
+  EXPECT_TRUE(race::test::bit_equal(gpu_values(merged), cpu_values(qkv)));
+  cpu_.heads_to_rows(rows.cpu, k.cpu, B, T, H, D);
+  gpu_->heads_to_rows(rows.gpu, k.gpu, B, T, H, D);
+  EXPECT_TRUE(identical(rows));
+  cpu_.rows_to_heads(heads.cpu, rows.cpu, B, T, H, D);
+  gpu_->rows_to_heads(heads.gpu, rows.gpu, B, T, H, D);
+  EXPECT_TRUE(identical(heads));
+}
+
+TEST_F(CudaOpsTest, RopeWithAndWithoutPositions) {
+  const int64_t B = 2, H = 3, T = 37, D = 10;
+  std::vector<int32_t> host_positions(B * T);
+  for (int64_t i = 0; i < B * T; ++i) host_positions[i] = static_cast<int32_t>((i % 11) * 90001);
+  auto positions = ints(host_positions);
+  auto x = random(B * H * T * D), out = zeros(B * H * T * D);
+  for (bool given : {false, true}) {
+    cpu_.rope_forward(out.cpu, x.cpu, given ? positions.cpu : nullptr, B, H, T, D, 10000.f);
+    gpu_->rope_forward(out.gpu, x.gpu, given ? positions.gpu : nullptr, B, H, T, D, 10000.f);
+    EXPECT_LE(error(out), 1e-6);
+    cpu_.rope_backward(out.cpu, out.cpu, given ? positions.cpu : nullptr, B, H, T, D, 10000.f);  // in place
+    gpu_->rope_backward(out.gpu, out.gpu, given ? positions.gpu : nullptr, B, H, T, D, 10000.f);
+    EXPECT_LE(error(out), 1e-6);
+  }
+  host_positions[40] = -3;
+  auto bad = ints(host_positions);
+  race::test::expect_error([&] { gpu_->rope_forward(out.gpu, x.gpu, bad.gpu, B, H, T, D, 10000.f); },
+                           "position -3 at position 40");
+  race::test::expect_error([&] { gpu_->rope_forward(out.gpu, x.gpu, nullptr, B, H, T, 7, 10000.f); },
+                           "head_dim = 7");
+}
+
+TEST_F(CudaOpsTest, RaceAndSoftmaxAttentionForwardAndBackward) {
+  const int64_t B = 2, H = 3, T = 37, D = 16;
+  race::kernels::RaceAttentionShape shape{B, H, T, D, 2, 3, true};
+  std::vector<uint8_t> host_mask(B * T, 1);
+  host_mask[B * T - 1] = host_mask[B * T - 2] = 0;
+  auto mask = bytes(host_mask);
+  auto q = random(B * H * T * D), k = random(B * H * T * D), v = random(B * H * T * D);
+  auto planes = random(H * 2 * 3 * D), beta = floats({0.6f, 1.f, 1.4f}), dout = random(B * H * T * D);
+  auto out = zeros(B * H * T * D), dq = zeros(B * H * T * D), dk = zeros(B * H * T * D),
+       dv = zeros(B * H * T * D), dbeta = zeros(H), lse = zeros(B * H * T);
+  for (auto estimator : {race::kernels::RaceEstimator::bucket, race::kernels::RaceEstimator::ratio}) {
+    race::kernels::RaceAttentionOptions options;
+    options.estimator = estimator;
+    cpu_.race_attention_forward(shape, options, {q.cpu, k.cpu, v.cpu, planes.cpu, beta.cpu, mask.cpu, nullptr},
+                                out.cpu);
+    gpu_->race_attention_forward(shape, options, {q.gpu, k.gpu, v.gpu, planes.gpu, beta.gpu, mask.gpu, nullptr},
+                                 out.gpu);
+    EXPECT_LE(error(out), 1e-4);
+    cpu_.race_attention_backward(shape, options, {q.cpu, k.cpu, v.cpu, planes.cpu, beta.cpu, mask.cpu, nullptr},
+                                 dout.cpu, {dq.cpu, dk.cpu, dv.cpu, dbeta.cpu});
+    gpu_->race_attention_backward(shape, options, {q.gpu, k.gpu, v.gpu, planes.gpu, beta.gpu, mask.gpu, nullptr},
+                                  dout.gpu, {dq.gpu, dk.gpu, dv.gpu, dbeta.gpu});
+    EXPECT_LE(error(dq), 1e-4);
+    EXPECT_LE(error(dk), 1e-4);
+    EXPECT_LE(error(dv), 1e-4);
+    EXPECT_LE(error(dbeta), 1e-4);
+  }
+  for (int64_t window : {0, 5}) {
+    const race::kernels::SoftmaxAttentionShape s{B, H, T, D};
+    const race::kernels::SoftmaxAttentionOptions options{true, window, 0.f};
+    cpu_.softmax_attention_forward(s, options, {q.cpu, k.cpu, v.cpu, mask.cpu, nullptr}, out.cpu, lse.cpu);
+    gpu_->softmax_attention_forward(s, options, {q.gpu, k.gpu, v.gpu, mask.gpu, nullptr}, out.gpu, lse.gpu);
+    EXPECT_LE(error(out), 1e-4);
+    EXPECT_LE(error(lse), 1e-5);
+    cpu_.softmax_attention_backward(s, options, {q.cpu, k.cpu, v.cpu, mask.cpu, nullptr}, out.cpu, lse.cpu,
+                                    dout.cpu, {dq.cpu, dk.cpu, dv.cpu});
+    gpu_->softmax_attention_backward(s, options, {q.gpu, k.gpu, v.gpu, mask.gpu, nullptr}, out.gpu, lse.gpu,
+                                     dout.gpu, {dq.gpu, dk.gpu, dv.gpu});
+    EXPECT_LE(error(dq), 1e-4);
+    EXPECT_LE(error(dk), 1e-4);
+    EXPECT_LE(error(dv), 1e-4);
+    gpu_->softmax_attention_forward(s, options, {q.gpu, k.gpu, v.gpu, mask.gpu, nullptr}, out.gpu, nullptr);
+    EXPECT_LE(error(out), 1e-4);  // without lse
+  }
+}
+
+TEST_F(CudaOpsTest, DecodingFiveTokens) {
+  const int64_t H = 3, D = 16, steps = 5;
+  race::kernels::RaceAttentionShape shape{1, H, 1, D, 2, 3, true};
+  auto planes = random(H * 2 * 3 * D), beta = floats({0.6f, 1.f, 1.4f});
+  const int64_t S = shape.buckets();
+  auto key_sums = zeros(H * S), value_sums = zeros(H * S * D), out = zeros(H * D);
+  const int64_t capacity = 3;  // a ring smaller than the sequence: window 3
+  auto keys = zeros(H * capacity * D), values = zeros(H * capacity * D), full_keys = zeros(H * steps * D),
+       full_values = zeros(H * steps * D);
+  for (auto estimator : {race::kernels::RaceEstimator::bucket, race::kernels::RaceEstimator::ratio}) {
+    race::kernels::RaceAttentionOptions options;
+    options.estimator = estimator;
+    for (int64_t t = 0; t < steps; ++t) {
+      auto q = random(H * D), k = random(H * D), v = random(H * D);
+      cpu_.race_attention_decode(shape, options, q.cpu, k.cpu, v.cpu, planes.cpu, beta.cpu, key_sums.cpu,
+                                 value_sums.cpu, out.cpu);
+      gpu_->race_attention_decode(shape, options, q.gpu, k.gpu, v.gpu, planes.gpu, beta.gpu, key_sums.gpu,
+                                  value_sums.gpu, out.gpu);
+      EXPECT_LE(error(out), 1e-5);
+      EXPECT_LE(error(key_sums), 1e-5);
+      EXPECT_LE(error(value_sums), 1e-5);
+    }
+  }
+  for (int64_t t = 0; t < steps; ++t) {
+    auto q = random(H * D), k = random(H * D), v = random(H * D);
+    cpu_.softmax_attention_decode(H, D, 3, 0.25f, q.cpu, k.cpu, v.cpu, keys.cpu, values.cpu, capacity, t, out.cpu);
+    gpu_->softmax_attention_decode(H, D, 3, 0.25f, q.gpu, k.gpu, v.gpu, keys.gpu, values.gpu, capacity, t, out.gpu);
+    EXPECT_LE(error(out), 1e-5);
+    EXPECT_TRUE(identical(keys) && identical(values));
+    cpu_.softmax_attention_decode(H, D, 0, 0.25f, q.cpu, k.cpu, v.cpu, full_keys.cpu, full_values.cpu, steps, t,
+                                  out.cpu);
+    gpu_->softmax_attention_decode(H, D, 0, 0.25f, q.gpu, k.gpu, v.gpu, full_keys.gpu, full_values.gpu, steps, t,
+                                   out.gpu);
+    EXPECT_LE(error(out), 1e-5);
+  }
+  race::test::expect_error(
+      [&] {
+        gpu_->softmax_attention_decode(H, D, 0, 0.25f, out.gpu, out.gpu, out.gpu, keys.gpu, values.gpu, capacity,
+                                       capacity, out.gpu);
+      },
+      "cannot hold position 3");
+}
+
+TEST_F(CudaOpsTest, PoolingMeanAndCls) {
+  const int64_t B = 3, T = 11, C = 300;
+  std::vector<uint8_t> host_mask(B * T, 1);
+  for (int64_t t = 0; t < T; ++t) host_mask[T + t] = t % 3 == 0;  // row 1: some tokens
+  for (int64_t t = 0; t < T; ++t) host_mask[2 * T + t] = 0;       // row 2: none (pools to 0)
+  auto mask = bytes(host_mask);
+  auto rows = random(B * T * C), dpooled = random(B * C), pooled = zeros(B * C), drows = random(B * T * C);
+  for (bool cls : {false, true})
+    for (bool masked : {false, true}) {
+      cpu_.pool_forward(pooled.cpu, rows.cpu, masked ? mask.cpu : nullptr, B, T, C, cls);
+      gpu_->pool_forward(pooled.gpu, rows.gpu, masked ? mask.gpu : nullptr, B, T, C, cls);
+      EXPECT_LE(error(pooled), 1e-6);
+      cpu_.pool_backward(drows.cpu, dpooled.cpu, masked ? mask.cpu : nullptr, B, T, C, cls);
+      gpu_->pool_backward(drows.gpu, dpooled.gpu, masked ? mask.gpu : nullptr, B, T, C, cls);
+      EXPECT_LE(error(drows), 1e-6);
+    }
+}
+
+TEST_F(CudaOpsTest, GradNormAndAdamW) {
+  const int64_t n = 300007;
+  auto params = random(n), m = zeros(n), v = zeros(n);
+  const double cpu_norm0 = cpu_.grad_norm(params.cpu, n);
+  EXPECT_NEAR(gpu_->grad_norm(params.gpu, n), cpu_norm0, 1e-12 * cpu_norm0);
+  EXPECT_EQ(gpu_->grad_norm(params.gpu, n), gpu_->grad_norm(params.gpu, n));  // same bits every run
+  for (int64_t step = 1; step <= 10; ++step) {
+    auto grads = random(n);
+    race::model::AdamWStep adam;
+    adam.lr = 1e-2f;
+    adam.weight_decay = 0.1f;
+    adam.step = step;
+    adam.grad_scale = 0.7f;
+    cpu_.adamw(params.cpu, grads.cpu, m.cpu, v.cpu, n, adam);
+    gpu_->adamw(params.gpu, grads.gpu, m.gpu, v.gpu, n, adam);
+  }
+  EXPECT_LE(error(params), 1e-6);
+  EXPECT_LE(error(m), 1e-6);
+  EXPECT_LE(error(v), 1e-6);
+  race::model::AdamWStep bad;
+  bad.step = 0;
+  race::test::expect_error([&] { gpu_->adamw(params.gpu, params.gpu, m.gpu, v.gpu, n, bad); }, "step = 0");
+}
+
+TEST_F(CudaOpsTest, OutOfMemoryIsAnErrorNamingTheRequest) {
+  const int64_t floats = int64_t{1} << 45;  // 128 TiB
+  const std::string message = race::test::error_of([&] { gpu_->allocate(floats); });
+  EXPECT_TRUE(race::test::contains(message, "CUDA out of memory: could not allocate 140737488355328 bytes"))
+      << message;
+  float* after = gpu_->allocate(16);  // the device is still usable
+  EXPECT_NE(after, nullptr);
+}
+
+// A hybrid model (RACE with learned beta, windowed softmax, RoPE, tied embeddings) on both backends from the
+// same initialisation and batch: the loss, every gradient, then 10 AdamW steps.
+TEST_F(CudaOpsTest, TinyGptTrainsTheSameOnBothBackends) {
+  using race::model::AttentionKind;
+  race::model::ModelSpec spec;
+  spec.vocab_size = 61;
+  spec.max_seq_len = 32;
+  spec.d_model = 32;
+  spec.heads = 2;
+  spec.mlp_hidden = 40;
+  spec.seed = 5;
+  race::model::AttentionSpec race_layer, softmax_layer;
+  race_layer.kind = AttentionKind::race;
+  race_layer.tables = 2;
+  race_layer.bits = 3;
+  race_layer.learned_beta = true;
+  softmax_layer.kind = AttentionKind::softmax;
+  softmax_layer.window = 6;
+  spec.layers = {race_layer, softmax_layer};
+  const int64_t B = 2, T = 19;
+  std::vector<int32_t> tokens(B * T), targets(B * T);
+  for (int64_t i = 0; i < B * T; ++i) {
+    tokens[i] = static_cast<int32_t>((i * 13 + 5) % spec.vocab_size);
+    targets[i] = i % 5 == 2 ? -1 : static_cast<int32_t>((i * 29 + 1) % spec.vocab_size);
+  }
+  race::model::Batch batch;
+  batch.tokens = tokens.data();
+  batch.targets = targets.data();
+  race::model::Gpt cpu_model(cpu_, spec, B, T), gpu_model(*gpu_, spec, B, T);
+  cpu_model.initialize();
+  gpu_model.initialize();
+  const int64_t n = cpu_model.parameter_count();
+  float* cpu_m = cpu_.allocate(n);
+  float* cpu_v = cpu_.allocate(n);
+  float* gpu_m = gpu_->allocate(n);
+  float* gpu_v = gpu_->allocate(n);
+  std::vector<float> gpu_host(static_cast<size_t>(n));
+  for (int64_t step = 1; step <= 10; ++step) {
+    cpu_model.zero_gradients();
+    gpu_model.zero_gradients();
+    const auto cpu_loss = cpu_model.forward_backward(batch, 1.f / 30.f);
+    const auto gpu_loss = gpu_model.forward_backward(batch, 1.f / 30.f);
+    ASSERT_EQ(gpu_loss.count, cpu_loss.count);
+    EXPECT_NEAR(gpu_loss.sum, cpu_loss.sum, 1e-4 * std::fabs(cpu_loss.sum)) << "step " << step;
+    if (step == 1) {
+      gpu_->copy_to_host(gpu_host.data(), gpu_model.gradients(), n);
+      for (const auto& p : cpu_model.params()) {
+        const std::vector<float> got(gpu_host.begin() + p.offset, gpu_host.begin() + p.offset + p.size);
+        const std::vector<float> want(cpu_model.gradients() + p.offset, cpu_model.gradients() + p.offset + p.size);
+        EXPECT_LE(relative_rms(got, widen(want)), 1e-4) << p.name;
+      }
+    }
+    race::model::AdamWStep adam;
+    adam.lr = 1e-2f;
+    adam.step = step;
+    cpu_.adamw(cpu_model.parameters(), cpu_model.gradients(), cpu_m, cpu_v, n, adam);
+    gpu_->adamw(gpu_model.parameters(), gpu_model.gradients(), gpu_m, gpu_v, n, adam);
+  }
+  gpu_->copy_to_host(gpu_host.data(), gpu_model.parameters(), n);
+  const std::vector<float> cpu_params(cpu_model.parameters(), cpu_model.parameters() + n);
+  EXPECT_LE(relative_rms(gpu_host, widen(cpu_params)), 1e-4);
+}
+
+}  // namespace
+
+#endif  // RACE_HAVE_CUDA
