@@ -151,11 +151,44 @@ def run_one(task, variant, threads):
     print(f"  {train_seconds:.0f} s; {summary}", flush=True)
 
 
+def time_one(task, variant, steps, threads):
+    """Seconds per training step of one run, from `steps` steps on their own (median of steps 2 to `steps`,
+    as logged in metrics.jsonl): the runs above share the machine with other work, this pass does not."""
+    layers, window, sizing, _ = TASKS[task]
+    name = f"{task}-{variant}-timing"
+    train = [os.path.join(BIN, "race-train"), "--config", f"configs/{task}.json", "--set", f"run.root={RUNS}",
+             "--set", f"run.name={name}"]
+    for override in (sizing + variant_overrides(variant, layers, window)
+                     + [f"schedule.total_steps={steps}", "schedule.warmup_steps=1", "train.log_every=1"]):
+        train += ["--set", override]
+    run_dir = os.path.join(ROOT, RUNS, name)
+    subprocess.call(["rm", "-rf", run_dir])
+    os.makedirs(os.path.join(ROOT, RUNS), exist_ok=True)
+    run(train, os.path.join(ROOT, RUNS, name + ".log"))
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    seconds = sorted(r["ms_per_step"] / 1000 for r in records if r["split"] == "train" and r["step"] >= 2)
+    median = seconds[len(seconds) // 2]
+    result = {"task": task, "variant": variant, "date": datetime.date.today().isoformat(),
+              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                         f"OMP_NUM_THREADS={threads}",
+              "command": " ".join(train), "seconds_per_step": seconds, "median_seconds_per_step": median}
+    os.makedirs(os.path.join(ROOT, RESULTS), exist_ok=True)
+    with open(os.path.join(ROOT, RESULTS, name + ".json"), "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+    print(f"{name}: {median:.3f} s per step (median of steps 2-{steps})", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks (default: all)")
     parser.add_argument("--variants", default="race,softmax,hybrid", help="comma-separated variants")
+    parser.add_argument("--time-steps", type=int, default=0,
+                        help="only time each run: this many steps, report seconds per step (0: train and score)")
     args = parser.parse_args()
+    if args.time_steps != 0 and args.time_steps < 3:
+        parser.error(f"--time-steps: expected 0 (train and score) or at least 3 steps, got {args.time_steps}")
     tasks = [t for t in args.tasks.split(",") if t]
     variants = [v for v in args.variants.split(",") if v]
     for task in tasks:
@@ -168,7 +201,10 @@ def main():
     threads = os.environ.get("OMP_NUM_THREADS", "all cores")
     for task in tasks:
         for variant in variants:
-            run_one(task, variant, threads)
+            if args.time_steps:
+                time_one(task, variant, args.time_steps, threads)
+            else:
+                run_one(task, variant, threads)
 
 
 if __name__ == "__main__":

@@ -63,6 +63,7 @@ class PlotMetrics(unittest.TestCase):
             ((PLOT, "--output", out, "--metric", "speed", good), "invalid choice: 'speed'"),
             ((EXPERIMENTS, "--tasks", "lm_gcide_4k,nope"), "unknown task 'nope'"),
             ((EXPERIMENTS, "--variants", "race,linear"), "unknown variant 'linear'"),
+            ((EXPERIMENTS, "--time-steps", "2"), "expected 0 (train and score) or at least 3 steps, got 2"),
         ]
         for args, expected in cases:
             done = run(*args)
