@@ -180,6 +180,31 @@ TEST(Gpt, RecomputationGivesIdenticalGradientsWithLessMemory) {
   }
 }
 
+// The memory plan a trainer checks before building a model is what the constructor then allocates, byte for
+// byte, for every kind of layer, head and position table, with and without recomputation, at shapes where
+// the logits block is capped by the rows and where it is not.
+TEST(Gpt, MemoryPlanEqualsWhatTheConstructorAllocates) {
+  for (const bool variant : {false, true})
+    for (const bool recompute : {false, true})
+      for (const int64_t classes : {int64_t{0}, int64_t{3}})
+        for (const int64_t vocab : {int64_t{13}, int64_t{300000}}) {
+          ModelSpec spec = hybrid_spec(variant);
+          spec.layers.push_back(spec.layers[0]);
+          spec.recompute = recompute;
+          spec.num_classes = classes;
+          spec.causal = classes == 0;
+          spec.vocab_size = vocab;
+          CpuOps ops;
+          const Gpt model(ops, spec, kBatch, kSeq);
+          const race::model::MemoryPlan plan = race::model::plan_memory(spec, kBatch, kSeq);
+          EXPECT_EQ(plan.bytes(kBatch, kSeq), ops.allocated_bytes())
+              << "variant " << variant << " recompute " << recompute << " classes " << classes << " vocab " << vocab;
+          EXPECT_EQ(plan.parameters, model.parameter_count());
+          EXPECT_EQ(plan.buffers, model.buffer_count());
+        }
+  EXPECT_THROW(race::model::plan_memory(hybrid_spec(true), kBatch, 17), race::Error);  // past max_seq_len
+}
+
 // The backward's ready callbacks (data-parallel overlap): disjoint ranges in decreasing offset order that
 // cover every parameter, each holding its final gradient when reported. Checked with gradients already
 // accumulated from an earlier micro-batch, tied and untied heads, and a classifier head.

@@ -23,16 +23,19 @@ namespace race::model {
 namespace cpu = kernels::cpu;
 
 float* CpuOps::allocate(int64_t count) {
+  allocated_bytes_ += count * static_cast<int64_t>(sizeof(float));
   float_buffers_.push_back(std::make_unique<float[]>(static_cast<size_t>(count)));
   return float_buffers_.back().get();
 }
 
 int32_t* CpuOps::allocate_ints(int64_t count) {
+  allocated_bytes_ += count * static_cast<int64_t>(sizeof(int32_t));
   int_buffers_.push_back(std::make_unique<int32_t[]>(static_cast<size_t>(count)));
   return int_buffers_.back().get();
 }
 
 uint8_t* CpuOps::allocate_bytes(int64_t count) {
+  allocated_bytes_ += count;
   byte_buffers_.push_back(std::make_unique<uint8_t[]>(static_cast<size_t>(count)));
   return byte_buffers_.back().get();
 }

@@ -13,6 +13,7 @@ class CpuOps final : public Ops {
   float* allocate(int64_t count) override;
   int32_t* allocate_ints(int64_t count) override;
   uint8_t* allocate_bytes(int64_t count) override;
+  int64_t allocated_bytes() const override { return allocated_bytes_; }
   void copy_from_host(float* device, const float* host, int64_t count) override;
   void copy_to_host(float* host, const float* device, int64_t count) override;
   void copy_ints_from_host(int32_t* device, const int32_t* host, int64_t count) override;
@@ -86,6 +87,7 @@ class CpuOps final : public Ops {
   std::vector<std::unique_ptr<float[]>> float_buffers_;
   std::vector<std::unique_ptr<int32_t[]>> int_buffers_;
   std::vector<std::unique_ptr<uint8_t[]>> byte_buffers_;
+  int64_t allocated_bytes_ = 0;
   std::vector<float> race_scratch_;  // the RACE backward's per-token storage, kept across calls
 };
 

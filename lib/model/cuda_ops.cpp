@@ -35,7 +35,7 @@ std::string device_out_of_memory_message(int64_t requested_bytes, int64_t free_b
       requested_bytes, mib(requested_bytes), mib(free_bytes), mib(total_bytes));
 }
 
-CudaOps::CudaOps() {
+CudaOps::CudaOps(int device) {
   int devices = 0;
   const cudaError_t status = cudaGetDeviceCount(&devices);
   if (status != cudaSuccess || devices == 0) {
@@ -43,6 +43,16 @@ CudaOps::CudaOps() {
     fail("CudaOps: no usable CUDA device ({}); check nvidia-smi, or use the CPU backend",
          status != cudaSuccess ? cudaGetErrorString(status) : "no device found");
   }
+  if (device < 0 || device >= devices)
+    fail("CudaOps: there is no CUDA device {}: this process sees {} (CUDA_VISIBLE_DEVICES limits them)", device,
+         devices);
+  RACE_CUDA_CHECK(cudaSetDevice(device));
+}
+
+int64_t CudaOps::free_device_bytes() const {
+  size_t free_bytes = 0, total_bytes = 0;
+  RACE_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  return static_cast<int64_t>(free_bytes);
 }
 
 CudaOps::~CudaOps() {
@@ -64,6 +74,7 @@ void* CudaOps::allocate_device(int64_t bytes) {
   }
   RACE_CUDA_CHECK(status);
   buffers_.push_back(data);
+  allocated_bytes_ += bytes;
   RACE_CUDA_CHECK(cudaMemset(data, 0, static_cast<size_t>(bytes)));
   return data;
 }

@@ -18,8 +18,9 @@ std::string device_out_of_memory_message(int64_t requested_bytes, int64_t free_b
 
 class CudaOps final : public Ops {
  public:
-  // Uses the current CUDA device; throws race::Error (with the reason) when there is none.
-  CudaOps();
+  // Makes `device` the current CUDA device of this thread and uses it; race::Error (with the reason) when
+  // there is no such device.
+  explicit CudaOps(int device = 0);
   ~CudaOps() override;
   CudaOps(const CudaOps&) = delete;
   CudaOps& operator=(const CudaOps&) = delete;
@@ -27,6 +28,8 @@ class CudaOps final : public Ops {
   float* allocate(int64_t count) override;
   int32_t* allocate_ints(int64_t count) override;
   uint8_t* allocate_bytes(int64_t count) override;
+  int64_t allocated_bytes() const override { return allocated_bytes_; }
+  int64_t free_device_bytes() const;  // cudaMemGetInfo: what other allocations can still take
   void copy_from_host(float* device, const float* host, int64_t count) override;
   void copy_to_host(float* host, const float* device, int64_t count) override;
   void copy_ints_from_host(int32_t* device, const int32_t* host, int64_t count) override;
@@ -101,6 +104,7 @@ class CudaOps final : public Ops {
   void* allocate_device(int64_t bytes);
 
   std::vector<void*> buffers_;
+  int64_t allocated_bytes_ = 0;
   float* lse_scratch_ = nullptr;  // (B, H, T) for a softmax forward called without lse (the kernel needs one)
   int64_t lse_scratch_count_ = 0;
 };

@@ -65,58 +65,128 @@ struct Gpt::Decoder {
 
 Gpt::~Gpt() = default;
 
-Gpt::Gpt(Ops& ops, ModelSpec spec, int64_t batch, int64_t seq_len)
-    : ops_(ops), spec_(std::move(spec)), batch_(batch), seq_len_(seq_len), rows_(batch * seq_len) {
-  validate(spec_);
-  if (batch < 1 || seq_len < 1) fail("model: batch and seq_len must be >= 1, got {} and {}", batch, seq_len);
-  if (spec_.positions == Positions::learned && seq_len > spec_.max_seq_len)
-    fail("model: seq_len {} exceeds max_seq_len {} of the learned position table", seq_len,
-         spec_.max_seq_len);
-  const int64_t C = spec_.d_model, M = spec_.mlp_hidden, V = spec_.vocab_size, H = spec_.heads;
-  head_dim_ = C / H;
+namespace {
 
-  auto add = [&](std::vector<ParamInfo>& list, int64_t& total, std::string name, std::vector<int64_t> shape,
-                 bool decay) {
+// Parameters and buffers of a spec, in arena order; the offsets where each layer's parameters begin, then
+// where the final LayerNorm's begin.
+struct ParameterLayout {
+  std::vector<ParamInfo> params, buffers;
+  int64_t param_count = 0, buffer_count = 0;
+  std::vector<int64_t> layer_param_begin;
+};
+
+ParameterLayout parameter_layout(const ModelSpec& spec) {
+  const int64_t C = spec.d_model, M = spec.mlp_hidden, V = spec.vocab_size, H = spec.heads, D = C / H;
+  ParameterLayout out;
+  auto add = [](std::vector<ParamInfo>& list, int64_t& total, std::string name, std::vector<int64_t> shape,
+                bool decay) {
     int64_t size = 1;
     for (const int64_t d : shape) size *= d;
     list.push_back({std::move(name), std::move(shape), total, size, decay});
     total += size;
   };
-  add(params_, param_count_, "wte", {V, C}, false);
-  if (spec_.positions == Positions::learned) add(params_, param_count_, "wpe", {spec_.max_seq_len, C}, false);
-  for (size_t l = 0; l < spec_.layers.size(); ++l) {
+  auto param = [&](std::string name, std::vector<int64_t> shape, bool decay) {
+    add(out.params, out.param_count, std::move(name), std::move(shape), decay);
+  };
+  param("wte", {V, C}, false);
+  if (spec.positions == Positions::learned) param("wpe", {spec.max_seq_len, C}, false);
+  for (size_t l = 0; l < spec.layers.size(); ++l) {
     const std::string p = "layers." + std::to_string(l) + ".";
-    const AttentionSpec& a = spec_.layers[l];
-    layer_param_begin_.push_back(param_count_);
-    add(params_, param_count_, p + "ln1.weight", {C}, false);
-    add(params_, param_count_, p + "ln1.bias", {C}, false);
-    add(params_, param_count_, p + "attn.qkv.weight", {3 * C, C}, true);
-    if (spec_.bias) add(params_, param_count_, p + "attn.qkv.bias", {3 * C}, false);
-    add(params_, param_count_, p + "attn.proj.weight", {C, C}, true);
-    if (spec_.bias) add(params_, param_count_, p + "attn.proj.bias", {C}, false);
-    if (a.kind == AttentionKind::race && a.learned_beta)
-      add(params_, param_count_, p + "attn.log_beta", {H}, false);
-    add(params_, param_count_, p + "ln2.weight", {C}, false);
-    add(params_, param_count_, p + "ln2.bias", {C}, false);
-    add(params_, param_count_, p + "mlp.fc.weight", {M, C}, true);
-    if (spec_.bias) add(params_, param_count_, p + "mlp.fc.bias", {M}, false);
-    add(params_, param_count_, p + "mlp.proj.weight", {C, M}, true);
-    if (spec_.bias) add(params_, param_count_, p + "mlp.proj.bias", {C}, false);
+    const AttentionSpec& a = spec.layers[l];
+    out.layer_param_begin.push_back(out.param_count);
+    param(p + "ln1.weight", {C}, false);
+    param(p + "ln1.bias", {C}, false);
+    param(p + "attn.qkv.weight", {3 * C, C}, true);
+    if (spec.bias) param(p + "attn.qkv.bias", {3 * C}, false);
+    param(p + "attn.proj.weight", {C, C}, true);
+    if (spec.bias) param(p + "attn.proj.bias", {C}, false);
+    if (a.kind == AttentionKind::race && a.learned_beta) param(p + "attn.log_beta", {H}, false);
+    param(p + "ln2.weight", {C}, false);
+    param(p + "ln2.bias", {C}, false);
+    param(p + "mlp.fc.weight", {M, C}, true);
+    if (spec.bias) param(p + "mlp.fc.bias", {M}, false);
+    param(p + "mlp.proj.weight", {C, M}, true);
+    if (spec.bias) param(p + "mlp.proj.bias", {C}, false);
     if (a.kind == AttentionKind::race) {
-      std::vector<int64_t> shape = {a.tables, a.bits, head_dim_};
+      std::vector<int64_t> shape = {a.tables, a.bits, D};
       if (a.planes_per_head) shape.insert(shape.begin(), H);
-      add(buffers_, buffer_count_, p + "attn.planes", shape, false);
+      add(out.buffers, out.buffer_count, p + "attn.planes", shape, false);
     }
   }
-  layer_param_begin_.push_back(param_count_);
-  add(params_, param_count_, "lnf.weight", {C}, false);
-  add(params_, param_count_, "lnf.bias", {C}, false);
-  if (spec_.num_classes > 0) {
-    add(params_, param_count_, "classifier.weight", {spec_.num_classes, C}, true);
-    add(params_, param_count_, "classifier.bias", {spec_.num_classes}, false);
-  } else if (!spec_.tie_embeddings) {
-    add(params_, param_count_, "lm_head.weight", {V, C}, true);
+  out.layer_param_begin.push_back(out.param_count);
+  param("lnf.weight", {C}, false);
+  param("lnf.bias", {C}, false);
+  if (spec.num_classes > 0) {
+    param("classifier.weight", {spec.num_classes, C}, true);
+    param("classifier.bias", {spec.num_classes}, false);
+  } else if (!spec.tie_embeddings) {
+    param("lm_head.weight", {V, C}, true);
   }
+  return out;
+}
+
+void check_shape(const ModelSpec& spec, int64_t batch, int64_t seq_len) {
+  validate(spec);
+  if (batch < 1 || seq_len < 1) fail("model: batch and seq_len must be >= 1, got {} and {}", batch, seq_len);
+  if (spec.positions == Positions::learned && seq_len > spec.max_seq_len)
+    fail("model: seq_len {} exceeds max_seq_len {} of the learned position table", seq_len, spec.max_seq_len);
+}
+
+// Rows of the vocabulary projection computed at a time: about 4 MB of logits, whatever the vocabulary.
+int64_t logits_block_rows(int64_t vocab, int64_t rows) {
+  return std::clamp<int64_t>((int64_t{1} << 20) / vocab, 1, rows);
+}
+
+}  // namespace
+
+int64_t MemoryPlan::bytes(int64_t batch, int64_t seq_len) const {
+  const int64_t f = sizeof(float);
+  return (2 * parameters + buffers) * f + bytes_per_token() * batch * seq_len + per_row_bytes * batch +
+         fixed_bytes;
+}
+
+// Mirrors the constructor's allocations; test_gpt checks that the two agree byte for byte.
+MemoryPlan plan_memory(const ModelSpec& spec, int64_t batch, int64_t seq_len) {
+  check_shape(spec, batch, seq_len);
+  const int64_t C = spec.d_model, M = spec.mlp_hidden, H = spec.heads, f = sizeof(float);
+  const ParameterLayout layout = parameter_layout(spec);
+  MemoryPlan plan;
+  plan.parameters = layout.param_count;
+  plan.buffers = layout.buffer_count;
+  // tokens, targets, positions, segment ids (int32) and the key mask (one byte)
+  plan.batch_bytes_per_token = 4 * int64_t{sizeof(int32_t)} + 1;
+  plan.per_row_bytes = int64_t{sizeof(int32_t)};  // labels
+  if (spec.num_classes > 0) plan.per_row_bytes += (2 * C + spec.num_classes) * f;
+  int64_t activations = 0;  // floats per token
+  for (size_t l = 0; l < spec.layers.size(); ++l) {
+    if (spec.layers[l].kind == AttentionKind::race) plan.fixed_bytes += H * f;  // temperatures
+    // ln1, q, k, v, att, att_rows, x_mid, ln2; fc and gelu; two LayerNorms' mean and rstd. With recomputation
+    // the layers share the first layer's set.
+    if (!spec.recompute || l == 0) activations += 8 * C + 2 * M + 4;
+    if (spec.layers[l].kind == AttentionKind::softmax) activations += H;  // log-sum-exp rows
+  }
+  const auto layers = static_cast<int64_t>(spec.layers.size());
+  activations += C * (layers + 1) + C + 2;  // the residual stream between layers, the final LayerNorm
+  plan.activation_bytes_per_token = activations * f;
+  // qkv and its gradient, the gradient rows, two MLP hidden buffers, dq dk dv and the heads' gradient, the
+  // residual gradient
+  plan.scratch_bytes_per_token = (12 * C + 2 * M) * f;
+  plan.fixed_bytes += H * f;  // the learned temperatures' gradient
+  plan.fixed_bytes += logits_block_rows(spec.vocab_size, batch * seq_len) * spec.vocab_size * f;
+  return plan;
+}
+
+Gpt::Gpt(Ops& ops, ModelSpec spec, int64_t batch, int64_t seq_len)
+    : ops_(ops), spec_(std::move(spec)), batch_(batch), seq_len_(seq_len), rows_(batch * seq_len) {
+  plan_ = plan_memory(spec_, batch, seq_len);
+  const int64_t C = spec_.d_model, M = spec_.mlp_hidden, V = spec_.vocab_size, H = spec_.heads;
+  head_dim_ = C / H;
+  ParameterLayout layout = parameter_layout(spec_);
+  params_ = std::move(layout.params);
+  buffers_ = std::move(layout.buffers);
+  param_count_ = layout.param_count;
+  buffer_count_ = layout.buffer_count;
+  layer_param_begin_ = std::move(layout.layer_param_begin);
 
   params_data_ = ops_.allocate(param_count_);
   grads_data_ = ops_.allocate(param_count_);
@@ -133,7 +203,7 @@ Gpt::Gpt(Ops& ops, ModelSpec spec, int64_t batch, int64_t seq_len)
     class_logits_ = ops_.allocate(batch_ * spec_.num_classes);
   }
 
-  // Activations: what each layer keeps for its backward, counted per token for the memory plan.
+  // Activations: what each layer keeps for its backward (plan_memory counts them per token).
   const int64_t BT = rows_, heads_size = batch_ * H * seq_len_ * head_dim_;
   layers_.resize(spec_.layers.size());
   embed_ = ops_.allocate(BT * C);
@@ -178,19 +248,15 @@ Gpt::Gpt(Ops& ops, ModelSpec spec, int64_t batch, int64_t seq_len)
       L.x_mid = ops_.allocate(BT * C);
       L.ln2 = ops_.allocate(BT * C), L.ln2_mean = ops_.allocate(BT), L.ln2_rstd = ops_.allocate(BT);
       L.fc = ops_.allocate(BT * M), L.gelu = ops_.allocate(BT * M);
-      activation_floats_per_token_ += 9 * C + 2 * M + 4;
     }
     if (L.attention->kind == AttentionKind::softmax) {
       L.lse = ops_.allocate(batch_ * H * seq_len_);
-      activation_floats_per_token_ += H;
     }
   }
   // Residual stream: layer l + 1 reads layer l's output; the last output feeds the final LayerNorm.
   for (size_t l = 0; l < layers_.size(); ++l) layers_[l].x_in = l == 0 ? embed_ : ops_.allocate(BT * C);
   final_ = ops_.allocate(BT * C);
-  activation_floats_per_token_ += C * static_cast<int64_t>(layers_.size() + 1);
   lnf_ = ops_.allocate(BT * C), lnf_mean_ = ops_.allocate(BT), lnf_rstd_ = ops_.allocate(BT);
-  activation_floats_per_token_ += C + 2;
 
   qkv_ = ops_.allocate(BT * 3 * C);
   d_qkv_ = ops_.allocate(BT * 3 * C);
@@ -200,8 +266,7 @@ Gpt::Gpt(Ops& ops, ModelSpec spec, int64_t batch, int64_t seq_len)
   d_heads_ = ops_.allocate(heads_size);
   residual_grad_ = ops_.allocate(BT * C);
   dbeta_ = ops_.allocate(H);
-  // About 4 MB of logits at a time, whatever the vocabulary.
-  head_block_rows_ = std::clamp<int64_t>((int64_t{1} << 20) / V, 1, BT);
+  head_block_rows_ = logits_block_rows(V, BT);
   logits_ = ops_.allocate(head_block_rows_ * V);
 }
 
@@ -215,10 +280,6 @@ float* Gpt::grad(const std::string& name) {
   for (const ParamInfo& p : params_)
     if (p.name == name) return grads_data_ + p.offset;
   fail("model: no parameter named {}", name);
-}
-
-int64_t Gpt::activation_bytes_per_token() const {
-  return activation_floats_per_token_ * static_cast<int64_t>(sizeof(float));
 }
 
 void Gpt::initialize() {

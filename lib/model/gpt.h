@@ -85,6 +85,27 @@ struct LossSum {
   double mean() const { return count > 0 ? sum / static_cast<double>(count) : 0.0; }
 };
 
+// What a Gpt of `spec` allocates through its Ops for batches of (batch, seq_len), counted without allocating,
+// so a trainer can check it against the device's memory before building the model. Generation's state
+// (start_decoding) and the kernels' own per-call scratch are not included.
+struct MemoryPlan {
+  int64_t parameters = 0;  // floats of parameters; the gradients are as many again
+  int64_t buffers = 0;     // floats of frozen buffers (RACE hyperplanes)
+  int64_t activation_bytes_per_token = 0;  // kept from the forward for the backward, over all layers
+  int64_t scratch_bytes_per_token = 0;     // reused by every layer: qkv, the backward's gradient buffers
+  int64_t batch_bytes_per_token = 0;       // the batch on the device: tokens, targets, positions, masks
+  int64_t fixed_bytes = 0;                 // independent of the tokens: a block of logits, temperatures
+  int64_t per_row_bytes = 0;               // per window (row): labels, pooled states, class logits
+  // Everything above for one micro-batch of (batch, seq_len): parameters, gradients, buffers and tokens.
+  int64_t bytes(int64_t batch, int64_t seq_len) const;
+  int64_t bytes_per_token() const {
+    return activation_bytes_per_token + scratch_bytes_per_token + batch_bytes_per_token;
+  }
+};
+
+// Throws race::Error like the Gpt constructor for a bad spec or shape.
+MemoryPlan plan_memory(const ModelSpec& spec, int64_t batch, int64_t seq_len);
+
 // Called by the backward with (offset, count) of gradients() once no later work of that call writes them:
 // the head and final LayerNorm first, then each layer from the last to the first, then the embeddings. The
 // ranges are disjoint, cover every parameter and come in decreasing offset order. Data-parallel training
@@ -109,8 +130,10 @@ class Gpt {
   float* gradients() { return grads_data_; }    // device
   float* buffer_data() { return buffers_data_; }
   int64_t buffer_count() const { return buffer_count_; }
+  // What the constructor allocated (plan_memory for this model's spec and shape).
+  const MemoryPlan& memory_plan() const { return plan_; }
   // Bytes of activations stored per token for the backward, over all layers.
-  int64_t activation_bytes_per_token() const;
+  int64_t activation_bytes_per_token() const { return plan_.activation_bytes_per_token; }
 
   // GPT-2 initialisation (N(0, 0.02), residual projections scaled by 1/sqrt(2 layers)) and hyperplanes
   // N(0, 1), both from spec.seed.
@@ -156,7 +179,7 @@ class Gpt {
   float* grads_data_ = nullptr;
   float* buffers_data_ = nullptr;
   std::vector<Layer> layers_;
-  int64_t activation_floats_per_token_ = 0;
+  MemoryPlan plan_;
   // Batch on the device.
   int32_t *tokens_ = nullptr, *targets_ = nullptr, *positions_ = nullptr, *segments_ = nullptr,
           *labels_ = nullptr;

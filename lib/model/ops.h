@@ -26,6 +26,7 @@ class Ops {
   virtual float* allocate(int64_t count) = 0;
   virtual int32_t* allocate_ints(int64_t count) = 0;
   virtual uint8_t* allocate_bytes(int64_t count) = 0;
+  virtual int64_t allocated_bytes() const = 0;  // held by the allocate calls so far
   virtual void copy_from_host(float* device, const float* host, int64_t count) = 0;
   virtual void copy_to_host(float* host, const float* device, int64_t count) = 0;
   virtual void copy_ints_from_host(int32_t* device, const int32_t* host, int64_t count) = 0;
