@@ -76,6 +76,14 @@ TEST_F(Cli, UsageErrorsExit2WithAMessage) {
     EXPECT_EQ(negative.status, 2) << negative.err;
     EXPECT_NE(negative.err.find(option), std::string::npos) << negative.err;
   }
+  std::ofstream(dir_ / "any.json") << "{}";
+  for (const std::string& app : {train_ + " --config " + (dir_ / "any.json").string(),
+                                 eval_ + " --checkpoint " + dir_.string(),
+                                 eval_ + " generate --checkpoint " + dir_.string()}) {
+    const Outcome gpu = run(app + " --device gpu");
+    EXPECT_EQ(gpu.status, 2) << gpu.err;
+    EXPECT_NE(gpu.err.find("--device"), std::string::npos) << gpu.err;
+  }
 }
 
 TEST_F(Cli, ConfigErrorsNameTheFileAndKey) {

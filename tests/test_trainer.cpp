@@ -13,6 +13,10 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "core/hdf5_io.h"
+#if RACE_HAVE_CUDA
+#include "kernels/cuda/device_info.h"
+#endif
+#include "train/device.h"
 #include "train/evaluation.h"
 #include "train/tokenizer.h"
 #include "train/trainer.h"
@@ -21,6 +25,26 @@ namespace {
 
 namespace fs = std::filesystem;
 using race::train::run_training;
+
+bool gpu_present() {
+#if RACE_HAVE_CUDA
+  return !race::kernels::cuda::query_devices().devices.empty();
+#else
+  return false;
+#endif
+}
+
+// The error of `call`, which must throw race::Error.
+template <typename Call>
+std::string error_of(Call&& call) {
+  try {
+    call();
+  } catch (const race::Error& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "expected a race::Error";
+  return {};
+}
 using race::train::TrainOptions;
 
 class Trainer : public ::testing::Test {
@@ -393,6 +417,103 @@ TEST_F(Trainer, ConfigMistakesNameTheKey) {
     EXPECT_NE(std::string(e.what()).find("model.softmax_layers[0]"), std::string::npos) << "got: " << e.what();
   }
   EXPECT_FALSE(fs::exists(dir_ / "runs" / "typo")) << "a failed start must not leave a run directory";
+}
+
+// run.device and --device: an unknown name, and CUDA where it cannot run (a build without the backend, or a
+// machine without a GPU), fail before a run directory exists, naming where the choice came from and why.
+TEST_F(Trainer, DeviceChoiceErrorsNameTheSourceAndTheReason) {
+  TrainOptions options;
+  options.config_file = write_config("device", 2, 1);
+  options.overrides = {"run.device=gpu"};
+  const std::string unknown = error_of([&] { run_training(options); });
+  EXPECT_NE(unknown.find("run.device"), std::string::npos) << unknown;
+  EXPECT_NE(unknown.find("cuda"), std::string::npos) << unknown;
+  EXPECT_THROW(race::train::open_device("tpu", "--device"), race::Error);
+  if (gpu_present()) GTEST_SKIP() << "a GPU is present: run.device = \"cuda\" is valid here";
+  const std::string why = race::train::cuda_backend_built() ? "no usable CUDA device" : "no CUDA backend";
+  options.overrides = {"run.device=cuda"};
+  const std::string from_config = error_of([&] { run_training(options); });
+  EXPECT_NE(from_config.find("run.device = \"cuda\""), std::string::npos) << from_config;
+  EXPECT_NE(from_config.find(why), std::string::npos) << from_config;
+  options.overrides = {};
+  options.device = "cuda";
+  const std::string from_flag = error_of([&] { run_training(options); });
+  EXPECT_NE(from_flag.find("--device = \"cuda\""), std::string::npos) << from_flag;
+  EXPECT_FALSE(fs::exists(dir_ / "runs" / "device")) << "a failed start must not leave a run directory";
+
+  // A CPU checkpoint evaluated or sampled on CUDA meets the same error.
+  options.device.reset();
+  const auto trained = run_training(options);
+  race::train::EvalOptions eval;
+  eval.checkpoint = trained.run_dir;
+  eval.device = "cuda";
+  EXPECT_NE(error_of([&] { race::train::evaluate_checkpoint(eval); }).find(why), std::string::npos);
+  race::train::GenerateOptions generate;
+  generate.checkpoint = trained.run_dir;
+  generate.device = "cuda";
+  EXPECT_NE(error_of([&] { race::train::generate(generate); }).find(why), std::string::npos);
+}
+
+// A model that cannot fit is refused by the memory plan, with the numbers, before anything is allocated (the
+// model below would need about 1.6 TB) and before a run directory exists.
+TEST_F(Trainer, MemoryPlanRefusesAModelThatCannotFitBeforeAllocating) {
+  TrainOptions options;
+  options.config_file = write_config("huge", 2, 1);
+  options.overrides = {"model.d_model=65536", "model.heads=2", "model.mlp_hidden=262144"};
+  const std::string error = error_of([&] { run_training(options); });
+  EXPECT_NE(error.find("memory plan needs"), std::string::npos) << error;
+  EXPECT_NE(error.find("data.context 32 x data.batch_size 4"), std::string::npos) << error;
+  EXPECT_FALSE(fs::exists(dir_ / "runs" / "huge"));
+}
+
+// CPU against CUDA from the same initialisation (GPU only): ten steps of the hybrid GPT (RACE and a
+// sliding-window softmax layer) and of the BERT encoder give losses within 2% at every step; a CPU
+// checkpoint resumed on CUDA continues like the CPU run, and the CUDA checkpoint evaluates on the CPU to the
+// validation loss the CUDA run logged.
+TEST_F(Trainer, CudaTrainingFollowsTheCpuRun) {
+  if (!gpu_present()) GTEST_SKIP() << "no CUDA device";
+  for (const std::string task : {"lm", "mlm"}) {
+    std::vector<race::train::TrainResult> runs;
+    for (const std::string device : {"cpu", "cuda"}) {
+      TrainOptions options;
+      options.config_file = write_config(task + "-" + device, 10, 1000, task);
+      options.overrides = {"run.device=" + device};
+      runs.push_back(run_training(options));
+    }
+    ASSERT_EQ(runs[0].steps.size(), 10u);
+    ASSERT_EQ(runs[1].steps.size(), 10u);
+    for (size_t i = 0; i < 10; ++i)
+      EXPECT_NEAR(runs[1].steps[i].loss, runs[0].steps[i].loss, 0.02 * runs[0].steps[i].loss)
+          << task << " step " << i + 1;
+    ASSERT_TRUE(runs[0].final_val_loss && runs[1].final_val_loss);
+    EXPECT_NEAR(*runs[1].final_val_loss, *runs[0].final_val_loss, 0.02 * *runs[0].final_val_loss) << task;
+  }
+
+  TrainOptions cpu_half;
+  cpu_half.config_file = write_config("moved", 10, 5);
+  cpu_half.overrides = {"train.eval_every=5"};
+  TrainOptions whole = cpu_half;
+  whole.config_file = write_config("unmoved", 10, 5);
+  const auto reference = run_training(whole);
+  int calls = 0;
+  const auto first = run_training(cpu_half, [&] { return ++calls >= 5; });  // stops after step 5
+  ASSERT_TRUE(first.interrupted);
+  ASSERT_EQ(first.last_step, 5);
+  TrainOptions resumed;
+  resumed.resume_dir = first.run_dir;
+  resumed.device = "cuda";
+  const auto moved = run_training(resumed);
+  ASSERT_EQ(moved.last_step, 10);
+  ASSERT_EQ(moved.steps.size(), 5u);
+  for (const auto& step : moved.steps)
+    EXPECT_NEAR(step.loss, reference.steps[static_cast<size_t>(step.step - 1)].loss,
+                0.02 * reference.steps[static_cast<size_t>(step.step - 1)].loss)
+        << "step " << step.step;
+  race::train::EvalOptions eval;
+  eval.checkpoint = moved.run_dir;  // written by the CUDA run
+  ASSERT_TRUE(moved.final_val_loss.has_value());
+  EXPECT_NEAR(race::train::evaluate_checkpoint(eval).result.loss, *moved.final_val_loss,
+              1e-4 * *moved.final_val_loss);
 }
 
 // Every shipped config resolves against the schema (a typo in configs/ fails here, not after a download).

@@ -43,6 +43,9 @@ int run(int argc, char** argv) {
   app.add_option("--batch-size", eval.batch_size, "Windows per forward pass (0: the checkpoint's)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  app.add_option("--device", eval.device, "cpu or cuda: where the model computes")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
   app.add_option("--json", json_path, "Also write the results as JSON to FILE (\"-\": only JSON, on stdout)");
 
   race::train::GenerateOptions gen;
@@ -62,6 +65,9 @@ int run(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   generate->add_option("--seed", gen.seed, "Seed of the sampling")->capture_default_str();
+  generate->add_option("--device", gen.device, "cpu or cuda: where the model computes")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -29,6 +29,10 @@ int run(int argc, char** argv, race::train::Communicator& comm) {
                      ->check(CLI::ExistingDirectory);
   config->excludes(resume);
   app.add_option("--set", options.overrides, "Override a config key: a.b.c=value (repeatable)");
+  std::string device;
+  app.add_option("--device", device, "cpu or cuda: where to compute (replaces run.device; a resumed run may "
+                                     "move between them)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
   app.add_flag("--dry-run", options.dry_run, "Validate the config and data, print the plan, and exit");
   app.add_option("--log-level", options.log_level, "trace, debug, info, warn, error")->capture_default_str();
   try {
@@ -39,6 +43,7 @@ int run(int argc, char** argv, race::train::Communicator& comm) {
   }
   if (!config_file.empty()) options.config_file = config_file;
   if (!resume_dir.empty()) options.resume_dir = resume_dir;
+  if (!device.empty()) options.device = device;
   // Ranks other than 0 run the same steps: their info lines would repeat rank 0's.
   race::init_logging(comm.rank() == 0 ? options.log_level : "warn");
   std::signal(SIGINT, request_stop);

@@ -1,4 +1,4 @@
-// Loads a checkpoint into a GPT on the CPU and measures its language-model loss on a split.
+// Loads a checkpoint into a GPT on the chosen device and measures its language-model loss on a split.
 #include "train/evaluation.h"
 
 #include <algorithm>
@@ -8,9 +8,9 @@
 #include <random>
 
 #include "core/error.h"
-#include "model/cpu_ops.h"
 #include "model/model_config.h"
 #include "train/checkpoint.h"
+#include "train/device.h"
 #include "train/tokenizer.h"
 
 namespace race::train {
@@ -76,7 +76,8 @@ CheckpointEvaluation evaluate_checkpoint(const EvalOptions& options) {
   nlohmann::json model_config = data_config;
   if (model_config["model"]["max_seq_len"].get<int64_t>() == 0)
     model_config["model"]["max_seq_len"] = std::max(trained_context, data->context());
-  model::CpuOps ops;
+  const ComputeDevice device = open_device(options.device, "--device");
+  model::Ops& ops = *device.ops;
   model::Gpt gpt(ops, model_spec(model_config, *data), data->batch_size(), data->context());
   load_into(gpt, ops, ckpt, "checkpoint " + path.string() + " with data " + data_path.string());
 
@@ -113,7 +114,8 @@ Generation generate(const GenerateOptions& options) {
   const int64_t total = static_cast<int64_t>(prompt.size()) + options.max_new_tokens;
   model::ModelSpec spec =
       model::spec_from_config(config.at("model"), tokenizer.vocab_size, config.at("data").at("context").get<int64_t>());
-  model::CpuOps ops;
+  const ComputeDevice device = open_device(options.device, "--device");
+  model::Ops& ops = *device.ops;
   model::Gpt gpt(ops, spec, 1, 1);
   load_into(gpt, ops, ckpt, "checkpoint " + path.string());
   gpt.start_decoding(total);

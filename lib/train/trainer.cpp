@@ -14,10 +14,10 @@
 
 #include "core/error.h"
 #include "core/logging.h"
-#include "model/cpu_ops.h"
 #include "model/gpt.h"
 #include "model/model_config.h"
 #include "train/checkpoint.h"
+#include "train/device.h"
 #include "train/gradient_buckets.h"
 #include "train/rank_threads.h"
 #include "train/task_data.h"
@@ -40,7 +40,11 @@ Schema train_schema() {
                                   {"root", Schema::string("runs", "Parent directory of run directories.")},
                                   {"threads", Schema::integer(0, "OpenMP threads per rank (0: OMP_NUM_THREADS "
                                                                  "if set, else the cores of this rank).")
-                                                  .min(0)}})},
+                                                  .min(0)},
+                                  {"device", Schema::string("cpu", "Where the model computes: cpu, or cuda (one "
+                                                                   "GPU per process; under mpirun, GPU r mod "
+                                                                   "count for node-local rank r).")
+                                                 .one_of({"cpu", "cuda"})}})},
           {"data",
            Schema::object(
                "Language-model data: an HDF5 file in the layout of docs (DESIGN section 4).",
@@ -120,7 +124,9 @@ void unpack(const std::vector<NamedTensor>& tensors, const std::vector<model::Pa
       if (t.name == p.name) std::copy(t.values.begin(), t.values.end(), host.begin() + p.offset);
 }
 
-std::string format_bytes(double bytes) { return fmt::format("{:.1f} MB", bytes / 1e6); }
+std::string format_bytes(double bytes) {
+  return bytes >= 1e9 ? fmt::format("{:.2f} GB", bytes / 1e9) : fmt::format("{:.1f} MB", bytes / 1e6);
+}
 
 }  // namespace
 
@@ -236,6 +242,8 @@ TrainResult run_training(const TrainOptions& options, Communicator& comm,
     config = resolve(train_schema(), opened.config(), {}, (opened.path() / "config.json").string());
     run.emplace(std::move(opened));
   }
+  // The device changes where the run computes, not what it computes: --device may move a resumed run too.
+  if (options.device) config["run"]["device"] = *options.device;
   const auto& data_cfg = config.at("data");
   const auto& opt_cfg = config.at("optimizer");
   const auto& train_cfg = config.at("train");
@@ -278,13 +286,47 @@ TrainResult run_training(const TrainOptions& options, Communicator& comm,
   const std::vector<ModelBatch> val_batches = data->validation("val", data_cfg.at("val_windows").get<int64_t>());
 
   const model::ModelSpec spec = model_spec(config, *data);
-  model::CpuOps ops;
+  const std::string device_name = config.at("run").at("device").get<std::string>();
+  ComputeDevice device =
+      open_device(device_name, options.device ? "--device" : "run.device", comm.local_rank());
+  model::Ops& ops = *device.ops;
+  spdlog::info("device: {}", device.description);
+
+  // The memory plan, checked before anything is allocated: parameters, gradients and AdamW's two moments,
+  // the activations kept for the backward, and the scratch the layers share. Processes that share a
+  // machine's memory or a GPU split it. On CUDA a tenth of the free memory stays for the kernels' own
+  // per-call scratch and the libraries.
+  const model::MemoryPlan plan = model::plan_memory(spec, batch_size, context);
+  const int sharing = device.kind == DeviceKind::cuda
+                          ? (comm.local_size() + device.cuda_count - 1) / device.cuda_count
+                          : comm.local_size();
+  const double budget_fraction = device.kind == DeviceKind::cuda ? 0.9 : 0.8;
+  const double budget = budget_fraction * static_cast<double>(device.memory_bytes) / sharing;
+  const std::string budget_text =
+      fmt::format("{:.0f}% of {}{}", budget_fraction * 100.0,
+                  device.kind == DeviceKind::cuda ? "the GPU's free memory" : "this machine's memory",
+                  sharing > 1 ? fmt::format(", split over the {} processes that share it", sharing) : "");
+  const double optimizer_bytes = 2.0 * sizeof(float) * static_cast<double>(plan.parameters);
+  const double needed = static_cast<double>(plan.bytes(batch_size, context)) + optimizer_bytes;
+  const double token_independent = needed - static_cast<double>(plan.bytes_per_token() * batch_size * context);
+  const double largest_context =
+      (budget - token_independent) / static_cast<double>(plan.bytes_per_token() * batch_size);
+  spdlog::info(
+      "memory plan: {} for parameters, gradients and AdamW state; {:.1f} KB per token ({:.1f} KB of "
+      "activations kept for the backward, {:.1f} KB of shared scratch); {} in all for micro-batches of {} x {} "
+      "tokens; largest context that fits in {} at batch {}: about {:.0f} tokens",
+      format_bytes(static_cast<double>(2 * plan.parameters + plan.buffers) * sizeof(float) + optimizer_bytes),
+      static_cast<double>(plan.bytes_per_token()) / 1e3,
+      static_cast<double>(plan.activation_bytes_per_token) / 1e3,
+      static_cast<double>(plan.scratch_bytes_per_token) / 1e3, format_bytes(needed), batch_size, context,
+      budget_text, batch_size, std::max(0.0, largest_context));
+  if (needed > budget)
+    fail("data.context {} x data.batch_size {}: the memory plan needs {}, more than {} ({}); lower the context "
+         "or the batch (raise train.grad_accum to keep the tokens per step), or set model.recompute",
+         context, global_batch, format_bytes(needed), budget_text, format_bytes(budget));
+
   model::Gpt gpt(ops, spec, batch_size, context);
   const int64_t n_params = gpt.parameter_count();
-
-  // The memory plan, before anything is trained.
-  const double param_bytes = 16.0 * static_cast<double>(n_params);  // parameters, gradients, AdamW m and v
-  const double act_per_token = static_cast<double>(gpt.activation_bytes_per_token());
   spdlog::info("task {}: {} layers, d_model {}, {} heads, {} parameters; data {}", config.at("task").get<std::string>(),
                spec.layers.size(), spec.d_model, spec.heads, n_params, data->describe());
   // Training FLOPs per token: 6 per weight of every matrix a token goes through (forward 2, backward 4),
@@ -312,22 +354,6 @@ TrainResult run_training(const TrainOptions& options, Communicator& comm,
       flops_per_token / 1e6, grad_accum, global_batch, context,
       comm.world_size() > 1 ? fmt::format(", {} rows on each of {} ranks", batch_size, comm.world_size())
                             : "");
-  // Scratch beyond the saved activations (qkv, gradient buffers, logits blocks) is about as large again
-  // per token for one layer; the plan counts it as one more layer's worth.
-  const double per_token = act_per_token * (1.0 + 1.0 / static_cast<double>(spec.layers.size()));
-  const double budget = 0.8 * static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGE_SIZE));
-  const double fits = (budget - param_bytes) / (per_token * static_cast<double>(batch_size));
-  spdlog::info("memory plan: {} for parameters, gradients and AdamW state; activations {:.1f} KB per token, {} "
-               "per micro-batch of {} x {} tokens; largest context that fits in 80% of this machine's memory "
-               "at batch {}: about {:.0f} tokens",
-               format_bytes(param_bytes), act_per_token / 1e3,
-               format_bytes(per_token * static_cast<double>(batch_size * context)), batch_size, context,
-               batch_size, std::max(0.0, fits));
-  if (per_token * static_cast<double>(batch_size * context) + param_bytes > budget)
-    fail("data.context {} x data.batch_size {}: the plan needs {}, more than 80% of this machine's memory ({}); "
-         "lower the context or the batch, or raise train.grad_accum instead",
-         context, batch_size, format_bytes(per_token * static_cast<double>(batch_size * context) + param_bytes),
-         format_bytes(budget));
   if (options.dry_run) {
     data->check_all_tokens();
     spdlog::info("dry run: config, data and plan are valid");
@@ -581,7 +607,8 @@ TrainResult run_training(const TrainOptions& options, Communicator& comm,
                              {"lr", lr},
                              {"grad_norm", norm},
                              {"tokens_per_s", tokens_per_s},
-                             {"ms_per_step", seconds * 1e3}});
+                             {"ms_per_step", seconds * 1e3},
+                             {"memory_bytes", ops.allocated_bytes()}});
       const double eta = seconds * static_cast<double>(total_steps - step);
       spdlog::info("step {}/{}: loss {:.4f}, lr {:.3g}, grad norm {:.3f}, {:.0f} tokens/s, ETA {:.0f} min {:02.0f} s",
                    step, total_steps, loss.mean(), lr, norm, tokens_per_s, std::floor(eta / 60.0),

@@ -1,0 +1,35 @@
+// The device a run computes on: `run.device` in a race-train config, `--device` on race-train and race-eval.
+// Opens the model::Ops for it and tells the memory plan how much memory it has. This is the one place in
+// lib/train that knows a CUDA backend exists; the model and the loop see only model::Ops.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "model/ops.h"
+
+namespace race::train {
+
+enum class DeviceKind { cpu, cuda };
+
+struct ComputeDevice {
+  DeviceKind kind = DeviceKind::cpu;
+  std::unique_ptr<model::Ops> ops;
+  std::string description;    // for the log: "CPU" or "CUDA device 0 of 1 (NVIDIA H200, 140.4 GB)"
+  int64_t memory_bytes = 0;   // CPU: physical memory; CUDA: the device's free memory when it was opened
+  int cuda_index = -1;        // CUDA: the device this process uses
+  int cuda_count = 0;         // CUDA: devices visible to this process
+};
+
+// Whether this build has the CUDA backend (the CUDA toolkit was found when it was configured).
+bool cuda_backend_built();
+
+// `name` is "cpu" or "cuda"; `source` says where it came from ("run.device", "--device") for the errors.
+// CUDA: the process with node-local rank r takes device r mod (visible devices), so one process per GPU
+// when there are enough. race::Error, naming `source` and the value, for an unknown name, a build without
+// CUDA, or a machine without a usable GPU.
+ComputeDevice open_device(std::string_view name, std::string_view source, int local_rank = 0);
+
+}  // namespace race::train
