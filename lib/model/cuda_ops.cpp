@@ -47,6 +47,12 @@ CudaOps::CudaOps(int device) {
     fail("CudaOps: there is no CUDA device {}: this process sees {} (CUDA_VISIBLE_DEVICES limits them)", device,
          devices);
   RACE_CUDA_CHECK(cudaSetDevice(device));
+  // The kernels' per-call scratch comes from this pool (kernels/cuda/stream_scratch.h); keeping what it
+  // takes, instead of trimming it at every synchronisation, makes the next step's scratch free.
+  cudaMemPool_t pool = nullptr;
+  RACE_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
+  uint64_t keep_all = UINT64_MAX;
+  RACE_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep_all));
 }
 
 int64_t CudaOps::free_device_bytes() const {

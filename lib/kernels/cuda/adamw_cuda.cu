@@ -6,6 +6,7 @@
 #include "kernels/cuda/block_programs.h"
 #include "kernels/cuda/cuda_block.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/stream_scratch.h"
 #include "kernels/cuda/launch.h"
 
 namespace race::kernels::cuda {
@@ -40,20 +41,14 @@ __global__ void adamw_kernel(float* params, const float* grads, float* m, float*
 
 double grad_norm(const float* grads, int64_t n) {
   if (n <= 0) return 0.0;
-  double* partial = nullptr;  // (kNormBlocks) then the total
-  RACE_CUDA_CHECK(cudaMalloc(&partial, (kNormBlocks + 1) * sizeof(double)));
+  const StreamScratch scratch((kNormBlocks + 1) * static_cast<int64_t>(sizeof(double)));
+  auto* partial = reinterpret_cast<double*>(scratch.data());  // (kNormBlocks) then the total
   double total = 0.0;
-  try {
-    square_sum_kernel<<<kNormBlocks, kThreads>>>(partial, grads, n);
-    RACE_CUDA_CHECK(cudaGetLastError());
-    partial_sum_kernel<<<1, kNormBlocks>>>(partial + kNormBlocks, partial);
-    RACE_CUDA_CHECK(cudaGetLastError());
-    RACE_CUDA_CHECK(cudaMemcpy(&total, partial + kNormBlocks, sizeof(double), cudaMemcpyDeviceToHost));
-  } catch (...) {
-    cudaFree(partial);
-    throw;
-  }
-  RACE_CUDA_CHECK(cudaFree(partial));
+  square_sum_kernel<<<kNormBlocks, kThreads>>>(partial, grads, n);
+  RACE_CUDA_CHECK(cudaGetLastError());
+  partial_sum_kernel<<<1, kNormBlocks>>>(partial + kNormBlocks, partial);
+  RACE_CUDA_CHECK(cudaGetLastError());
+  RACE_CUDA_CHECK(cudaMemcpy(&total, partial + kNormBlocks, sizeof(double), cudaMemcpyDeviceToHost));
   return std::sqrt(total);
 }
 

@@ -6,6 +6,7 @@
 #include "kernels/cuda/block_programs.h"
 #include "kernels/cuda/cuda_block.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/stream_scratch.h"
 #include "kernels/cuda/launch.h"
 
 namespace race::kernels::cuda {
@@ -75,18 +76,11 @@ void softmax_attention_decode(int64_t heads, int64_t head_dim, int64_t window, f
                               int64_t position, float* out) {
   if (heads == 0) return;
   const int64_t first = window > 0 && position - window + 1 > 0 ? position - window + 1 : 0;
-  double* scores = nullptr;  // (H, position - first + 1)
-  RACE_CUDA_CHECK(cudaMalloc(&scores, static_cast<size_t>(heads * (position - first + 1)) * sizeof(double)));
-  try {
-    softmax_decode_kernel<<<static_cast<unsigned>(heads), kThreads>>>(head_dim, first, position, scale, q, k, v, keys,
-                                                                     values, capacity, scores, out);
-    RACE_CUDA_CHECK(cudaGetLastError());
-    RACE_CUDA_CHECK(cudaDeviceSynchronize());
-  } catch (...) {
-    cudaFree(scores);
-    throw;
-  }
-  RACE_CUDA_CHECK(cudaFree(scores));
+  const StreamScratch scratch(heads * (position - first + 1) * static_cast<int64_t>(sizeof(double)));
+  auto* scores = reinterpret_cast<double*>(scratch.data());  // (H, position - first + 1)
+  softmax_decode_kernel<<<static_cast<unsigned>(heads), kThreads>>>(head_dim, first, position, scale, q, k, v, keys,
+                                                                   values, capacity, scores, out);
+  RACE_CUDA_CHECK(cudaGetLastError());
 }
 
 }  // namespace race::kernels::cuda

@@ -6,6 +6,7 @@
 #include "kernels/cuda/block_programs.h"
 #include "kernels/cuda/cuda_block.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/stream_scratch.h"
 #include "kernels/cuda/launch.h"
 
 namespace race::kernels::cuda {
@@ -52,25 +53,18 @@ CrossEntropySums cross_entropy(float* dlogits, const float* logits, const int32_
   if (rows == 0) return result;
   // (N) per-row losses, then the loss sum and the count
   const size_t bytes = static_cast<size_t>(rows) * sizeof(double) + sizeof(double) + sizeof(long long);
-  char* scratch = nullptr;
-  RACE_CUDA_CHECK(cudaMalloc(&scratch, bytes));
-  auto* losses = reinterpret_cast<double*>(scratch);
+  const StreamScratch scratch(static_cast<int64_t>(bytes));
+  auto* losses = reinterpret_cast<double*>(scratch.data());
   auto* loss_sum = losses + rows;
   auto* count = reinterpret_cast<long long*>(loss_sum + 1);
-  try {
-    row_kernel<<<static_cast<unsigned>(rows), kThreads>>>(losses, dlogits, logits, targets, vocab, grad_scale);
-    RACE_CUDA_CHECK(cudaGetLastError());
-    sum_kernel<<<1, kSumThreads>>>(loss_sum, count, losses, targets, rows);
-    RACE_CUDA_CHECK(cudaGetLastError());
-    long long counted = 0;
-    RACE_CUDA_CHECK(cudaMemcpy(&result.loss_sum, loss_sum, sizeof(double), cudaMemcpyDeviceToHost));
-    RACE_CUDA_CHECK(cudaMemcpy(&counted, count, sizeof(long long), cudaMemcpyDeviceToHost));
-    result.count = counted;
-  } catch (...) {
-    cudaFree(scratch);
-    throw;
-  }
-  RACE_CUDA_CHECK(cudaFree(scratch));
+  row_kernel<<<static_cast<unsigned>(rows), kThreads>>>(losses, dlogits, logits, targets, vocab, grad_scale);
+  RACE_CUDA_CHECK(cudaGetLastError());
+  sum_kernel<<<1, kSumThreads>>>(loss_sum, count, losses, targets, rows);
+  RACE_CUDA_CHECK(cudaGetLastError());
+  long long counted = 0;
+  RACE_CUDA_CHECK(cudaMemcpy(&result.loss_sum, loss_sum, sizeof(double), cudaMemcpyDeviceToHost));
+  RACE_CUDA_CHECK(cudaMemcpy(&counted, count, sizeof(long long), cudaMemcpyDeviceToHost));
+  result.count = counted;
   return result;
 }
 

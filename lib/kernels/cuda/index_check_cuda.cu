@@ -2,6 +2,7 @@
 #include "kernels/cuda/index_check_cuda.h"
 
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/stream_scratch.h"
 #include "kernels/cuda/launch.h"
 
 namespace race::kernels::cuda {
@@ -21,24 +22,18 @@ __global__ void check_kernel(unsigned long long* first, const int32_t* values, i
 InvalidIndex first_invalid_index(const int32_t* values, int64_t n, int32_t lo, int32_t hi, int32_t allowed) {
   InvalidIndex result;
   if (n <= 0) return result;
-  unsigned long long* first = nullptr;
+  const StreamScratch scratch(sizeof(unsigned long long));
+  auto* first = reinterpret_cast<unsigned long long*>(scratch.data());
   const unsigned long long none = ~0ULL;
-  RACE_CUDA_CHECK(cudaMalloc(&first, sizeof(unsigned long long)));
-  try {
-    RACE_CUDA_CHECK(cudaMemcpy(first, &none, sizeof(none), cudaMemcpyHostToDevice));
-    check_kernel<<<grid_for(n), kThreads>>>(first, values, n, lo, hi, allowed);
-    RACE_CUDA_CHECK(cudaGetLastError());
-    unsigned long long found = none;
-    RACE_CUDA_CHECK(cudaMemcpy(&found, first, sizeof(found), cudaMemcpyDeviceToHost));
-    if (found != none) {
-      result.position = static_cast<int64_t>(found);
-      RACE_CUDA_CHECK(cudaMemcpy(&result.value, values + found, sizeof(int32_t), cudaMemcpyDeviceToHost));
-    }
-  } catch (...) {
-    cudaFree(first);
-    throw;
+  RACE_CUDA_CHECK(cudaMemcpy(first, &none, sizeof(none), cudaMemcpyHostToDevice));
+  check_kernel<<<grid_for(n), kThreads>>>(first, values, n, lo, hi, allowed);
+  RACE_CUDA_CHECK(cudaGetLastError());
+  unsigned long long found = none;
+  RACE_CUDA_CHECK(cudaMemcpy(&found, first, sizeof(found), cudaMemcpyDeviceToHost));
+  if (found != none) {
+    result.position = static_cast<int64_t>(found);
+    RACE_CUDA_CHECK(cudaMemcpy(&result.value, values + found, sizeof(int32_t), cudaMemcpyDeviceToHost));
   }
-  RACE_CUDA_CHECK(cudaFree(first));
   return result;
 }
 

@@ -7,6 +7,7 @@
 
 #include "kernels/cuda/cuda_block.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/stream_scratch.h"
 #include "kernels/cuda/race_attention_cuda.h"
 #include "kernels/cuda/race_span.h"
 
@@ -112,22 +113,6 @@ Problem<T> make_problem(const RaceAttentionShape& shape, const RaceAttentionOpti
   p.segment_ids = in.segment_ids;
   return p;
 }
-
-// Scratch from the stream-ordered pool, returned to it when the scope ends (also on an exception).
-class StreamScratch {
- public:
-  StreamScratch(int64_t bytes, cudaStream_t stream) : stream_(stream) {
-    RACE_CUDA_CHECK(cudaMallocAsync(&data_, static_cast<size_t>(bytes), stream));
-  }
-  ~StreamScratch() { cudaFreeAsync(data_, stream_); }
-  StreamScratch(const StreamScratch&) = delete;
-  StreamScratch& operator=(const StreamScratch&) = delete;
-  char* data() const { return static_cast<char*>(data_); }
-
- private:
-  void* data_ = nullptr;
-  cudaStream_t stream_;
-};
 
 unsigned grid_of(int64_t items, int threads) {
   const int64_t blocks = (items + threads - 1) / threads;

@@ -8,6 +8,7 @@
 
 #include "kernels/cuda/cuda_block.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/stream_scratch.h"
 #include "kernels/cuda/softmax_attention_cuda.h"
 #include "kernels/cuda/softmax_flash.h"
 
@@ -84,24 +85,6 @@ SoftmaxProblem<T> make_problem(const SoftmaxAttentionShape& shape, const Softmax
   return p;
 }
 
-// Scratch from the stream-ordered pool, returned to it when the scope ends (also on an exception).
-class StreamScratch {
- public:
-  StreamScratch(int64_t bytes, cudaStream_t stream) : stream_(stream) {
-    if (bytes > 0) RACE_CUDA_CHECK(cudaMallocAsync(&data_, static_cast<size_t>(bytes), stream));
-  }
-  ~StreamScratch() {
-    if (data_ != nullptr) cudaFreeAsync(data_, stream_);
-  }
-  StreamScratch(const StreamScratch&) = delete;
-  StreamScratch& operator=(const StreamScratch&) = delete;
-  void* data() const { return data_; }
-
- private:
-  void* data_ = nullptr;
-  cudaStream_t stream_;
-};
-
 int64_t shared_bytes(int64_t head_dim) {
   flash::FlashShared layout;
   return flash::carve_flash_shared(nullptr, head_dim, kThreads, &layout);
@@ -111,7 +94,7 @@ int64_t shared_bytes(int64_t head_dim) {
 template <class T>
 void number_documents(SoftmaxProblem<T>& p, const StreamScratch& documents, int64_t smem, cudaStream_t stream) {
   if (p.segment_ids == nullptr) return;
-  p.documents = static_cast<int32_t*>(documents.data());
+  p.documents = reinterpret_cast<int32_t*>(documents.data());
   allow_shared_memory(documents_kernel<T>, smem);
   documents_kernel<T><<<static_cast<unsigned>(p.batch), kThreads, smem, stream>>>(p);
   RACE_CUDA_CHECK(cudaGetLastError());
@@ -144,7 +127,7 @@ void run_backward(SoftmaxProblem<T> p, const void* out, const float* lse, const 
   const int64_t smem = shared_bytes(p.head_dim);
   StreamScratch documents(p.segment_ids != nullptr ? p.batch * p.seq_len * 4 : 0, stream);
   StreamScratch delta(p.rows() * p.seq_len * 4, stream);
-  p.delta = static_cast<float*>(delta.data());
+  p.delta = reinterpret_cast<float*>(delta.data());
   number_documents(p, documents, smem, stream);
   allow_shared_memory(backward_query_kernel<T>, smem);
   allow_shared_memory(backward_key_kernel<T>, smem);
