@@ -187,22 +187,48 @@ TEST(Gpt, MemoryPlanEqualsWhatTheConstructorAllocates) {
   for (const bool variant : {false, true})
     for (const bool recompute : {false, true})
       for (const int64_t classes : {int64_t{0}, int64_t{3}})
-        for (const int64_t vocab : {int64_t{13}, int64_t{300000}}) {
-          ModelSpec spec = hybrid_spec(variant);
-          spec.layers.push_back(spec.layers[0]);
-          spec.recompute = recompute;
-          spec.num_classes = classes;
-          spec.causal = classes == 0;
-          spec.vocab_size = vocab;
-          CpuOps ops;
-          const Gpt model(ops, spec, kBatch, kSeq);
-          const race::model::MemoryPlan plan = race::model::plan_memory(spec, kBatch, kSeq);
-          EXPECT_EQ(plan.bytes(kBatch, kSeq), ops.allocated_bytes())
-              << "variant " << variant << " recompute " << recompute << " classes " << classes << " vocab " << vocab;
-          EXPECT_EQ(plan.parameters, model.parameter_count());
-          EXPECT_EQ(plan.buffers, model.buffer_count());
-        }
+        for (const int64_t vocab : {int64_t{13}, int64_t{300000}})
+          for (const int64_t block_bytes : {int64_t{4} << 20, int64_t{1}, int64_t{1} << 30}) {
+            ModelSpec spec = hybrid_spec(variant);
+            spec.logits_block_bytes = block_bytes;
+            spec.layers.push_back(spec.layers[0]);
+            spec.recompute = recompute;
+            spec.num_classes = classes;
+            spec.causal = classes == 0;
+            spec.vocab_size = vocab;
+            CpuOps ops;
+            const Gpt model(ops, spec, kBatch, kSeq);
+            const race::model::MemoryPlan plan = race::model::plan_memory(spec, kBatch, kSeq);
+            EXPECT_EQ(plan.bytes(kBatch, kSeq), ops.allocated_bytes())
+                << "variant " << variant << " recompute " << recompute << " classes " << classes << " vocab "
+                << vocab << " block " << block_bytes;
+            EXPECT_EQ(plan.parameters, model.parameter_count());
+            EXPECT_EQ(plan.buffers, model.buffer_count());
+          }
   EXPECT_THROW(race::model::plan_memory(hybrid_spec(true), kBatch, 17), race::Error);  // past max_seq_len
+}
+
+// The logits block size (a device's preference) changes only the order of the head's sums: one row at a
+// time and the whole batch at once give the same loss and gradients within fp32 rounding.
+TEST(Gpt, LogitsBlockSizeDoesNotChangeTheResult) {
+  std::vector<float> grads[2];
+  double loss[2] = {};
+  for (const int block : {0, 1}) {
+    CpuOps ops;
+    ModelSpec spec = hybrid_spec(false);
+    spec.logits_block_bytes = block == 0 ? 1 : int64_t{1} << 30;
+    Gpt model(ops, spec, kBatch, kSeq);
+    model.initialize();
+    loss[block] = model.forward_backward(random_batch(13, 5).view(false), 1.f).sum;
+    grads[block] = host_copy(ops, model.gradients(), model.parameter_count());
+  }
+  EXPECT_NEAR(loss[0], loss[1], 1e-5 * std::abs(loss[1]));
+  double diff = 0.0, norm = 0.0;
+  for (size_t i = 0; i < grads[0].size(); ++i) {
+    diff += std::pow(static_cast<double>(grads[0][i]) - grads[1][i], 2);
+    norm += std::pow(static_cast<double>(grads[1][i]), 2);
+  }
+  EXPECT_LT(std::sqrt(diff / norm), 1e-5);
 }
 
 // The backward's ready callbacks (data-parallel overlap): disjoint ranges in decreasing offset order that

@@ -18,6 +18,7 @@ void validate(const ModelSpec& s) {
   if (s.positions == Positions::rope && (s.d_model / s.heads) % 2 != 0)
     fail("model: RoPE needs an even head dimension, got d_model / heads = {}", s.d_model / s.heads);
   if (s.mlp_hidden < 1) fail("model: mlp_hidden must be >= 1, got {}", s.mlp_hidden);
+  if (s.logits_block_bytes < 1) fail("model: logits_block_bytes must be >= 1, got {}", s.logits_block_bytes);
   if (s.max_seq_len < 1) fail("model: max_seq_len must be >= 1, got {}", s.max_seq_len);
   if (s.layers.empty()) fail("model: at least one layer is needed");
   if (s.num_classes < 0) fail("model: num_classes must be >= 0, got {}", s.num_classes);
@@ -132,9 +133,9 @@ void check_shape(const ModelSpec& spec, int64_t batch, int64_t seq_len) {
     fail("model: seq_len {} exceeds max_seq_len {} of the learned position table", seq_len, spec.max_seq_len);
 }
 
-// Rows of the vocabulary projection computed at a time: about 4 MB of logits, whatever the vocabulary.
-int64_t logits_block_rows(int64_t vocab, int64_t rows) {
-  return std::clamp<int64_t>((int64_t{1} << 20) / vocab, 1, rows);
+// Rows of the vocabulary projection computed at a time: spec.logits_block_bytes of logits, at least one row.
+int64_t logits_block_rows(const ModelSpec& spec, int64_t rows) {
+  return std::clamp<int64_t>(spec.logits_block_bytes / (spec.vocab_size * int64_t{sizeof(float)}), 1, rows);
 }
 
 }  // namespace
@@ -172,7 +173,7 @@ MemoryPlan plan_memory(const ModelSpec& spec, int64_t batch, int64_t seq_len) {
   // residual gradient
   plan.scratch_bytes_per_token = (12 * C + 2 * M) * f;
   plan.fixed_bytes += H * f;  // the learned temperatures' gradient
-  plan.fixed_bytes += logits_block_rows(spec.vocab_size, batch * seq_len) * spec.vocab_size * f;
+  plan.fixed_bytes += logits_block_rows(spec, batch * seq_len) * spec.vocab_size * f;
   return plan;
 }
 
@@ -266,7 +267,7 @@ Gpt::Gpt(Ops& ops, ModelSpec spec, int64_t batch, int64_t seq_len)
   d_heads_ = ops_.allocate(heads_size);
   residual_grad_ = ops_.allocate(BT * C);
   dbeta_ = ops_.allocate(H);
-  head_block_rows_ = logits_block_rows(V, BT);
+  head_block_rows_ = logits_block_rows(spec_, BT);
   logits_ = ops_.allocate(head_block_rows_ * V);
 }
 

@@ -56,6 +56,10 @@ struct ModelSpec {
   int64_t num_classes = 0;            // > 0: a classifier (pooled encoder + linear head) instead of a LM head
   bool cls_pooling = false;           // classifier: the first token's state instead of the mean of real tokens
   uint64_t seed = 0;                  // initialisation and RACE hyperplanes
+  // Memory for one block of logits: the vocabulary projection and its loss run a block of rows at a time,
+  // so (B*T, V) logits never exist at once. Small blocks stay in a CPU's cache; a GPU needs large ones to
+  // run the projection as large matrix products. How to compute, not what: results do not depend on it.
+  int64_t logits_block_bytes = int64_t{4} << 20;
 };
 
 // Throws race::Error naming the first bad field.

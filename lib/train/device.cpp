@@ -1,4 +1,5 @@
-// Opening the run's device: CpuOps always, CudaOps when this build has the CUDA backend and the machine a GPU.
+// Opening the run's device: CpuOps always, CudaOps when this build has the CUDA backend and the machine a
+// GPU.
 #include "train/device.h"
 
 #include <unistd.h>
@@ -29,7 +30,8 @@ ComputeDevice open_cpu() {
   const long pages = sysconf(_SC_PHYS_PAGES), page_size = sysconf(_SC_PAGE_SIZE);
   if (pages <= 0 || page_size <= 0) fail("cannot read the amount of physical memory (sysconf)");
   device.memory_bytes = static_cast<int64_t>(pages) * static_cast<int64_t>(page_size);
-  device.description = fmt::format("CPU ({:.1f} GB of memory)", static_cast<double>(device.memory_bytes) / 1e9);
+  device.description =
+      fmt::format("CPU ({:.1f} GB of memory)", static_cast<double>(device.memory_bytes) / 1e9);
   return device;
 }
 
@@ -37,25 +39,29 @@ ComputeDevice open_cuda([[maybe_unused]] std::string_view source, [[maybe_unused
 #if RACE_HAVE_CUDA
   const kernels::cuda::DeviceQuery query = kernels::cuda::query_devices();
   if (query.devices.empty())
-    fail("{} = \"cuda\": no usable CUDA device ({}); check nvidia-smi and CUDA_VISIBLE_DEVICES, or use \"cpu\"",
-         source, query.unavailable_reason);
+    fail(
+        "{} = \"cuda\": no usable CUDA device ({}); check nvidia-smi and CUDA_VISIBLE_DEVICES, or use "
+        "\"cpu\"",
+        source, query.unavailable_reason);
   ComputeDevice device;
   device.kind = DeviceKind::cuda;
+  device.logits_block_bytes = int64_t{256} << 20;
   device.cuda_count = static_cast<int>(query.devices.size());
   device.cuda_index = local_rank % device.cuda_count;
   auto ops = std::make_unique<model::CudaOps>(device.cuda_index);
   device.memory_bytes = ops->free_device_bytes();
   const kernels::cuda::DeviceInfo& info = query.devices[static_cast<size_t>(device.cuda_index)];
-  device.description =
-      fmt::format("CUDA device {} of {} ({}, compute capability {}.{}, {:.1f} GB free of {:.1f} GB)",
-                  device.cuda_index, device.cuda_count, info.name, info.compute_major, info.compute_minor,
-                  static_cast<double>(device.memory_bytes) / 1e9, static_cast<double>(info.memory_bytes) / 1e9);
+  device.description = fmt::format(
+      "CUDA device {} of {} ({}, compute capability {}.{}, {:.1f} GB free of {:.1f} GB)", device.cuda_index,
+      device.cuda_count, info.name, info.compute_major, info.compute_minor,
+      static_cast<double>(device.memory_bytes) / 1e9, static_cast<double>(info.memory_bytes) / 1e9);
   device.ops = std::move(ops);
   return device;
 #else
-  fail("{} = \"cuda\": this build of race has no CUDA backend (CMake found no CUDA toolkit when it was "
-       "configured); install the CUDA toolkit and rebuild, or use \"cpu\"",
-       source);
+  fail(
+      "{} = \"cuda\": this build of race has no CUDA backend (CMake found no CUDA toolkit when it was "
+      "configured); install the CUDA toolkit and rebuild, or use \"cpu\"",
+      source);
 #endif
 }
 

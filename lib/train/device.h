@@ -17,10 +17,13 @@ enum class DeviceKind { cpu, cuda };
 struct ComputeDevice {
   DeviceKind kind = DeviceKind::cpu;
   std::unique_ptr<model::Ops> ops;
-  std::string description;    // for the log: "CPU" or "CUDA device 0 of 1 (NVIDIA H200, 140.4 GB)"
-  int64_t memory_bytes = 0;   // CPU: physical memory; CUDA: the device's free memory when it was opened
-  int cuda_index = -1;        // CUDA: the device this process uses
-  int cuda_count = 0;         // CUDA: devices visible to this process
+  std::string description;   // for the log: "CPU" or "CUDA device 0 of 1 (NVIDIA H200, 140.4 GB)"
+  int64_t memory_bytes = 0;  // CPU: physical memory; CUDA: the device's free memory when it was opened
+  int cuda_index = -1;       // CUDA: the device this process uses
+  int cuda_count = 0;        // CUDA: devices visible to this process
+  // model::ModelSpec::logits_block_bytes suited to the device: a CPU's cache, or matrix products large
+  // enough to fill a GPU.
+  int64_t logits_block_bytes = int64_t{4} << 20;
 };
 
 // Whether this build has the CUDA backend (the CUDA toolkit was found when it was configured).

@@ -78,7 +78,9 @@ CheckpointEvaluation evaluate_checkpoint(const EvalOptions& options) {
     model_config["model"]["max_seq_len"] = std::max(trained_context, data->context());
   const ComputeDevice device = open_device(options.device, "--device");
   model::Ops& ops = *device.ops;
-  model::Gpt gpt(ops, model_spec(model_config, *data), data->batch_size(), data->context());
+  model::ModelSpec spec = model_spec(model_config, *data);
+  spec.logits_block_bytes = device.logits_block_bytes;
+  model::Gpt gpt(ops, spec, data->batch_size(), data->context());
   load_into(gpt, ops, ckpt, "checkpoint " + path.string() + " with data " + data_path.string());
 
   CheckpointEvaluation out;

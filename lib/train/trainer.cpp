@@ -285,11 +285,12 @@ TrainResult run_training(const TrainOptions& options, Communicator& comm,
   const Tokenizer tokenizer = data->tokenizer();  // a copy: `data` is reopened at the resume position below
   const std::vector<ModelBatch> val_batches = data->validation("val", data_cfg.at("val_windows").get<int64_t>());
 
-  const model::ModelSpec spec = model_spec(config, *data);
   const std::string device_name = config.at("run").at("device").get<std::string>();
   ComputeDevice device =
       open_device(device_name, options.device ? "--device" : "run.device", comm.local_rank());
   model::Ops& ops = *device.ops;
+  model::ModelSpec spec = model_spec(config, *data);
+  spec.logits_block_bytes = device.logits_block_bytes;
   spdlog::info("device: {}", device.description);
 
   // The memory plan, checked before anything is allocated: parameters, gradients and AdamW's two moments,
