@@ -1,0 +1,55 @@
+// StagedCommunicator: gradient sums over memory of any model::Ops (GPU memory included) through a host
+// communicator that sums host memory (MPI). Each start_sum copies its span to a host staging buffer and
+// starts the host sum there; wait_all waits for the host sums and copies the results back. Everything other
+// than the gradient sums is the host communicator's. It is the fallback for device gradients when NCCL is
+// not built or the ranks of a node do not each have their own GPU (device_communicator.h).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "model/ops.h"
+#include "train/communicator.h"
+
+namespace race::train {
+
+class StagedCommunicator final : public Communicator {
+ public:
+  // `host` and `ops` (whose memory start_sum receives) must outlive the object.
+  StagedCommunicator(Communicator& host, model::Ops& ops);
+
+  int rank() const override { return host_.rank(); }
+  int world_size() const override { return host_.world_size(); }
+  int local_rank() const override { return host_.local_rank(); }
+  int local_size() const override { return host_.local_size(); }
+  void set_timeout(double seconds) override { host_.set_timeout(seconds); }
+
+  // `data` is memory of the Ops; the copy to the host finishes before this returns.
+  void start_sum(std::span<float> data) override;
+  void progress() override { host_.progress(); }
+  // Waits for the host sums, then writes each result back where its sum was started from.
+  void wait_all() override;
+
+  void sum(std::span<double> values) override { host_.sum(values); }
+  void broadcast(std::span<std::byte> bytes, int root) override { host_.broadcast(bytes, root); }
+  void check_same(std::uint64_t value, std::string_view what) override { host_.check_same(value, what); }
+  void abort(int status) override { host_.abort(status); }
+
+ private:
+  struct Started {
+    float* data;  // the Ops' memory the sum was started from, where the result goes back
+    std::int64_t count;
+  };
+
+  Communicator& host_;
+  model::Ops& ops_;
+  // (sums started in a step) host copies, one per start_sum in start order; kept across steps, so once a
+  // step has had its buckets no later step allocates (the buckets are the same every step). Moving a
+  // std::vector keeps its elements where they are, so growing the outer vector does not move memory that
+  // a started host sum is using.
+  std::vector<std::vector<float>> staging_;
+  std::vector<Started> started_;  // this step's sums, in start order
+};
+
+}  // namespace race::train
