@@ -40,7 +40,7 @@ std::unique_ptr<Communicator> device_gradient_communicator(Communicator& host, m
 #endif
   std::string why;
   if (!nccl_built)
-    why = "this build has no NCCL (none was found in the CUDA toolkit)";
+    why = "this build has no NCCL";
   else if (!own_gpu)
     why = fmt::format("{} ranks on this node share {} CUDA device(s)", host.local_size(), cuda_device_count);
   else

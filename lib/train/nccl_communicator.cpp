@@ -45,7 +45,10 @@ NcclCommunicator::NcclCommunicator(Communicator& host, int device_index)
   ncclUniqueId id{};
   if (rank == 0) check_nccl(ncclGetUniqueId(&id), "ncclGetUniqueId");
   host_.broadcast(std::as_writable_bytes(std::span<ncclUniqueId>(&id, 1)), 0);
-  check_nccl(ncclCommInitRank(&comm_, world, id, rank), "ncclCommInitRank");
+  // Into a local first: comm_ names a communicator only once NCCL has made one.
+  ncclComm_t comm = nullptr;
+  check_nccl(ncclCommInitRank(&comm, world, id, rank), "ncclCommInitRank");
+  comm_ = comm;
   try {
     check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags", rank,
                world);
@@ -57,7 +60,12 @@ NcclCommunicator::NcclCommunicator(Communicator& host, int device_index)
   }
 }
 
-NcclCommunicator::~NcclCommunicator() { release(); }
+NcclCommunicator::~NcclCommunicator() {
+  // Sums still in flight (an error between start_sum and wait_all) would make ncclCommDestroy wait for them,
+  // forever if another rank has gone: abort instead.
+  if (pending_buckets_ > 0) aborted_ = true;
+  release();
+}
 
 void NcclCommunicator::release() noexcept {
   // Errors are ignored: this runs in a destructor, or on the way out of a failure already being reported.
@@ -85,7 +93,7 @@ void NcclCommunicator::start_sum(std::span<float> data) {
   // NCCL given host memory or another GPU's would fail inside a kernel, far from the cause.
   cudaPointerAttributes where{};
   check_cuda(cudaPointerGetAttributes(&where, data.data()), "cudaPointerGetAttributes", rank, world);
-  if (where.type != cudaMemoryTypeDevice || where.device != device_)
+  if ((where.type != cudaMemoryTypeDevice && where.type != cudaMemoryTypeManaged) || where.device != device_)
     fail("rank {} of {}: a gradient sum over NCCL was given memory that is not on CUDA device {}", rank,
          world, device_);
   // The all-reduce starts once the compute stream has produced these gradients, without blocking the
