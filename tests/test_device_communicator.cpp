@@ -29,7 +29,8 @@ using race::train::Communicator;
 using race::train::StagedCommunicator;
 
 // A host communicator for two ranks that hold the same values: a started sum doubles its memory, at
-// wait_all. Records the calls in order, and what the memory held when each sum started.
+// wait_all, and so does sum() unless the other rank is to contribute zeros. Records the calls in order, and
+// what the memory held when each sum started.
 class RecordingHost final : public Communicator {
  public:
   struct Started {
@@ -53,10 +54,10 @@ class RecordingHost final : public Communicator {
       for (float& x : data) x *= 2.f;
     pending.clear();
   }
-  // Both ranks contribute the same values.
   void sum(std::span<double> values) override {
     calls.emplace_back("sum");
-    for (double& v : values) v *= 2.0;
+    if (other_rank_sums_the_same)
+      for (double& v : values) v *= 2.0;
   }
   void broadcast(std::span<std::byte> bytes, int root) override {
     calls.push_back("broadcast " + std::to_string(bytes.size()) + " from " + std::to_string(root));
@@ -71,6 +72,7 @@ class RecordingHost final : public Communicator {
   std::vector<std::span<float>> pending;
   const float* watched = nullptr;  // an element of the device memory, recorded at each wait_all
   double timeout_s = 0.0;
+  bool other_rank_sums_the_same = true;  // false: the other rank's contribution to sum() is zero
 };
 
 TEST(StagedCommunicator, SumsStagedCopiesAndWritesTheResultsBackAfterTheHostWait) {
@@ -160,27 +162,12 @@ TEST(DeviceGradientCommunicator, StagedWhenTheRanksOfANodeShareAGpu) {
   EXPECT_EQ(host.calls, std::vector<std::string>({"sum"}));
 }
 
-// This rank has a GPU of its own, but the host sum says only 1 of 2 ranks can use NCCL: every rank takes the
-// staged path, whether this build has NCCL or not.
-class OneRankAbleHost final : public Communicator {
- public:
-  int rank() const override { return 0; }
-  int world_size() const override { return 2; }
-  int local_rank() const override { return 0; }
-  int local_size() const override { return 1; }
-  void set_timeout(double) override {}
-  void start_sum(std::span<float>) override {}
-  void progress() override {}
-  void wait_all() override {}
-  void sum(std::span<double> values) override { values[0] = 1.0; }
-  void broadcast(std::span<std::byte>, int) override {}
-  void check_same(std::uint64_t, std::string_view) override {}
-  void abort(int) override {}
-};
-
+// This rank has a GPU of its own (2 ranks, 2 devices), but the other rank reports that it cannot use NCCL:
+// every rank takes the staged path, whether this build has NCCL or not.
 TEST(DeviceGradientCommunicator, StagedWhenAnotherRankCannotUseNccl) {
   race::model::CpuOps ops;
-  OneRankAbleHost host;
+  RecordingHost host;
+  host.other_rank_sums_the_same = false;
   const auto comm = race::train::device_gradient_communicator(host, ops, true, 0, 2);
   EXPECT_NE(dynamic_cast<StagedCommunicator*>(comm.get()), nullptr);
 }

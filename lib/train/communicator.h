@@ -78,6 +78,27 @@ class SingleProcessCommunicator final : public Communicator {
   void abort(int) override {}
 };
 
+// Base of the communicators that change only the gradient sums (start_sum, progress, wait_all) of a host
+// communicator, for gradients in device memory, and pass everything else to it: StagedCommunicator and
+// NcclCommunicator. `host` must outlive the object.
+class GradientSumDecorator : public Communicator {
+ public:
+  explicit GradientSumDecorator(Communicator& host) : host_(host) {}
+
+  int rank() const override { return host_.rank(); }
+  int world_size() const override { return host_.world_size(); }
+  int local_rank() const override { return host_.local_rank(); }
+  int local_size() const override { return host_.local_size(); }
+  void set_timeout(double seconds) override { host_.set_timeout(seconds); }
+  void sum(std::span<double> values) override { host_.sum(values); }
+  void broadcast(std::span<std::byte> bytes, int root) override { host_.broadcast(bytes, root); }
+  void check_same(std::uint64_t value, std::string_view what) override { host_.check_same(value, what); }
+  void abort(int status) override { host_.abort(status); }
+
+ protected:
+  Communicator& host_;
+};
+
 // Whether this process was started by an MPI launcher (mpirun, mpiexec, srun with MPI): the launchers'
 // environment variables (OMPI_COMM_WORLD_SIZE, PMIX_RANK, PMI_SIZE) are present.
 bool launched_by_mpi();

@@ -29,7 +29,7 @@ void check_cuda(cudaError_t status, const char* call, int rank, int world) {
 }  // namespace
 
 NcclCommunicator::NcclCommunicator(Communicator& host, int device_index)
-    : host_(host), device_(device_index) {
+    : GradientSumDecorator(host), device_(device_index) {
   const int rank = host_.rank(), world = host_.world_size();
   int devices = 0;
   const cudaError_t counted = cudaGetDeviceCount(&devices);

@@ -20,7 +20,7 @@ struct ncclComm;
 
 namespace race::train {
 
-class NcclCommunicator final : public Communicator {
+class NcclCommunicator final : public GradientSumDecorator {
  public:
   // Makes CUDA device `device_index` current and joins the NCCL communicator of all ranks of `host`, which
   // must outlive the object. Every rank must construct one at the same point (it is a collective). The sums'
@@ -30,10 +30,6 @@ class NcclCommunicator final : public Communicator {
   NcclCommunicator(const NcclCommunicator&) = delete;
   NcclCommunicator& operator=(const NcclCommunicator&) = delete;
 
-  int rank() const override { return host_.rank(); }
-  int world_size() const override { return host_.world_size(); }
-  int local_rank() const override { return host_.local_rank(); }
-  int local_size() const override { return host_.local_size(); }
   void set_timeout(double seconds) override;
 
   // `data` is device memory on this communicator's device.
@@ -41,11 +37,6 @@ class NcclCommunicator final : public Communicator {
   // NCCL runs on its own once enqueued: nothing to nudge.
   void progress() override {}
   void wait_all() override;
-
-  void sum(std::span<double> values) override { host_.sum(values); }
-  void broadcast(std::span<std::byte> bytes, int root) override { host_.broadcast(bytes, root); }
-  void check_same(std::uint64_t value, std::string_view what) override { host_.check_same(value, what); }
-  void abort(int status) override { host_.abort(status); }
 
  private:
   // Aborts the NCCL communicator (a stuck collective would otherwise keep the GPU and the destructor
@@ -58,7 +49,6 @@ class NcclCommunicator final : public Communicator {
   // Destroys what exists of the communicator, stream and event (the destructor, a failed constructor).
   void release() noexcept;
 
-  Communicator& host_;
   int device_;
   double timeout_s_ = kDefaultCollectiveTimeoutS;
   ncclComm* comm_ = nullptr;

@@ -3,7 +3,8 @@
 
 namespace race::train {
 
-StagedCommunicator::StagedCommunicator(Communicator& host, model::Ops& ops) : host_(host), ops_(ops) {}
+StagedCommunicator::StagedCommunicator(Communicator& host, model::Ops& ops)
+    : GradientSumDecorator(host), ops_(ops) {}
 
 void StagedCommunicator::start_sum(std::span<float> data) {
   const std::size_t index = started_.size();

@@ -14,16 +14,10 @@
 
 namespace race::train {
 
-class StagedCommunicator final : public Communicator {
+class StagedCommunicator final : public GradientSumDecorator {
  public:
   // `host` and `ops` (whose memory start_sum receives) must outlive the object.
   StagedCommunicator(Communicator& host, model::Ops& ops);
-
-  int rank() const override { return host_.rank(); }
-  int world_size() const override { return host_.world_size(); }
-  int local_rank() const override { return host_.local_rank(); }
-  int local_size() const override { return host_.local_size(); }
-  void set_timeout(double seconds) override { host_.set_timeout(seconds); }
 
   // `data` is memory of the Ops; the copy to the host finishes before this returns.
   void start_sum(std::span<float> data) override;
@@ -31,18 +25,12 @@ class StagedCommunicator final : public Communicator {
   // Waits for the host sums, then writes each result back where its sum was started from.
   void wait_all() override;
 
-  void sum(std::span<double> values) override { host_.sum(values); }
-  void broadcast(std::span<std::byte> bytes, int root) override { host_.broadcast(bytes, root); }
-  void check_same(std::uint64_t value, std::string_view what) override { host_.check_same(value, what); }
-  void abort(int status) override { host_.abort(status); }
-
  private:
   struct Started {
     float* data;  // the Ops' memory the sum was started from, where the result goes back
     std::int64_t count;
   };
 
-  Communicator& host_;
   model::Ops& ops_;
   // (sums started in a step) host copies, one per start_sum in start order; kept across steps, so once a
   // step has had its buckets no later step allocates (the buckets are the same every step). Moving a
