@@ -131,7 +131,7 @@ void NcclCommunicator::wait_all() {
           "rank {} of {}: {} did not complete within {} s (train.collective_timeout_s): another rank has "
           "failed or stalled; hint: {}",
           host_.rank(), host_.world_size(), what, timeout_s_, kNcclHint));
-    // Yielding, not sleeping: a sum of a few MB takes well under a millisecond on NVLink.
+    // Yielding, as MpiCommunicator does, rather than sleeping: a sleep would add its length to every wait.
     std::this_thread::yield();
   }
   pending_buckets_ = pending_floats_ = 0;
