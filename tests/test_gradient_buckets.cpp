@@ -38,6 +38,7 @@ class RecordingCommunicator final : public race::train::Communicator {
   void progress() override { ++progress_calls; }
   void wait_all() override { ++waits; }
   void sum(std::span<double>) override {}
+  void broadcast(std::span<std::byte>, int) override {}
   void check_same(std::uint64_t, std::string_view) override {}
   void abort(int) override {}
 

@@ -1,9 +1,11 @@
 // The trainer's view of its fellow processes in data-parallel training: who it is (rank, world size, rank and
-// rank count on its own node) and the collectives a step needs. Two implementations today:
+// rank count on its own node) and the collectives a step needs. Implementations:
 //   - SingleProcessCommunicator: rank 0 of 1, every collective a no-op (race-train started without mpirun);
-//   - MpiCommunicator (mpi_communicator.cpp): ranks from MPI, sums with MPI_Iallreduce on host memory.
-// A NCCL implementation (device buffers, ncclUniqueId broadcast over MPI) arrives with the CUDA trainer;
-// it implements the same calls, so the trainer does not change.
+//   - MpiCommunicator (mpi_communicator.cpp): ranks from MPI, sums with MPI_Iallreduce on host memory;
+//   - for gradients in GPU memory, two decorators over a host communicator that change only the gradient
+//     sums (start_sum, progress, wait_all): StagedCommunicator (staged_communicator.h: copies through host
+//     memory) and NcclCommunicator (nccl_communicator.h: ncclAllReduce on the device). device_communicator.h
+//     picks between them.
 //
 // Gradient sums are started per bucket while the backward pass is still running (start_sum), nudged along
 // from the backward's callbacks (progress) and waited for before the optimizer step (wait_all). Every wait
@@ -13,6 +15,7 @@
 // Every rank must make the same collective calls in the same order, with the same counts.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -46,6 +49,10 @@ class Communicator {
   // Sums small host vectors (losses, counts) over all ranks, in place; blocking, with the deadline.
   virtual void sum(std::span<double> values) = 0;
 
+  // Copies `bytes` of rank `root` into `bytes` of every other rank; blocking, with the deadline. Every rank
+  // passes the same size (NCCL's ncclUniqueId travels this way).
+  virtual void broadcast(std::span<std::byte> bytes, int root) = 0;
+
   // Checks that every rank holds the same `value` (a checksum). A mismatch is a race::Error, on every rank,
   // listing each rank's value: "the ranks disagree on <what>: rank 0 has 0x..., rank 1 has 0x...".
   virtual void check_same(std::uint64_t value, std::string_view what) = 0;
@@ -66,8 +73,30 @@ class SingleProcessCommunicator final : public Communicator {
   void progress() override {}
   void wait_all() override {}
   void sum(std::span<double>) override {}
+  void broadcast(std::span<std::byte>, int) override {}
   void check_same(std::uint64_t, std::string_view) override {}
   void abort(int) override {}
+};
+
+// Base of the communicators that change only the gradient sums (start_sum, progress, wait_all) of a host
+// communicator, for gradients in device memory, and pass everything else to it: StagedCommunicator and
+// NcclCommunicator. `host` must outlive the object.
+class GradientSumDecorator : public Communicator {
+ public:
+  explicit GradientSumDecorator(Communicator& host) : host_(host) {}
+
+  int rank() const override { return host_.rank(); }
+  int world_size() const override { return host_.world_size(); }
+  int local_rank() const override { return host_.local_rank(); }
+  int local_size() const override { return host_.local_size(); }
+  void set_timeout(double seconds) override { host_.set_timeout(seconds); }
+  void sum(std::span<double> values) override { host_.sum(values); }
+  void broadcast(std::span<std::byte> bytes, int root) override { host_.broadcast(bytes, root); }
+  void check_same(std::uint64_t value, std::string_view what) override { host_.check_same(value, what); }
+  void abort(int status) override { host_.abort(status); }
+
+ protected:
+  Communicator& host_;
 };
 
 // Whether this process was started by an MPI launcher (mpirun, mpiexec, srun with MPI): the launchers'

@@ -1,6 +1,6 @@
 // The MPI communicator (communicator.h): ranks from MPI_COMM_WORLD, node-local ranks from an
-// MPI_COMM_TYPE_SHARED split, sums as non-blocking MPI_Iallreduce polled against a deadline, and the launch
-// detection that picks it over the single-process communicator.
+// MPI_COMM_TYPE_SHARED split, sums and broadcasts as non-blocking MPI collectives polled against a deadline,
+// and the launch detection that picks it over the single-process communicator.
 #include <fmt/format.h>
 #include <mpi.h>
 
@@ -76,6 +76,15 @@ class MpiCommunicator final : public Communicator {
     MPI_Iallreduce(MPI_IN_PLACE, values.data(), static_cast<int>(values.size()), MPI_DOUBLE, MPI_SUM,
                    MPI_COMM_WORLD, request.data());
     wait(request, fmt::format("a sum of {} values", values.size()));
+  }
+
+  void broadcast(std::span<std::byte> bytes, int root) override {
+    RACE_CHECK(root >= 0 && root < world_, "broadcast from rank {} of {}", root, world_);
+    RACE_CHECK(bytes.size() <= static_cast<std::size_t>(INT32_MAX),
+               "a broadcast of {} bytes exceeds MPI's int count", bytes.size());
+    std::vector<MPI_Request> request(1, MPI_REQUEST_NULL);
+    MPI_Ibcast(bytes.data(), static_cast<int>(bytes.size()), MPI_BYTE, root, MPI_COMM_WORLD, request.data());
+    wait(request, fmt::format("a broadcast of {} bytes from rank {}", bytes.size(), root));
   }
 
   void check_same(std::uint64_t value, std::string_view what) override {
