@@ -43,6 +43,7 @@ CudaOps::CudaOps() {
     fail("CudaOps: no usable CUDA device ({}); check nvidia-smi, or use the CPU backend",
          status != cudaSuccess ? cudaGetErrorString(status) : "no device found");
   }
+  gemm_ = std::make_unique<kc::GemmContext>();
 }
 
 CudaOps::~CudaOps() {
@@ -95,11 +96,11 @@ void CudaOps::add(float* y, const float* x, int64_t count) { kc::add(y, x, count
 
 void CudaOps::linear_forward(float* y, const float* x, const float* w, const float* b, int64_t rows, int64_t in,
                              int64_t out) {
-  kc::linear_forward(y, x, w, b, rows, in, out);
+  gemm_->linear_forward(y, x, w, b, rows, in, out);
 }
 void CudaOps::linear_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
                               int64_t rows, int64_t in, int64_t out) {
-  kc::linear_backward(dx, dw, db, dy, x, w, rows, in, out);
+  gemm_->linear_backward(dx, dw, db, dy, x, w, rows, in, out);
 }
 
 void CudaOps::layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w,
