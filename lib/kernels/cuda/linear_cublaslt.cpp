@@ -29,7 +29,8 @@ const char* cublas_hint(cublasStatus_t status) {
       return "out of memory inside cuBLASLt: reduce the batch size or the sequence length";
     case CUBLAS_STATUS_ARCH_MISMATCH:
     case CUBLAS_STATUS_NOT_SUPPORTED:
-      return "cuBLASLt has no algorithm for this shape, alignment and GPU: an fp32 product on an old GPU?";
+      return "cuBLASLt does not support this product (shape, alignment, bias epilogue) on this GPU: report "
+             "the shape";
     case CUBLAS_STATUS_EXECUTION_FAILED:
       return "a cuBLASLt kernel failed (an earlier kernel's fault shows here too): rerun under "
              "compute-sanitizer";
