@@ -15,10 +15,11 @@
 #                                first finds the libcublasLt.so.13 of PyTorch's pip package nvidia-cublas
 #                                (CUDA 13; under site-packages/nvidia/, e.g. nvidia/cu13/lib or
 #                                nvidia/cublas/lib) and puts its folder first on LD_LIBRARY_PATH; if it is not
-#                                there, says so and records a failed step `locate_cublaslt` (every binary then
-#                                fails to start, and its step records that too). Then runs everything below
-#                                with per-step timeouts (470 s in all, under 8 minutes) and writes JSON into
-#                                $OUT (default ./gpu-check-out):
+#                                there, says so and records a failed step `locate_cublaslt` (the binaries
+#                                then start only if the loader finds another libcublasLt.so.13, e.g. in the
+#                                build machine's toolkit folder that their RUNPATH names). Then runs
+#                                everything below with per-step timeouts (470 s in all, under 8 minutes) and
+#                                writes JSON into $OUT (default ./gpu-check-out):
 #     tests_*.json               gtest reports: test_cuda_device, test_race_attention_cuda and
 #                                test_softmax_attention_cuda (the kernels on the GPU against the fp64 CPU
 #                                references), test_cuda_ops (every model::Ops method and a tiny Gpt on CUDA
@@ -175,8 +176,8 @@ run_checks() {
     record locate_cublaslt 0 0
   else
     echo "gpu-check: no libcublasLt.so.13 under python3's site-packages/nvidia (pip package nvidia-cublas):" \
-      "the binaries need it and will not start; install it, or put a CUDA 13 libcublasLt's folder on" \
-      "LD_LIBRARY_PATH" >&2
+      "the binaries start only if the loader finds another one; install the package, or put a CUDA 13" \
+      "libcublasLt's folder on LD_LIBRARY_PATH" >&2
     record locate_cublaslt 1 0
   fi
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$out/nvidia_smi.csv" 2>&1 || true
