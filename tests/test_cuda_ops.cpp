@@ -6,8 +6,9 @@
 // (the attention kernels' own bound). Layout moves and the embedding backward (the CPU's order) are exact.
 // Without a GPU: the per-element math, the per-thread work items and the block programs the kernels share
 // with the host (elementwise_math.h, work_items.h, block_programs.h; the programs on blocks of host threads
-// with a barrier), against the fp64 references and CpuOps; the out-of-memory message; and CudaOps' error
-// when there is no device.
+// with a barrier), against the fp64 references and CpuOps; the column-major products the linear layer asks
+// of cuBLASLt (gemm_layout.h), computed naively, against CpuOps, and its size checks; the out-of-memory
+// message; and CudaOps' error when there is no device.
 #include <gtest/gtest.h>
 
 #ifdef RACE_HAVE_CUDA
@@ -24,18 +25,19 @@
 #include "kernels/cuda/block_programs.h"
 #include "kernels/cuda/device_info.h"
 #include "kernels/cuda/elementwise_math.h"
+#include "kernels/cuda/gemm_layout.h"
 #include "kernels/cuda/work_items.h"
 #include "model/cpu_ops.h"
 #include "model/cuda_ops.h"
 #include "model/gpt.h"
 #include "reference/adamw_reference.h"
 #include "reference/gelu_reference.h"
-#include "reference/linear_reference.h"
 #include "reference/rope_reference.h"
 #include "test_support.h"
 
 namespace {
 
+namespace gemm = race::kernels::cuda::gemm;
 namespace math = race::kernels::cuda::math;
 namespace items = race::kernels::cuda::items;
 using race::model::CpuOps;
@@ -183,27 +185,89 @@ TEST(CudaOpsWorkItems, PoolingChannelsAreCpuOpsBitForBit) {
     }
 }
 
-// The operands each linear product reads, multiplied naively: the strides are what the kernel uses.
-TEST(CudaOpsWorkItems, LinearProductsReadTheRightOperands) {
+// ---- host: the linear layer's column-major products (gemm_layout.h) ----
+
+// D = op(A) op(B) + beta D (+ bias[i] on row i), column-major as g describes, naively in fp64 on the raw
+// row-major buffers: what cuBLASLt computes for GemmContext, given the same descriptors.
+std::vector<float> column_major_product(const gemm::ColumnMajorGemm& g, const float* a, const float* b,
+                                        float beta, std::vector<float> d, const float* bias) {
+  for (int64_t j = 0; j < g.n; ++j)
+    for (int64_t i = 0; i < g.m; ++i) {
+      double sum = 0.0;
+      for (int64_t kk = 0; kk < g.k; ++kk) {
+        const float av = g.transpose_a ? a[kk + i * g.lda] : a[i + kk * g.lda];  // op(A)(i, kk)
+        const float bv = g.transpose_b ? b[j + kk * g.ldb] : b[kk + j * g.ldb];  // op(B)(kk, j)
+        sum += double(av) * bv;
+      }
+      float& out = d[i + j * g.ldc];
+      out = static_cast<float>(sum + beta * double(out) + (bias != nullptr ? double(bias[i]) : 0.0));
+    }
+  return d;
+}
+
+// Every product GemmContext asks of cuBLASLt, with its operands in the order it passes them, against CpuOps:
+// sizes not multiples of 8, a single row, a single input or output, with and without bias, and dW
+// accumulated onto non-zero values.
+TEST(CudaOpsGemmLayout, ColumnMajorProductsMatchCpuOps) {
   std::mt19937_64 rng(8);
-  const int64_t rows = 5, in = 7, out = 3;
-  const auto x = race::test::normal(rng, rows * in), w = race::test::normal(rng, out * in),
-             dy = race::test::normal(rng, rows * out);
-  const auto multiply = [](const items::Product& p) {
-    std::vector<double> c(static_cast<size_t>(p.m * p.n), 0.0);
-    for (int64_t i = 0; i < p.m; ++i)
-      for (int64_t j = 0; j < p.n; ++j)
-        for (int64_t k = 0; k < p.k; ++k) c[i * p.n + j] += double(p.a.at(i, k)) * p.b.at(k, j);
-    return c;
+  struct Shape {
+    int64_t rows, in, out;
   };
-  const auto y = race::reference::linear_forward(widen(x), widen(w), {}, rows, in, out);
-  const auto grads = race::reference::linear_backward(widen(dy), widen(x), widen(w), rows, in, out);
-  const auto close = [](const std::vector<double>& got, const std::vector<double>& want) {
-    return relative_rms(got, want) <= 1e-12;
-  };
-  EXPECT_TRUE(close(multiply(items::forward_product(x.data(), w.data(), rows, in, out)), y));
-  EXPECT_TRUE(close(multiply(items::input_grad_product(dy.data(), w.data(), rows, in, out)), grads.dx));
-  EXPECT_TRUE(close(multiply(items::weight_grad_product(dy.data(), x.data(), rows, in, out)), grads.dweight));
+  for (const Shape s : {Shape{37, 45, 70}, Shape{1, 13, 5}, Shape{9, 1, 3}, Shape{6, 11, 1}}) {
+    SCOPED_TRACE(testing::Message() << "rows " << s.rows << " in " << s.in << " out " << s.out);
+    const auto x = race::test::normal(rng, s.rows * s.in), w = race::test::normal(rng, s.out * s.in),
+               b = race::test::normal(rng, s.out), dy = race::test::normal(rng, s.rows * s.out),
+               dw0 = race::test::normal(rng, s.out * s.in);
+    CpuOps cpu;
+    for (const float* bias : {static_cast<const float*>(nullptr), b.data()}) {
+      std::vector<float> y(s.rows * s.out);
+      cpu.linear_forward(y.data(), x.data(), w.data(), bias, s.rows, s.in, s.out);
+      const auto got = column_major_product(gemm::forward_gemm(s.rows, s.in, s.out), w.data(), x.data(), 0.f,
+                                            std::vector<float>(y.size(), 9.f), bias);
+      EXPECT_LE(relative_rms(got, widen(y)), 1e-6);
+    }
+    std::vector<float> dx(s.rows * s.in), dw = dw0;
+    cpu.linear_backward(dx.data(), dw.data(), nullptr, dy.data(), x.data(), w.data(), s.rows, s.in, s.out);
+    const auto got_dx = column_major_product(gemm::input_grad_gemm(s.rows, s.in, s.out), w.data(), dy.data(),
+                                             0.f, std::vector<float>(dx.size(), 9.f), nullptr);
+    const auto got_dw = column_major_product(gemm::weight_grad_gemm(s.rows, s.in, s.out), x.data(), dy.data(),
+                                             1.f, dw0, nullptr);
+    EXPECT_LE(relative_rms(got_dx, widen(dx)), 1e-6);
+    EXPECT_LE(relative_rms(got_dw, widen(dw)), 1e-6);
+  }
+}
+
+TEST(CudaOpsGemmLayout, StoredShapesFollowTheTransposes) {
+  const auto f = gemm::forward_gemm(5, 7, 3), w = gemm::weight_grad_gemm(5, 7, 3);
+  EXPECT_EQ(f.a_rows(), 7);  // W stored as the column-major (in, out) W^T
+  EXPECT_EQ(f.a_cols(), 3);
+  EXPECT_EQ(f.b_rows(), 7);  // x stored as x^T (in, N)
+  EXPECT_EQ(f.b_cols(), 5);
+  EXPECT_EQ(w.b_rows(), 3);  // dy stored as dy^T (out, N)
+  EXPECT_EQ(w.b_cols(), 5);
+  EXPECT_EQ(w.k, 5);  // the rows are the reduction of dW
+}
+
+TEST(CudaOpsGemmLayout, AlignmentIsTheLargestPowerOfTwoUpTo256) {
+  EXPECT_EQ(gemm::alignment_bytes(0), 256u);
+  EXPECT_EQ(gemm::alignment_bytes(4096), 256u);
+  EXPECT_EQ(gemm::alignment_bytes(4096 + 4), 4u);
+  EXPECT_EQ(gemm::alignment_bytes(4096 + 48), 16u);
+  EXPECT_EQ(gemm::alignment_bytes(128), 128u);
+  EXPECT_EQ(gemm::alignment_bytes(3), 1u);
+}
+
+TEST(CudaOpsGemmLayout, SizesAreCheckedIn64Bits) {
+  EXPECT_EQ(gemm::size_error("linear_forward", 0, 1, 1), "");
+  EXPECT_EQ(gemm::size_error("linear_forward", int64_t{1} << 40, 1024, 1024), "");  // past 2^31 rows is fine
+  EXPECT_TRUE(race::test::contains(gemm::size_error("linear_forward", -1, 4, 4),
+                                   "rows must be >= 0, in and out >= 1"));
+  EXPECT_TRUE(race::test::contains(gemm::size_error("linear_backward", 4, 0, 4),
+                                   "linear_backward (CUDA): rows = 4, in = 0"));
+  EXPECT_TRUE(race::test::contains(gemm::size_error("linear_forward", int64_t{1} << 40, int64_t{1} << 21, 8),
+                                   "does not fit a 64-bit integer"));
+  EXPECT_TRUE(race::test::contains(gemm::size_error("linear_forward", 1, int64_t{1} << 31, int64_t{1} << 31),
+                                   "does not fit a 64-bit integer"));
 }
 
 // ---- host: the block programs on emulated blocks ----
@@ -229,36 +293,6 @@ void run_block(int lanes, int64_t shared_count, Program program) {
 }
 
 constexpr int kLanes = 8;
-
-// The three linear products tile by tile on 256-lane blocks (rows, in, out not multiples of the tile).
-TEST(CudaOpsBlockPrograms, LinearProductTilesMatchCpuOps) {
-  namespace programs = race::kernels::cuda::programs;
-  std::mt19937_64 rng(13);
-  const int64_t rows = 37, in = 45, out = 70;
-  const auto x = race::test::normal(rng, rows * in), w = race::test::normal(rng, out * in),
-             b = race::test::normal(rng, out), dy = race::test::normal(rng, rows * out),
-             dw0 = race::test::normal(rng, out * in);
-  CpuOps cpu;
-  std::vector<float> y(rows * out), dx(rows * in), dw = dw0;
-  cpu.linear_forward(y.data(), x.data(), w.data(), b.data(), rows, in, out);
-  cpu.linear_backward(dx.data(), dw.data(), nullptr, dy.data(), x.data(), w.data(), rows, in, out);
-  const auto tiled = [&](std::vector<float>& c, const race::kernels::cuda::items::Product& p, const float* bias,
-                         bool accumulate) {
-    for (int64_t tm = 0; tm * programs::kMatmulTile < p.m; ++tm)
-      for (int64_t tn = 0; tn * programs::kMatmulTile < p.n; ++tn)
-        run_block<float>(programs::kMatmulLanes, programs::kMatmulSharedFloats,
-                         [&](const HostBlock& block, float* shared) {
-                           programs::matmul_tile(block, shared, c.data(), p, bias, accumulate, tm, tn);
-                         });
-  };
-  std::vector<float> got_y(rows * out, 9.f), got_dx(rows * in, 9.f), got_dw = dw0;
-  tiled(got_y, race::kernels::cuda::items::forward_product(x.data(), w.data(), rows, in, out), b.data(), false);
-  tiled(got_dx, race::kernels::cuda::items::input_grad_product(dy.data(), w.data(), rows, in, out), nullptr, false);
-  tiled(got_dw, race::kernels::cuda::items::weight_grad_product(dy.data(), x.data(), rows, in, out), nullptr, true);
-  EXPECT_LE(relative_rms(got_y, widen(y)), 1e-5);
-  EXPECT_LE(relative_rms(got_dx, widen(dx)), 1e-5);
-  EXPECT_LE(relative_rms(got_dw, widen(dw)), 1e-5);
-}
 
 TEST(CudaOpsBlockPrograms, LayerNormRowsMatchCpuOps) {
   std::mt19937_64 rng(9);
@@ -472,23 +506,54 @@ TEST_F(CudaOpsTest, ElementwiseOps) {
   EXPECT_TRUE(identical(x));
 }
 
+// Shapes that are not multiples of cuBLASLt's tiles, a single row, and buffers offset by one float (4-byte
+// alignment, so the heuristic must pick algorithms that allow it); every optional pointer null in turn; dW
+// and db accumulated onto random values; the same backward twice is bit-identical (one algorithm per shape,
+// no reduction in the output buffer).
 TEST_F(CudaOpsTest, Linear) {
-  const int64_t rows = 37, in = 45, out = 70;
-  auto x = random(rows * in), w = random(out * in, 0.2), b = random(out), dy = random(rows * out);
-  auto y = zeros(rows * out), dx = zeros(rows * in), dw = random(out * in), db = random(out);
-  for (bool with_bias : {false, true}) {
-    cpu_.linear_forward(y.cpu, x.cpu, w.cpu, with_bias ? b.cpu : nullptr, rows, in, out);
-    gpu_->linear_forward(y.gpu, x.gpu, w.gpu, with_bias ? b.gpu : nullptr, rows, in, out);
-    EXPECT_LE(error(y), 1e-5);
+  struct Shape {
+    int64_t rows, in, out;
+  };
+  for (const Shape s :
+       {Shape{37, 45, 70}, Shape{1, 13, 5}, Shape{1, 768, 2304}, Shape{4099, 33, 17}, Shape{9, 1, 1}}) {
+    SCOPED_TRACE(testing::Message() << "rows " << s.rows << " in " << s.in << " out " << s.out);
+    const int64_t rows = s.rows, in = s.in, out = s.out;
+    auto x = random(rows * in + 1);                                            // (N * in + 1)
+    auto w = random(out * in, 0.2), b = random(out), dy = random(rows * out);  // (out, in), (out), (N, out)
+    auto y = zeros(rows * out), dx = zeros(rows * in);                         // (N, out), (N, in)
+    auto dw = random(out * in), db = random(out);             // (out, in), (out): accumulated into
+    const auto x1 = Floats{x.cpu + 1, x.gpu + 1, rows * in};  // (N, in), 4-byte aligned
+    for (bool with_bias : {false, true}) {
+      cpu_.linear_forward(y.cpu, x1.cpu, w.cpu, with_bias ? b.cpu : nullptr, rows, in, out);
+      gpu_->linear_forward(y.gpu, x1.gpu, w.gpu, with_bias ? b.gpu : nullptr, rows, in, out);
+      EXPECT_LE(error(y), 1e-5);
+    }
+    cpu_.linear_backward(dx.cpu, dw.cpu, db.cpu, dy.cpu, x1.cpu, w.cpu, rows, in, out);
+    gpu_->linear_backward(dx.gpu, dw.gpu, db.gpu, dy.gpu, x1.gpu, w.gpu, rows, in, out);
+    EXPECT_LE(error(dx), 1e-5);
+    EXPECT_LE(error(dw), 1e-5);  // accumulated onto random values
+    EXPECT_LE(error(db), 1e-5);
+    cpu_.linear_backward(nullptr, dw.cpu, nullptr, dy.cpu, x1.cpu, w.cpu, rows, in, out);
+    gpu_->linear_backward(nullptr, dw.gpu, nullptr, dy.gpu, x1.gpu, w.gpu, rows, in, out);
+    EXPECT_LE(error(dw), 1e-5);
+    cpu_.linear_backward(dx.cpu, nullptr, db.cpu, dy.cpu, nullptr, w.cpu, rows, in, out);  // x unused
+    gpu_->linear_backward(dx.gpu, nullptr, db.gpu, dy.gpu, nullptr, w.gpu, rows, in, out);
+    EXPECT_LE(error(dx), 1e-5);
+    EXPECT_LE(error(db), 1e-5);
+    cpu_.linear_backward(nullptr, nullptr, db.cpu, dy.cpu, nullptr, nullptr, rows, in, out);
+    gpu_->linear_backward(nullptr, nullptr, db.gpu, dy.gpu, nullptr, nullptr, rows, in, out);
+    EXPECT_LE(error(db), 1e-5);
+    // The same accumulation twice from the same start: the same bits.
+    const auto start = race::test::normal(rng_, out * in);
+    auto first = floats(start), second = floats(start);  // (out, in) each
+    gpu_->linear_backward(nullptr, first.gpu, nullptr, dy.gpu, x1.gpu, w.gpu, rows, in, out);
+    gpu_->linear_backward(nullptr, second.gpu, nullptr, dy.gpu, x1.gpu, w.gpu, rows, in, out);
+    EXPECT_TRUE(race::test::bit_equal(gpu_values(first), gpu_values(second)));
   }
-  cpu_.linear_backward(dx.cpu, dw.cpu, db.cpu, dy.cpu, x.cpu, w.cpu, rows, in, out);
-  gpu_->linear_backward(dx.gpu, dw.gpu, db.gpu, dy.gpu, x.gpu, w.gpu, rows, in, out);
-  EXPECT_LE(error(dx), 1e-5);
-  EXPECT_LE(error(dw), 1e-5);  // accumulated onto random values
-  EXPECT_LE(error(db), 1e-5);
-  cpu_.linear_backward(nullptr, dw.cpu, nullptr, dy.cpu, x.cpu, w.cpu, rows, in, out);
-  gpu_->linear_backward(nullptr, dw.gpu, nullptr, dy.gpu, x.gpu, w.gpu, rows, in, out);
-  EXPECT_LE(error(dw), 1e-5);
+  race::test::expect_error([&] { gpu_->linear_forward(nullptr, nullptr, nullptr, nullptr, 2, 0, 3); },
+                           "linear_forward (CUDA): rows = 2, in = 0, out = 3");
+  race::test::expect_error([&] { gpu_->linear_forward(nullptr, nullptr, nullptr, nullptr, 2, 3, 3); },
+                           "must not be null");
 }
 
 TEST_F(CudaOpsTest, LayerNorm) {

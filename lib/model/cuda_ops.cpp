@@ -53,6 +53,7 @@ CudaOps::CudaOps(int device) {
   RACE_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
   uint64_t keep_all = UINT64_MAX;
   RACE_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep_all));
+  gemm_ = std::make_unique<kc::GemmContext>();
 }
 
 int64_t CudaOps::free_device_bytes() const {
@@ -112,11 +113,11 @@ void CudaOps::add(float* y, const float* x, int64_t count) { kc::add(y, x, count
 
 void CudaOps::linear_forward(float* y, const float* x, const float* w, const float* b, int64_t rows, int64_t in,
                              int64_t out) {
-  kc::linear_forward(y, x, w, b, rows, in, out);
+  gemm_->linear_forward(y, x, w, b, rows, in, out);
 }
 void CudaOps::linear_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
                               int64_t rows, int64_t in, int64_t out) {
-  kc::linear_backward(dx, dw, db, dy, x, w, rows, in, out);
+  gemm_->linear_backward(dx, dw, db, dy, x, w, rows, in, out);
 }
 
 void CudaOps::layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w,

@@ -1,15 +1,21 @@
 // Ops on one CUDA device, fp32 throughout: device memory owned by this object (cudaMalloc, freed in the
-// destructor) and the kernels of lib/kernels/cuda, with the semantics model/ops.h and the CPU kernels'
-// headers document. Everything runs on the default stream in call order; the calls that return values to
-// the host (cross_entropy, grad_norm, copy_to_host) and the index checks synchronise.
+// destructor) and the kernels of lib/kernels/cuda (the linear layer's products through cuBLASLt), with the
+// semantics model/ops.h and the CPU kernels' headers document. Everything runs on the default stream in
+// call order; the calls that return values to the host (cross_entropy, grad_norm, copy_to_host) and the index
+// checks synchronise.
 // Built only when the CUDA toolkit is found (RACE_HAVE_CUDA).
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "model/ops.h"
+
+namespace race::kernels::cuda {
+class GemmContext;  // kernels/cuda/linear_cuda.h
+}
 
 namespace race::model {
 
@@ -105,6 +111,8 @@ class CudaOps final : public Ops {
 
   std::vector<void*> buffers_;
   int64_t allocated_bytes_ = 0;
+  // cuBLASLt's handle, workspace and chosen algorithms for the linear layer; created once a device is known.
+  std::unique_ptr<kernels::cuda::GemmContext> gemm_;
   float* lse_scratch_ = nullptr;  // (B, H, T) for a softmax forward called without lse (the kernel needs one)
   int64_t lse_scratch_count_ = 0;
 };

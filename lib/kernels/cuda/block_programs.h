@@ -1,5 +1,5 @@
-// The block programs of the CUDA model kernels whose threads cooperate (block sums and barriers): the linear
-// layer's product tiles, LayerNorm rows, cross-entropy rows and single-token decoding per head. As in race_tile.h, each is written once for a
+// The block programs of the CUDA model kernels whose threads cooperate (block sums and barriers): LayerNorm
+// rows, cross-entropy rows and single-token decoding per head. As in race_tile.h, each is written once for a
 // Block (lane(), lanes(), sync()): the .cu kernels run it with CudaBlock (a thread block, lanes = threads),
 // the host tests with std::threads and a std::barrier, so the algorithm is checked against CpuOps without a
 // GPU. Reductions are fixed-shape trees over `lanes` (a power of two) in caller-provided shared memory, so
@@ -12,7 +12,6 @@
 #include <cstdint>
 
 #include "kernels/cuda/race_tile.h"
-#include "kernels/cuda/work_items.h"
 
 namespace race::kernels::cuda::programs {
 
@@ -37,51 +36,6 @@ RACE_HD double block_sum(const Block& block, double x, double* shared) {
 template <class Block>
 RACE_HD double block_max(const Block& block, double x, double* shared) {
   return block_reduce<true>(block, x, shared);
-}
-
-// One tile (kMatmulTile x kMatmulTile) of C (m, n) = A (m, k) B (k, n) (+ bias[n]) (+ C when accumulate),
-// C row-major: the tile's operands are staged through shared memory kMatmulTile columns of k at a time.
-// Lane (tx, ty) owns column tx and rows ty, ty + 8, ty + 16, ty + 24 of the tile, and sums each over k in
-// increasing order: deterministic, fp32, no TF32. Needs kMatmulLanes lanes.
-constexpr int kMatmulTile = 32;
-constexpr int kMatmulRowsPerLane = 4;
-constexpr int kMatmulLanes = kMatmulTile * kMatmulTile / kMatmulRowsPerLane;  // 256
-constexpr int kMatmulRowStep = kMatmulTile / kMatmulRowsPerLane;               // 8
-constexpr int64_t kMatmulSharedFloats = 2 * kMatmulTile * (kMatmulTile + 1);    // +1: no bank conflicts
-
-template <class Block>
-RACE_HD void matmul_tile(const Block& block, float* shared, float* c, const items::Product& p, const float* bias,
-                         bool accumulate, int64_t tile_m, int64_t tile_n) {
-  constexpr int kLd = kMatmulTile + 1;
-  float* a_tile = shared;                       // (tile, tile + 1): a_tile[r * kLd + kk] = A(m0 + r, k0 + kk)
-  float* b_tile = shared + kMatmulTile * kLd;  // (tile, tile + 1): b_tile[kk * kLd + col] = B(k0 + kk, n0 + col)
-  const int tx = block.lane() % kMatmulTile, ty = block.lane() / kMatmulTile;
-  const int64_t m0 = tile_m * kMatmulTile, n0 = tile_n * kMatmulTile;
-  float acc[kMatmulRowsPerLane] = {};
-  for (int64_t k0 = 0; k0 < p.k; k0 += kMatmulTile) {
-    for (int i = 0; i < kMatmulRowsPerLane; ++i) {
-      const int r = ty + i * kMatmulRowStep;
-      const int64_t am = m0 + r, ak = k0 + tx, bk = k0 + r, bn = n0 + tx;
-      a_tile[r * kLd + tx] = am < p.m && ak < p.k ? p.a.at(am, ak) : 0.f;
-      b_tile[r * kLd + tx] = bk < p.k && bn < p.n ? p.b.at(bk, bn) : 0.f;
-    }
-    block.sync();
-    for (int kk = 0; kk < kMatmulTile; ++kk) {
-      const float bv = b_tile[kk * kLd + tx];
-      for (int i = 0; i < kMatmulRowsPerLane; ++i) acc[i] += a_tile[(ty + i * kMatmulRowStep) * kLd + kk] * bv;
-    }
-    block.sync();
-  }
-  const int64_t col = n0 + tx;
-  if (col >= p.n) return;
-  for (int i = 0; i < kMatmulRowsPerLane; ++i) {
-    const int64_t row = m0 + ty + i * kMatmulRowStep;
-    if (row >= p.m) continue;
-    float value = acc[i];
-    if (bias != nullptr) value += bias[col];
-    if (accumulate) value += c[row * p.n + col];
-    c[row * p.n + col] = value;
-  }
 }
 
 // LayerNorm forward of one row (kernels/cpu/layernorm_cpu.cpp's arithmetic): fp64 mean and two-pass

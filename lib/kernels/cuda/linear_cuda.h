@@ -1,19 +1,44 @@
 // The fully connected layer on CUDA devices, fp32 throughout, with the semantics of kernels/cpu/linear_cpu.h:
 //   y (N, out) = x (N, in) W^T + b,   W (out, in);
 //   backward: dx = dy W (overwritten), dW += dy^T x, db += sum_n dy (accumulated); any may be null.
-// The products are our own tiled kernel rather than cuBLAS: this toolkit ships cuBLAS only as shared
-// libraries (libcublasLt.so is 540 MB), which the self-contained gpu-check bundle (64 MiB) cannot carry, and
-// our kernel is deterministic and never uses TF32, so results match the CPU within fp32 rounding. It is
-// not tuned. Declared without CUDA headers; defined in linear_cuda.cu. Does not synchronise.
+// The products go through cuBLASLt (linear_cublaslt.cpp), in fp32 with CUBLAS_COMPUTE_32F: no TF32 (nor any
+// other reduced-precision mode), so results match the CPU within fp32 rounding. Forward adds the bias in
+// cuBLASLt's BIAS epilogue; db is our own column sum (linear_cuda.cu), because cuBLASLt's BGRADB epilogue
+// overwrites the bias gradient where the layer accumulates into it.
+// Deterministic: one algorithm per shape (chosen once and cached), and only algorithms that finish the
+// split-K dot products without reducing in the output buffer (see linear_cublaslt.cpp). Sizes are 64-bit.
+// Declared without CUDA headers. Everything runs on the default stream and does not synchronise.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 
 namespace race::kernels::cuda {
 
-void linear_forward(float* y, const float* x, const float* weight, const float* bias, int64_t rows, int64_t in,
-                    int64_t out);
-void linear_backward(float* dx, float* dweight, float* dbias, const float* dy, const float* x,
-                     const float* weight, int64_t rows, int64_t in, int64_t out);
+// The cuBLASLt handle, a 32 MiB workspace and the algorithm chosen for each shape, on the current device.
+// Not thread-safe: one per CudaOps. Errors (no device, cuBLASLt failures, sizes) throw race::Error naming
+// the call, the cuBLASLt status and a hint.
+class GemmContext {
+ public:
+  GemmContext();
+  ~GemmContext();
+  GemmContext(const GemmContext&) = delete;
+  GemmContext& operator=(const GemmContext&) = delete;
+
+  // y (N, out) = x (N, in) . weight (out, in)^T + bias (out); bias may be null. y is overwritten.
+  void linear_forward(float* y, const float* x, const float* weight, const float* bias, int64_t rows,
+                      int64_t in, int64_t out);
+  // dx (N, in) = dy (N, out) . weight (overwritten), dweight (out, in) += dy^T . x, dbias (out) += sum_n dy;
+  // any of dx, dweight, dbias may be null.
+  void linear_backward(float* dx, float* dweight, float* dbias, const float* dy, const float* x,
+                       const float* weight, int64_t rows, int64_t in, int64_t out);
+
+ private:
+  struct State;  // cuBLASLt's types stay out of this header
+  std::unique_ptr<State> state_;
+};
+
+// dbias (out) += sum over rows of dy (rows, out), fp64 sums with the rows in order (the CPU's arithmetic).
+void bias_grad_accumulate(float* dbias, const float* dy, int64_t rows, int64_t out);
 
 }  // namespace race::kernels::cuda

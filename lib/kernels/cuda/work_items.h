@@ -1,8 +1,8 @@
 // The per-thread work of the CUDA model kernels whose threads are independent (no barrier, no shared
-// memory): head layouts, RoPE, the embedding backward, pooling, and the operands of the linear layer's
-// three matrix products. The .cu kernels call these for their thread's item; the host tests call them for
-// every item in a loop and compare with CpuOps and the fp64 references, so the index arithmetic is checked
-// without a GPU. C++17 and no CUDA headers: the host compiler includes this file too.
+// memory): head layouts, RoPE, the embedding backward and pooling. The .cu kernels call these for their
+// thread's item; the host tests call them for every item in a loop and compare with CpuOps and the fp64
+// references, so the index arithmetic is checked without a GPU. C++17 and no CUDA headers: the host
+// compiler includes this file too.
 #pragma once
 
 #include <cstdint>
@@ -75,32 +75,6 @@ RACE_HD void pool_backward_channel(float* drows, const float* dpooled, const uin
   for (int64_t t = 0; t < seq_len; ++t) count += is_real(key_mask, b, t, seq_len);
   const float g = cls ? dpooled[item] : (count > 0 ? dpooled[item] / static_cast<float>(count) : 0.f);
   for (int64_t t = 0; t < seq_len; ++t) row[t * channels] = (cls ? t == 0 : is_real(key_mask, b, t, seq_len)) ? g : 0.f;
-}
-
-// A matrix operand read through strides: element (r, c) at data[r * row_stride + c * col_stride].
-struct Strided {
-  const float* data;
-  int64_t row_stride, col_stride;
-  RACE_HD float at(int64_t r, int64_t c) const { return data[r * row_stride + c * col_stride]; }
-};
-
-// C (m, n) = A (m, k) B (k, n), C row-major: one of the linear layer's products.
-struct Product {
-  Strided a, b;
-  int64_t m, n, k;
-};
-
-// y (N, out) = x (N, in) W^T: B(k, n) = W[n, k].
-inline Product forward_product(const float* x, const float* weight, int64_t rows, int64_t in, int64_t out) {
-  return {{x, in, 1}, {weight, 1, in}, rows, out, in};
-}
-// dx (N, in) = dy (N, out) W (out, in).
-inline Product input_grad_product(const float* dy, const float* weight, int64_t rows, int64_t in, int64_t out) {
-  return {{dy, out, 1}, {weight, in, 1}, rows, in, out};
-}
-// dW (out, in) = dy^T x: A(m, k) = dy[k, m].
-inline Product weight_grad_product(const float* dy, const float* x, int64_t rows, int64_t in, int64_t out) {
-  return {{dy, 1, out}, {x, in, 1}, out, in, rows};
 }
 
 }  // namespace race::kernels::cuda::items
