@@ -18,6 +18,7 @@
 #include "model/model_config.h"
 #include "train/checkpoint.h"
 #include "train/device.h"
+#include "train/device_communicator.h"
 #include "train/gradient_buckets.h"
 #include "train/rank_threads.h"
 #include "train/task_data.h"
@@ -512,12 +513,16 @@ TrainResult run_training(const TrainOptions& options, Communicator& comm,
   const int64_t checkpoint_every = train_cfg.at("checkpoint_every").get<int64_t>();
   const bool interactive = writes_files && isatty(STDERR_FILENO) != 0;
   // Several ranks: the gradient sum in buckets, started as the last micro-batch's backward finishes each
-  // range.
+  // range. On a GPU the gradients are device memory: NCCL sums them there, or they are staged through the
+  // host (train/device_communicator.h); on the CPU the host communicator sums them in place.
+  const std::unique_ptr<Communicator> device_sums = device_gradient_communicator(
+      comm, ops, device.kind == DeviceKind::cuda, device.cuda_index, device.cuda_count);
+  Communicator& gradient_comm = device_sums ? *device_sums : comm;
   std::optional<GradientBuckets> buckets;
   if (comm.world_size() > 1) {
     const auto bucket_floats =
         static_cast<int64_t>(train_cfg.at("allreduce_bucket_mb").get<double>() * 1e6 / sizeof(float));
-    buckets.emplace(comm, gpt.gradients(), n_params, std::max<int64_t>(1, bucket_floats));
+    buckets.emplace(gradient_comm, gpt.gradients(), n_params, std::max<int64_t>(1, bucket_floats));
   }
   const model::GradientsReady on_gradients_ready = [&](int64_t offset, int64_t count) {
     buckets->ready(offset, count);
