@@ -1,12 +1,15 @@
 // race-bench end to end, as a user runs it ($RACE_APPS/race-bench, in a temporary directory):
 // `check` against the fp64 references for RACE and softmax (float32 and float64 inputs), every class of bad
 // input file exiting non-zero with a message that names the dataset or attribute, and `attention` writing
-// a complete JSON report, stopping a sweep at its budget, and refusing --device cuda clearly.
+// a complete JSON report, stopping a sweep at its budget, and refusing --device cuda clearly; `model` timing
+// a tiny GPT's training steps with a report whose rates, FLOPs per token and MFU agree with each other and
+// with a hand count, and naming the option of every bad input.
 #include <gtest/gtest.h>
 #include <hdf5.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -16,6 +19,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/hdf5_io.h"
@@ -683,6 +687,169 @@ TEST_F(RaceBench, UsageErrorsExitWithStatus2AndUsage) {
     EXPECT_EQ(r.status, 2) << args << ": " << r.err;
     EXPECT_TRUE(contains(r.err, "Usage:")) << args << ": " << r.err;
   }
+}
+
+// ---- model --------------------------------------------------------------------------------------------
+
+// The tiny shape of the model tests: 2 layers, C = 32, H = 2 (D = 16), M = 4 C = 128, V = 64, B = 2, T = 64.
+const std::string kTinyModel = "model --layers 2 --d-model 32 --heads 2 --vocab 64 -T 64 -B 2 --threads 1 ";
+
+// Training FLOPs per token of the tiny shape by hand: 6 per weight of the matrices qkv (3C x C), proj (C x
+// C), fc (M x C) and fc2 (C x M) of each layer and of the tied head (V x C), plus `attention_per_head` per
+// head and layer.
+double tiny_flops_per_token(double attention_per_head) {
+  const double C = 32, M = 128, V = 64, layers = 2, heads = 2;
+  return 6.0 * (layers * (3 * C * C + C * C + M * C + C * M) + V * C) + layers * heads * attention_per_head;
+}
+
+// The report's figures agree with one another: tokens/s is B*T*steps over the timed seconds, which are the
+// sum of the steps, the median is the median, TFLOP/s is FLOPs per token times tokens/s, and each MFU is that
+// over its peak. On the CPU the device allocates exactly what the plan counted.
+void expect_consistent_model_report(const nlohmann::json& json, int64_t tokens_per_step, int steps) {
+  const auto& results = json.at("results");
+  EXPECT_EQ(results.at("steps"), steps);
+  EXPECT_EQ(results.at("tokens_per_step"), tokens_per_step);
+  const auto ms_all = results.at("ms_per_step_all").get<std::vector<double>>();
+  ASSERT_EQ(ms_all.size(), static_cast<size_t>(steps));
+  double ms_sum = 0.0;
+  for (const double ms : ms_all) {
+    EXPECT_GT(ms, 0.0);
+    ms_sum += ms;
+  }
+  const double seconds = results.at("seconds").get<double>();
+  EXPECT_NEAR(seconds, ms_sum / 1e3, 1e-9 * seconds);
+  std::vector<double> sorted = ms_all;
+  std::sort(sorted.begin(), sorted.end());
+  const size_t mid = sorted.size() / 2;
+  const double median = sorted.size() % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+  EXPECT_DOUBLE_EQ(results.at("ms_per_step").get<double>(), median);
+  const double tokens_per_s = results.at("tokens_per_s").get<double>();
+  EXPECT_NEAR(tokens_per_s, static_cast<double>(tokens_per_step * steps) / seconds, 1e-9 * tokens_per_s);
+  const double achieved = results.at("achieved_tflops").get<double>();
+  EXPECT_NEAR(achieved, json.at("model").at("flops_per_token").get<double>() * tokens_per_s / 1e12,
+              1e-9 * achieved);
+  ASSERT_EQ(json.at("peaks").size(), 1u) << "on the CPU, one peak: the measured row product";
+  const auto& peak = json.at("peaks")[0];
+  EXPECT_EQ(peak.at("name"), "cpu_row_product");
+  EXPECT_GT(peak.at("tflops").get<double>(), 0.0);
+  EXPECT_TRUE(contains(peak.at("source").get<std::string>(), "measured in this run")) << peak.at("source");
+  EXPECT_NEAR(peak.at("mfu").get<double>(), achieved / peak.at("tflops").get<double>(), 1e-9);
+  const auto& model = json.at("model");
+  EXPECT_EQ(model.at("planned_bytes").get<int64_t>(),
+            model.at("memory_plan_bytes").get<int64_t>() + model.at("optimizer_bytes").get<int64_t>());
+  EXPECT_EQ(model.at("optimizer_bytes").get<int64_t>(), 2 * 4 * model.at("parameters").get<int64_t>());
+  EXPECT_EQ(model.at("allocated_bytes"), model.at("planned_bytes"));
+  EXPECT_LT(model.at("planned_bytes").get<double>(), model.at("memory_budget_bytes").get<double>());
+}
+
+TEST_F(RaceBench, ModelWritesAConsistentJsonReport) {
+  const Outcome r = bench(kTinyModel + "--steps 3 --peak-seconds 0.1 --json " + path("model.json").string());
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "tokens/s")) << r.out;
+  EXPECT_TRUE(contains(r.out, "memory plan: ")) << r.out;
+  const auto json = nlohmann::json::parse(read_text(path("model.json")));
+  EXPECT_EQ(json.at("tool"), "race-bench model");
+  EXPECT_FALSE(json.at("date").get<std::string>().empty());
+  EXPECT_TRUE(contains(json.at("command").get<std::string>(), "race-bench model --layers 2 --d-model 32"))
+      << json.at("command");
+  EXPECT_EQ(json.at("machine").at("threads"), 1);
+  EXPECT_TRUE(contains(json.at("machine").at("device").get<std::string>(), "CPU")) << json.at("machine");
+  const auto& options = json.at("options");
+  EXPECT_EQ(options.at("attention"), "race");
+  EXPECT_EQ(options.at("task"), "lm");
+  EXPECT_EQ(options.at("mlp_hidden"), 128) << "the default is 4 x d_model";
+  EXPECT_EQ(options.at("tables"), 3);
+  EXPECT_EQ(options.at("bits"), 3);
+  EXPECT_EQ(options.at("warmup"), 1);
+  // RACE, L = 3, P = 3: S = 24 buckets, 12 S D per head.
+  EXPECT_DOUBLE_EQ(json.at("model").at("flops_per_token").get<double>(),
+                   tiny_flops_per_token(12.0 * 24 * 16));
+  // wte, then per layer ln1, qkv, proj, ln2, fc, fc2 with biases, then lnf.
+  EXPECT_EQ(json.at("model").at("parameters"),
+            64 * 32 +
+                2 * (2 * 32 + 3 * 32 * 32 + 3 * 32 + 32 * 32 + 32 + 2 * 32 + 128 * 32 + 128 + 32 * 128 + 32) +
+                2 * 32);
+  expect_consistent_model_report(json, 2 * 64, 3);
+  // From the initialisation, the loss on random tokens is close to ln V.
+  for (const auto& loss : json.at("results").at("losses"))
+    EXPECT_NEAR(loss.get<double>(), std::log(64.0), 0.5);
+}
+
+TEST_F(RaceBench, ModelSoftmaxCountsTheKeysEachQuerySees) {
+  // Causal, full: T / 2 keys per query on average, 12 (T / 2) D per head.
+  const Outcome causal =
+      bench(kTinyModel + "--attention softmax --steps 1 --warmup 0 --peak-seconds 0.1 --json -");
+  ASSERT_EQ(causal.status, 0) << causal.err;
+  const auto causal_json = nlohmann::json::parse(causal.out);
+  EXPECT_DOUBLE_EQ(causal_json.at("model").at("flops_per_token").get<double>(),
+                   tiny_flops_per_token(12.0 * 32 * 16));
+  expect_consistent_model_report(causal_json, 2 * 64, 1);
+  EXPECT_TRUE(contains(causal.err, "tokens/s")) << "the summary goes to stderr when the JSON takes stdout";
+
+  // A bidirectional masked LM with a window of 16, recomputing: 12 W D per head.
+  const Outcome mlm =
+      bench(kTinyModel +
+            "--attention softmax --window 16 --task mlm --recompute --steps 2 --peak-seconds 0.1 "
+            "--json -");
+  ASSERT_EQ(mlm.status, 0) << mlm.err;
+  const auto mlm_json = nlohmann::json::parse(mlm.out);
+  EXPECT_EQ(mlm_json.at("options").at("task"), "mlm");
+  EXPECT_EQ(mlm_json.at("options").at("window"), 16);
+  EXPECT_EQ(mlm_json.at("options").at("recompute"), true);
+  EXPECT_DOUBLE_EQ(mlm_json.at("model").at("flops_per_token").get<double>(),
+                   tiny_flops_per_token(12.0 * 16 * 16));
+  expect_consistent_model_report(mlm_json, 2 * 64, 2);
+  // Recomputation keeps one layer's activations instead of two.
+  EXPECT_LT(mlm_json.at("model").at("memory_plan_bytes").get<int64_t>(),
+            causal_json.at("model").at("memory_plan_bytes").get<int64_t>());
+}
+
+TEST_F(RaceBench, ModelBadOptionsAreNamed) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"model --d-model 32 --heads 3", "--heads 3 does not divide --d-model 32"},
+      {"model --d-model 30 --heads 2", "RoPE needs an even head dimension"},
+      {"model --attention softmax --tables 4", "--tables applies to --attention race"},
+      {"model --attention softmax -P 2", "--bits applies to --attention race"},
+      {"model --window 8", "--window applies to --attention softmax"},
+      {"model --peak-tflops 100", "--peak-tflops applies to --device cuda"},
+      {"model --fp32-peak-tflops 60", "--fp32-peak-tflops applies to --device cuda"},
+      {"model --device cuda --peak-seconds 1", "--peak-seconds applies to --device cpu"},
+      {"model --json /nonexistent-dir/m.json", "/nonexistent-dir"},
+  };
+  for (const auto& [args, message] : cases) {
+    const Outcome r = bench(args);
+    EXPECT_EQ(r.status, 2) << args << ": " << r.err;
+    EXPECT_TRUE(contains(r.err, message)) << args << ": " << r.err;
+  }
+  for (const char* args : {"model --task classify", "model --device tpu", "model --attention flash",
+                           "model --heads 0", "model --steps 0"}) {
+    const Outcome r = bench(args);
+    EXPECT_EQ(r.status, 2) << args << ": " << r.err;
+    EXPECT_TRUE(contains(r.err, "Usage:")) << args << ": " << r.err;
+  }
+}
+
+// A plan larger than the memory is refused before anything is allocated: under an address-space limit far
+// below the plan, the error is the plan's, not an allocation failure.
+TEST_F(RaceBench, ModelPlanLargerThanTheMemoryIsRefusedFirst) {
+  const Outcome r =
+      bench("model --layers 2 --d-model 32 --heads 2 --vocab 64 -T 1000000000 -B 2", "ulimit -v 2000000; ");
+  EXPECT_EQ(r.status, 2) << r.err;
+  EXPECT_TRUE(contains(r.err, "--context 1000000000 x --batch 2: the memory plan needs")) << r.err;
+  EXPECT_TRUE(contains(r.err, "this machine's memory")) << r.err;
+  EXPECT_TRUE(contains(r.err, "or add --recompute")) << r.err;
+}
+
+TEST_F(RaceBench, ModelOnCudaWithoutAUsableGpuSaysWhy) {
+#ifdef RACE_HAVE_CUDA
+  if (race::kernels::cuda::query_devices().devices.size() > 0) GTEST_SKIP() << "a GPU is present";
+  const std::string expected = "--device = \"cuda\": no usable CUDA device (";
+#else
+  const std::string expected = "--device = \"cuda\": this build of race has no CUDA backend";
+#endif
+  const Outcome r = bench(kTinyModel + "--device cuda");
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_TRUE(contains(r.err, expected)) << r.err;
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 //   race-bench attention ...            single-layer scaling study (one size, or a doubling sweep)
 //   race-bench check --in A --out B     one layer on tensors from an HDF5 file, for outside comparison
 //   race-bench allreduce --bytes N      the gradient all-reduce's bus bandwidth (under mpirun -np N)
+//   race-bench model ...                a whole GPT's training throughput: tokens/s, TFLOP/s, MFU
 //   race-bench attention-one ...        (internal) one size of a sweep, run in a fresh process
 #include <fmt/format.h>
 #include <omp.h>
@@ -22,6 +23,7 @@
 #include "core/error.h"
 #include "core/main_guard.h"
 #include "layer_bench.h"
+#include "model_bench.h"
 #include "report.h"
 #include "sweep.h"
 #include "system_info.h"
@@ -57,6 +59,72 @@ void add_layer_options(CLI::App& app, LayerConfig& c, bool& bidirectional) {
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();
   app.add_option("--seed", c.seed, "Seed of the synthetic inputs")->capture_default_str();
+}
+
+void add_model_options(CLI::App& app, ModelBenchConfig& c) {
+  app.add_option("--device", c.device, "Device")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+  app.add_option("--task", c.task, "lm: causal GPT, every position scored; mlm: bidirectional, 15% scored")
+      ->check(CLI::IsMember({"lm", "mlm"}))
+      ->capture_default_str();
+  app.add_option("--attention", c.attention, "Attention of every layer")
+      ->check(CLI::IsMember({"race", "softmax"}))
+      ->capture_default_str();
+  app.add_option("--layers", c.layers, "Layers")->check(CLI::Range(1, 1 << 16))->capture_default_str();
+  app.add_option("--d-model", c.d_model, "Model width C")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  app.add_option("--heads", c.heads, "Heads H (must divide --d-model)")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  app.add_option("--mlp-hidden", c.mlp_hidden, "MLP width (default: 4 x --d-model)")
+      ->check(CLI::Range(1, 1 << 24));
+  app.add_option("--vocab", c.vocab, "Vocabulary size")->check(CLI::Range(2, 1 << 30))->capture_default_str();
+  app.add_option("-T,--context", c.context, "Tokens per window T")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 40))
+      ->capture_default_str();
+  app.add_option("-B,--batch", c.batch, "Windows per step B")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  app.add_option("-L,--tables", c.tables, "RACE hash tables")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  app.add_option("-P,--bits", c.bits, "RACE hyperplanes per table (2^P buckets)")
+      ->check(CLI::Range(1, 12))
+      ->capture_default_str();
+  app.add_option("--window", c.window, "Softmax sliding window W (0 = full attention)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_flag("--recompute", c.recompute,
+               "Keep only each layer's input; re-run its forward before its backward");
+  app.add_option("--steps", c.steps, "Timed optimizer steps")
+      ->check(CLI::Range(1, 1 << 20))
+      ->capture_default_str();
+  app.add_option("--warmup", c.warmup, "Untimed optimizer steps first")
+      ->check(CLI::Range(0, 1 << 20))
+      ->capture_default_str();
+  app.add_option("--seed", c.seed, "Seed of the initialisation, the hyperplanes and the random tokens")
+      ->capture_default_str();
+  app.add_option("--threads", c.threads, "OpenMP threads")
+      ->check(CLI::Range(1, 1 << 16))
+      ->capture_default_str();
+  app.add_option("--peak-seconds", c.peak_seconds,
+                 "CPU: time of the in-run peak measurement (race-bench peak's row product)")
+      ->check(CLI::Range(0.05, 600.0))
+      ->capture_default_str();
+  app.add_option(
+         "--peak-tflops", c.peak_tflops,
+         "CUDA: dense BF16 tensor-core peak, TFLOP/s, for the second MFU (default: NVIDIA H200 SXM "
+         "datasheet, 1,979 TFLOPS BF16 with 2:4 sparsity, halved for dense). The model computes in FP32 "
+         "on CUDA cores, so this is the yardstick of a BF16 tensor-core build, not of this one")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option(
+         "--fp32-peak-tflops", c.fp32_peak_tflops,
+         "CUDA: FP32 CUDA-core peak, TFLOP/s (default: SMs x peak SM clock x FP32 lanes per SM x 2, from "
+         "the device query; required where the query cannot give it)")
+      ->check(CLI::PositiveNumber);
 }
 
 // Bytes of the first CUDA device's memory; fails when --device cuda cannot run here (no CUDA in this build,
@@ -191,6 +259,16 @@ int run(int argc, char** argv, std::unique_ptr<train::Communicator>& comm) {
       ->capture_default_str();
   allreduce->add_option("--json", allreduce_json,
                         "Write the result as JSON to FILE (\"-\": stdout), on rank 0");
+  ModelBenchConfig model_config;
+  model_config.threads = cpu_count();
+  std::string model_json;
+  auto* model =
+      app.add_subcommand("model",
+                         "Time a whole GPT's training steps on random tokens (forward, backward, "
+                         "gradient norm, AdamW, as race-train): tokens/s, FLOPs per token, TFLOP/s, MFU");
+  add_model_options(*model, model_config);
+  model->add_option("--json", model_json, "Write the results as JSON to FILE (\"-\": stdout)");
+
   std::string child_config;
   std::int64_t child_seq_len = 0;
   auto* one = app.add_subcommand("attention-one", "Internal: one size of `attention`, as one JSON line");
@@ -222,6 +300,31 @@ int run(int argc, char** argv, std::unique_ptr<train::Communicator>& comm) {
       run.plan.max_memory_bytes = 0.8 * static_cast<double>(device_memory_bytes());
     }
     return run_attention(run, json_path);
+  }
+  if (model->parsed()) {
+    const bool race = model_config.attention == "race";
+    for (const char* name : {"--tables", "--bits"})
+      if (!race && model->count(name) > 0)
+        throw UsageError(fmt::format("{} applies to --attention race, not --attention softmax", name));
+    if (race && model->count("--window") > 0)
+      throw UsageError("--window applies to --attention softmax, not --attention race");
+    const bool cuda = model_config.device == "cuda";
+    if (cuda && model->count("--peak-seconds") > 0)
+      throw UsageError("--peak-seconds applies to --device cpu (a GPU's peaks are computed, not measured)");
+    for (const char* name : {"--peak-tflops", "--fp32-peak-tflops"})
+      if (!cuda && model->count(name) > 0)
+        throw UsageError(
+            fmt::format("{} applies to --device cuda (the CPU's peak is measured in the run)", name));
+    require_writable_output(model_json);
+    std::string command = "race-bench";
+    for (int i = 1; i < argc; ++i) command += fmt::format(" {}", argv[i]);
+    const nlohmann::ordered_json report =
+        run_model_bench(model_config, command, model_json == "-" ? stderr : stdout);
+    if (model_json == "-")
+      fmt::print("{}\n", report.dump(2));
+    else if (!model_json.empty())
+      write_text_atomically(model_json, report.dump(2) + "\n");
+    return 0;
   }
   if (allreduce->parsed()) {
     require_writable_output(allreduce_json);

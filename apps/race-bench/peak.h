@@ -14,6 +14,9 @@ struct PeakResult {
 };
 
 PeakResult measure_peak(int threads, double seconds_per_test);
+// The row product's rate alone, GFLOP/s: the CPU peak that race-bench model sets its achieved rate against
+// (the triad's 768 MB of arrays would only crowd the model's memory).
+double measure_product_gflops(int threads, double seconds);
 nlohmann::json to_json(const PeakResult& result);
 
 }  // namespace race::bench

@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "core/logging.h"
+#include "model/flops.h"
 #include "model/gpt.h"
 #include "model/model_config.h"
 #include "train/checkpoint.h"
@@ -331,25 +332,8 @@ TrainResult run_training(const TrainOptions& options, Communicator& comm,
   const int64_t n_params = gpt.parameter_count();
   spdlog::info("task {}: {} layers, d_model {}, {} heads, {} parameters; data {}", config.at("task").get<std::string>(),
                spec.layers.size(), spec.d_model, spec.heads, n_params, data->describe());
-  // Training FLOPs per token: 6 per weight of every matrix a token goes through (forward 2, backward 4),
-  // plus attention: RACE about 3 x 4 S D per head (the chunked form, forward and backward), softmax
-  // 3 x 4 T D / 2 per head when causal (T D when not), with T capped by a window.
-  double flops_per_token = 0.0;
-  for (const auto& p : gpt.params())
-    if (p.weight_decay) flops_per_token += 6.0 * static_cast<double>(p.size);
-  if (spec.num_classes == 0 && spec.tie_embeddings)
-    flops_per_token += 6.0 * static_cast<double>(spec.vocab_size * spec.d_model);
-  const double head_dim = static_cast<double>(spec.d_model / spec.heads);
-  for (const auto& a : spec.layers) {
-    double per_head = 0.0;
-    if (a.kind == model::AttentionKind::race) {
-      per_head = 12.0 * static_cast<double>(a.tables * (int64_t{1} << a.bits)) * head_dim;
-    } else {
-      const double keys = static_cast<double>(a.window > 0 ? std::min(a.window, context) : context);
-      per_head = 12.0 * keys * head_dim * (spec.causal && a.window == 0 ? 0.5 : 1.0);
-    }
-    flops_per_token += per_head * static_cast<double>(spec.heads);
-  }
+  // Training FLOPs per token (model/flops.h): 6 per matrix weight, the tied head included, plus attention.
+  const double flops_per_token = model::training_flops_per_token(spec, gpt.params(), context);
   spdlog::info(
       "training: {:.1f} MFLOP per token (matrices and attention); {} micro-batch(es) of {} x {} "
       "tokens per step{}",

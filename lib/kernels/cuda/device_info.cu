@@ -18,15 +18,17 @@ DeviceQuery query_devices() {
   for (int i = 0; i < count; ++i) {
     cudaDeviceProp prop{};
     if (cudaGetDeviceProperties(&prop, i) != cudaSuccess) continue;
-    int memory_clock_khz = 0, bus_width_bits = 0;
+    int memory_clock_khz = 0, bus_width_bits = 0, sm_clock_khz = 0;
     cudaDeviceGetAttribute(&memory_clock_khz, cudaDevAttrMemoryClockRate, i);
     cudaDeviceGetAttribute(&bus_width_bits, cudaDevAttrGlobalMemoryBusWidth, i);
+    cudaDeviceGetAttribute(&sm_clock_khz, cudaDevAttrClockRate, i);
     DeviceInfo info;
     info.index = i;
     info.name = prop.name;
     info.compute_major = prop.major;
     info.compute_minor = prop.minor;
     info.multiprocessors = prop.multiProcessorCount;
+    info.sm_clock_khz = sm_clock_khz;
     info.memory_bytes = static_cast<int64_t>(prop.totalGlobalMem);
     // double data rate: two transfers per clock
     info.memory_bandwidth_gbs = 2.0 * memory_clock_khz * 1e3 * (bus_width_bits / 8.0) / 1e9;

@@ -14,6 +14,7 @@ struct DeviceInfo {
   std::string name;
   int compute_major = 0, compute_minor = 0;
   int multiprocessors = 0;
+  int sm_clock_khz = 0;  // peak SM clock (0: not reported): with the SM count, the FP32 CUDA-core peak
   int64_t memory_bytes = 0;
   double memory_bandwidth_gbs = 0.0;  // from memory clock and bus width: the roofline for RACE kernels
 };
