@@ -157,9 +157,10 @@ model::ModelSpec model_spec(const ModelBenchConfig& c) {
 }
 
 Json run_model_bench(const ModelBenchConfig& c, const std::string& command, std::FILE* log) {
-  const model::ModelSpec spec = model_spec(c);
+  model::ModelSpec spec = model_spec(c);
   omp_set_num_threads(c.threads);
   train::ComputeDevice device = train::open_device(c.device, "--device");
+  spec.logits_block_bytes = device.logits_block_bytes;
   const bool cuda = device.kind == train::DeviceKind::cuda;
   std::vector<Peak> peaks;
 #ifdef RACE_HAVE_CUDA
@@ -171,13 +172,11 @@ Json run_model_bench(const ModelBenchConfig& c, const std::string& command, std:
 #endif
   model::Ops& ops = *device.ops;
 
-  // The memory plan, against the device's memory before anything is allocated. The budget is race-train's:
-  // a tenth of a GPU's free memory stays for the kernels' per-call scratch and the libraries, a fifth of the
-  // host's for everything else on it.
+  // The memory plan, against the device's memory before anything is allocated, with race-train's budget.
   const model::MemoryPlan plan = model::plan_memory(spec, c.batch, c.context);
   const int64_t plan_bytes = plan.bytes(c.batch, c.context);
   const int64_t optimizer_bytes = 2 * int64_t{sizeof(float)} * plan.parameters;  // AdamW's m and v
-  const double budget_fraction = cuda ? 0.9 : 0.8;
+  const double budget_fraction = device.budget_fraction();
   const double budget = budget_fraction * static_cast<double>(device.memory_bytes);
   const std::string budget_text =
       fmt::format("{:.0f}% of {} ({})", budget_fraction * 100.0,

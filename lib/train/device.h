@@ -24,6 +24,10 @@ struct ComputeDevice {
   // model::ModelSpec::logits_block_bytes suited to the device: a CPU's cache, or matrix products large
   // enough to fill a GPU.
   int64_t logits_block_bytes = int64_t{4} << 20;
+
+  // The share of memory_bytes a memory plan may take: a tenth of a GPU's free memory stays for the kernels'
+  // per-call scratch and the libraries, a fifth of the host's for everything else running on it.
+  double budget_fraction() const { return kind == DeviceKind::cuda ? 0.9 : 0.8; }
 };
 
 // Whether this build has the CUDA backend (the CUDA toolkit was found when it was configured).

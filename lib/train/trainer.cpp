@@ -296,14 +296,13 @@ TrainResult run_training(const TrainOptions& options, Communicator& comm,
   spdlog::info("device: {}", device.description);
 
   // The memory plan, checked before anything is allocated: parameters, gradients and AdamW's two moments,
-  // the activations kept for the backward, and the scratch the layers share. Processes that share a
-  // machine's memory or a GPU split it. On CUDA a tenth of the free memory stays for the kernels' own
-  // per-call scratch and the libraries.
+  // the activations kept for the backward, and the scratch the layers share, against the device's budget
+  // (ComputeDevice::budget_fraction). Processes that share a machine's memory or a GPU split it.
   const model::MemoryPlan plan = model::plan_memory(spec, batch_size, context);
   const int sharing = device.kind == DeviceKind::cuda
                           ? (comm.local_size() + device.cuda_count - 1) / device.cuda_count
                           : comm.local_size();
-  const double budget_fraction = device.kind == DeviceKind::cuda ? 0.9 : 0.8;
+  const double budget_fraction = device.budget_fraction();
   const double budget = budget_fraction * static_cast<double>(device.memory_bytes) / sharing;
   const std::string budget_text =
       fmt::format("{:.0f}% of {}{}", budget_fraction * 100.0,
