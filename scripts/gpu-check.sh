@@ -4,43 +4,50 @@
 # our other libraries.
 #
 #   scripts/gpu-check.sh build   Builds for sm_90a only (Hopper: H100/H200) in build-gpu-check/ and collects
-#                                build-gpu-check/bundle/: the CUDA test binaries (test_cuda_ops xz-compressed),
-#                                race-bench, the shared libraries they need beyond glibc/libstdc++/libgcc
-#                                (HDF5 and its curl/ssl chain, spdlog, fmt, libgomp, ...) and the PyTorch
-#                                comparison script. Not cuBLAS: libcublasLt.so.13 (the linear layer's
-#                                products, about 540 MB) and libcublas.so.13 are far too large to carry.
-#                                Fails if the bundle passes 64 MiB or a binary cannot start here (with the
-#                                toolkit's own libcublasLt, wherever ldd finds it).
-#   scripts/gpu-check.sh run     On the GPU machine, from the repository root with the bundle in place:
-#                                first finds the libcublasLt.so.13 of PyTorch's pip package nvidia-cublas
-#                                (CUDA 13; under site-packages/nvidia/, e.g. nvidia/cu13/lib or
-#                                nvidia/cublas/lib) and puts its folder first on LD_LIBRARY_PATH; if it is not
-#                                there, says so and records a failed step `locate_cublaslt` (the binaries
-#                                then start only if the loader finds another libcublasLt.so.13, e.g. in the
-#                                build machine's toolkit folder that their RUNPATH names). Then runs
-#                                everything below with per-step timeouts (470 s in all, under 8 minutes) and
-#                                writes JSON into $OUT (default ./gpu-check-out):
-#     tests_*.json               gtest reports: test_cuda_device, test_race_attention_cuda and
+#                                build-gpu-check/bundle/: the CUDA test binaries, test_trainer, race-bench,
+#                                race-train and race-eval (each xz-compressed: every one holds OpenBLAS's
+#                                archive), the shared libraries they need beyond glibc/libstdc++/libgcc (HDF5
+#                                and its curl/ssl chain, spdlog, fmt, libgomp, ...) and the PyTorch comparison
+#                                script. Not cuBLAS or NCCL: libcublasLt.so.13 (the linear layer's products,
+#                                about 540 MB), libcublas.so.13 and libnccl.so.2 (over 200 MB) are far too large
+#                                to carry. Fails if the bundle passes 64 MiB or a binary cannot start here (with
+#                                the toolkit's own cuBLASLt and NCCL, wherever ldd finds them).
+#   scripts/gpu-check.sh run [kernels|trainer]
+#                                On the GPU machine, from the repository root with the bundle in place: first
+#                                finds libcublasLt.so.13 and libnccl.so.2 in PyTorch's pip packages
+#                                (nvidia-cublas, nvidia-nccl-cu13; under site-packages/nvidia/) and puts their
+#                                folders first on LD_LIBRARY_PATH; a missing one is said and recorded as a failed
+#                                step `locate_<library>` (the binaries then start only if the loader finds
+#                                another copy). Then runs one part, each step under a timeout, and writes into
+#                                $OUT (default ./gpu-check-out) three files: gpu-check-<part>.log,
+#                                steps-<part>.json (each step's exit status and seconds) and
+#                                gpu-check-<part>.tar.gz with the results (the device runner returns at most 8
+#                                files). Each part stays under 8 minutes:
+#     kernels (470 s of limits)  tests_*.json: gtest reports of test_cuda_device, test_race_attention_cuda and
 #                                test_softmax_attention_cuda (the kernels on the GPU against the fp64 CPU
 #                                references), test_cuda_ops (every model::Ops method and a tiny Gpt on CUDA
-#                                against CpuOps), test_race_tile (host emulation)
-#     race_bench_*.json          race-bench attention --device cuda: B=1 H=4 D=128 L=3 P=3 bf16 causal at
-#                                T = 2^20, and a doubling sweep from T = 4096
-#     softmax_bench_sweep.json   our CUDA flash softmax at the same shape, doubling from T = 4096
-#     sdpa_flash.json            torch scaled_dot_product_attention (flash backend) at the same shapes,
-#                                with the race-bench timings beside it (scripts/sdpa_bench.py)
-#     steps.json                 each step's exit status and seconds, locate_cublaslt's among them
+#                                against CpuOps), test_race_tile (host emulation); race_bench_*.json:
+#                                race-bench attention --device cuda at B=1 H=4 D=128 L=3 P=3 bf16 causal at
+#                                T = 2^20 and a doubling sweep from T = 4096; softmax_bench_sweep.json: our CUDA
+#                                flash softmax at the same shape; sdpa_flash.json: torch
+#                                scaled_dot_product_attention (flash backend) at the same shapes, with the
+#                                race-bench timings beside it (scripts/sdpa_bench.py)
+#     trainer (415 s of limits)  tests_trainer_cuda.json: CPU against CUDA training from one initialisation, a
+#                                CPU checkpoint resumed on CUDA; runs/mqar_64 and eval_mqar_64.json: MQAR at
+#                                context 64 generated there, trained 1200 steps and evaluated on the GPU;
+#                                model_*.json: race-bench model (GPT-2 124M shape) tokens/s and MFU, RACE at 4K,
+#                                64K and 256K (recomputed), softmax at 4K
 #
 # build-gpu-check/ is ignored by git (build*/), so a tool that copies only the tracked and untracked-but-not-
 # ignored files of the working tree must be told to carry the bundle, e.g. with the device runner:
-#   run(command="scripts/gpu-check.sh run", carry=["build-gpu-check/bundle"], timeout_s=540)
+#   run(command="scripts/gpu-check.sh run kernels", carry=["build-gpu-check/bundle"], timeout_s=540)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=build-gpu-check
 BUNDLE=$BUILD/bundle
 MAX_BUNDLE_BYTES=$((64 * 1024 * 1024))
 BINARIES=(tests/test_cuda_device tests/test_race_attention_cuda tests/test_softmax_attention_cuda tests/test_cuda_ops
-  tests/test_race_tile apps/race-bench)
+  tests/test_race_tile tests/test_trainer apps/race-bench apps/race-train apps/race-eval)
 
 # Libraries every Linux machine with a C++ runtime has; the bundle uses the GPU machine's own. build_bundle
 # prints the newest glibc and libstdc++ symbol versions the bundle needs from them.
@@ -52,11 +59,11 @@ is_system_library() {
   esac
 }
 
-# cuBLAS's libraries stay out of the bundle (libcublasLt.so.13 alone is about 540 MB): `run` takes them from
-# the GPU machine's pip package nvidia-cublas instead.
-is_cublas_library() {
+# cuBLAS's and NCCL's libraries stay out of the bundle (libcublasLt.so.13 alone is about 540 MB, libnccl.so.2
+# over 200 MB): `run` takes them from the GPU machine's pip packages nvidia-cublas and nvidia-nccl-cu13.
+is_pip_library() {
   case "$(basename "$1")" in
-    libcublasLt.so.* | libcublas.so.*) return 0 ;;
+    libcublasLt.so.* | libcublas.so.* | libnccl.so.*) return 0 ;;
     *) return 1 ;;
   esac
 }
@@ -72,22 +79,22 @@ build_bundle() {
   cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DRACE_CUDA=ON -DCMAKE_CUDA_COMPILER="$nvcc" \
     -DRACE_CUDA_ARCHITECTURES=90a -DRACE_CPU_ARCH=x86-64-v3 -DCMAKE_CXX_FLAGS=-Wno-psabi -DRACE_OPENBLAS_STATIC=ON
   cmake --build "$BUILD" -j"$(nproc)" --target test_cuda_device test_race_attention_cuda test_softmax_attention_cuda \
-    test_cuda_ops test_race_tile race-bench
+    test_cuda_ops test_race_tile test_trainer race-bench race-train race-eval
   rm -rf "$BUNDLE"
   mkdir -p "$BUNDLE/bin" "$BUNDLE/lib"
   for b in "${BINARIES[@]}"; do cp "$BUILD/$b" "$BUNDLE/bin/"; done
   cp scripts/sdpa_bench.py "$BUNDLE/"
   local needed
   needed=$(for b in "$BUNDLE"/bin/*; do ldd "$b" | awk '$3 ~ /^\// {print $3}'; done | sort -u)
-  local lib cublaslt_dir=""
+  local lib pip_dirs=""
   for lib in $needed; do
-    if is_cublas_library "$lib"; then
-      case "$(basename "$lib")" in libcublasLt.so.*) cublaslt_dir=$(dirname "$lib") ;; esac
+    if is_pip_library "$lib"; then
+      pip_dirs="$pip_dirs:$(dirname "$lib")"
     elif ! is_system_library "$lib"; then
       cp -L "$lib" "$BUNDLE/lib/"
     fi
   done
-  if [ -z "$cublaslt_dir" ]; then
+  if [ -z "$pip_dirs" ]; then
     echo "gpu-check: no binary needs libcublasLt, or ldd cannot find it here (is the CUDA toolkit's lib64 on the" \
       "loader's path?)" >&2
     exit 1
@@ -97,16 +104,16 @@ build_bundle() {
   glibc=$(for f in "$BUNDLE"/bin/* "$BUNDLE"/lib/*; do objdump -T "$f" | grep -o 'GLIBC_[0-9.]*' || true; done | sort -uV | tail -1)
   glibcxx=$(for f in "$BUNDLE"/bin/* "$BUNDLE"/lib/*; do objdump -T "$f" | grep -o 'GLIBCXX_[0-9.]*' || true; done | sort -uV | tail -1)
   echo "gpu-check: the bundle needs $glibc and $glibcxx from the GPU machine"
-  # Every binary must start with only the bundle's libraries, the system ones and cuBLASLt (no GPU needed for
-  # this); here cuBLASLt is the toolkit's, as `run` will put the pip package's in its place.
-  echo "gpu-check: starting the binaries with cuBLASLt from $cublaslt_dir (left out of the bundle)"
+  # Every binary must start with only the bundle's libraries, the system ones, cuBLASLt and NCCL (no GPU
+  # needed for this); here those two are the toolkit's, as `run` will put the pip packages' in their place.
+  echo "gpu-check: starting the binaries with cuBLASLt and NCCL from ${pip_dirs#:} (left out of the bundle)"
   for b in "$BUNDLE"/bin/test_*; do
-    LD_LIBRARY_PATH="$BUNDLE/lib:$cublaslt_dir" "$b" --gtest_list_tests >/dev/null
+    LD_LIBRARY_PATH="$BUNDLE/lib$pip_dirs" "$b" --gtest_list_tests >/dev/null
   done
-  LD_LIBRARY_PATH="$BUNDLE/lib:$cublaslt_dir" "$BUNDLE/bin/race-bench" --help >/dev/null
-  # test_cuda_ops holds OpenBLAS's archive (about 30 MB, mostly kernels for every x86 CPU): the bundle would
-  # pass 64 MiB. xz shrinks it to about 3 MB; `run` unpacks it with python3's lzma module.
-  xz -6 -T"$(nproc)" "$BUNDLE/bin/test_cuda_ops"
+  for b in race-bench race-train race-eval; do LD_LIBRARY_PATH="$BUNDLE/lib$pip_dirs" "$BUNDLE/bin/$b" --help >/dev/null; done
+  # Every binary holds OpenBLAS's archive (about 30 MB, mostly kernels for every x86 CPU): together they
+  # would pass 64 MiB many times over. xz shrinks each to a few MB; `run` unpacks them with python3's lzma.
+  xz -6 -T"$(nproc)" "$BUNDLE"/bin/*
   local bytes
   bytes=$(du -sb "$BUNDLE" | cut -f1)
   echo "gpu-check: bundle $BUNDLE: $((bytes / 1024 / 1024)) MiB ($bytes bytes), $(ls "$BUNDLE/lib" | wc -l) libraries"
@@ -135,12 +142,12 @@ step() {
   record "$name" "$status" "$(awk -v ns=$(($(date +%s%N) - start)) 'BEGIN { printf "%.3f", ns / 1e9 }')"
 }
 
-# Prints the folder holding the pip package nvidia-cublas's libcublasLt.so.13 (the one PyTorch loads), or
-# fails. The package lives under site-packages/nvidia/ (a namespace package), in nvidia/cu13/lib for the
-# CUDA 13 wheels and nvidia/cublas/lib for older ones; every nvidia/ folder python3 knows is searched, in
-# its import order, so a layout change inside the package does not matter.
-cublaslt_dir() {
-  python3 - <<'PY'
+# pip_library_dir NAME: prints the folder holding NAME (libcublasLt.so.13, libnccl.so.2) in the GPU machine's
+# pip packages (nvidia-cublas, nvidia-nccl-cu13: the ones PyTorch loads), or fails. They live under
+# site-packages/nvidia/ (a namespace package), e.g. nvidia/cu13/lib or nvidia/cublas/lib; every nvidia/
+# folder python3 knows is searched, in its import order, so a layout change inside a package does not matter.
+pip_library_dir() {
+  python3 - "$1" <<'PY'
 import glob, os, site, sys, sysconfig
 
 roots = []
@@ -152,7 +159,7 @@ except ImportError:
 for folder in site.getsitepackages() + [site.getusersitepackages(), sysconfig.get_paths()["purelib"]]:
     roots.append(os.path.join(folder, "nvidia"))
 for root in roots:
-    hits = sorted(glob.glob(os.path.join(root, "**", "libcublasLt.so.13"), recursive=True))
+    hits = sorted(glob.glob(os.path.join(root, "**", sys.argv[1]), recursive=True))
     if hits:
         print(os.path.dirname(os.path.abspath(hits[0])))
         sys.exit(0)
@@ -160,64 +167,115 @@ sys.exit(1)
 PY
 }
 
+# The attention kernels (issue 5): CUDA tests against the fp64 CPU references, race-bench sweeps and PyTorch's
+# scaled_dot_product_attention at the same shapes. About 470 s of step limits.
+kernel_checks() {
+  local bin=$1 work=$2
+  local shape=(-B 1 -H 4 -D 128 -L 3 -P 3 --causal --device cuda --dtype bf16 --repeats 5)
+  step test_cuda_device 30 "$bin/test_cuda_device" --gtest_output="json:$work/tests_cuda_device.json"
+  step test_race_attention_cuda 100 "$bin/test_race_attention_cuda" \
+    --gtest_output="json:$work/tests_race_attention_cuda.json"
+  step test_softmax_attention_cuda 40 "$bin/test_softmax_attention_cuda" \
+    --gtest_output="json:$work/tests_softmax_attention_cuda.json"
+  step test_cuda_ops 20 "$bin/test_cuda_ops" --gtest_output="json:$work/tests_cuda_ops.json"
+  step test_race_tile 30 "$bin/test_race_tile" --gtest_output="json:$work/tests_race_tile.json"
+  step race_bench_1m 60 "$bin/race-bench" attention "${shape[@]}" -T 1048576 --json "$work/race_bench_1m.json"
+  step race_bench_sweep 80 "$bin/race-bench" attention "${shape[@]}" --sweep --t-min 4096 --max-seconds 60 \
+    --json "$work/race_bench_sweep.json"
+  step softmax_bench_sweep 40 "$bin/race-bench" attention --impl softmax -B 1 -H 4 -D 128 --causal --device cuda \
+    --dtype bf16 --repeats 3 --sweep --t-min 4096 --max-seconds 30 --json "$work/softmax_bench_sweep.json"
+  step sdpa_flash 70 python3 "$BUNDLE/sdpa_bench.py" --t-min 4096 --t-max 1048576 --max-seconds 55 \
+    --race-json "$work/race_bench_sweep.json" --json "$work/sdpa_flash.json"
+}
+
+# The trainer on CUDA (issues 6 and 7): CPU against CUDA training and the device errors (test_trainer), MQAR
+# at context 64 trained and evaluated on the GPU (the CPU's numbers are in docs/experiments.md), and
+# race-bench model's tokens/s and MFU for the GPT-2 124M shape. About 420 s of step limits.
+trainer_checks() {
+  local bin=$1 work=$2
+  step test_trainer_cuda 60 "$bin/test_trainer" --gtest_filter='Trainer.Cuda*:Trainer.Device*' \
+    --gtest_output="json:$work/tests_trainer_cuda.json"
+  mkdir -p "$work/data"
+  step mqar_data 40 python3 data/scripts/mqar_to_h5.py --output "$work/data/mqar_64.h5" --pairs 2,4,8,16 \
+    --context 64 --train-examples 80000 --val-examples 512
+  step train_mqar_64 100 "$bin/race-train" --config configs/mqar_64.json --device cuda \
+    --set data.path="$work/data/mqar_64.h5" --set run.root="$work/runs"
+  step eval_mqar_64 20 "$bin/race-eval" --checkpoint "$work/runs/mqar_64" --device cuda \
+    --json "$work/eval_mqar_64.json"
+  local model=(--device cuda --layers 12 --d-model 768 --heads 12)
+  step model_race_4k 45 "$bin/race-bench" model "${model[@]}" -T 4096 -B 8 --steps 3 --json "$work/model_race_4k.json"
+  step model_softmax_4k 45 "$bin/race-bench" model "${model[@]}" --attention softmax -T 4096 -B 8 --steps 3 \
+    --json "$work/model_softmax_4k.json"
+  step model_race_64k 45 "$bin/race-bench" model "${model[@]}" -T 65536 -B 1 --steps 2 \
+    --json "$work/model_race_64k.json"
+  step model_race_256k 60 "$bin/race-bench" model "${model[@]}" -T 262144 -B 1 --recompute --steps 2 \
+    --json "$work/model_race_256k.json"
+}
+
 run_checks() {
-  if [ ! -x "$BUNDLE/bin/race-bench" ]; then
+  local part=${1:-kernels}
+  case "$part" in
+    kernels | trainer) ;;
+    *)
+      echo "gpu-check: run takes 'kernels' (the default) or 'trainer', not '$part'" >&2
+      exit 2
+      ;;
+  esac
+  if [ ! -f "$BUNDLE/bin/race-bench.xz" ]; then
     echo "gpu-check: no bundle at $BUNDLE: run 'scripts/gpu-check.sh build' on a build machine and carry it here" >&2
     exit 1
   fi
+  # At most 8 files come back from the GPU machine's $OUT: the results are gathered in a work folder and
+  # packed into one archive, beside this part's log and steps.
   local out=${OUT:-gpu-check-out}
   mkdir -p "$out"
+  exec > >(tee "$out/gpu-check-$part.log") 2>&1
+  local work
+  work=$(mktemp -d)
   export LD_LIBRARY_PATH="$PWD/$BUNDLE/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-  # cuBLASLt is not in the bundle (build_bundle): the pip package's goes first on the loader's path.
-  local cublaslt
-  if cublaslt=$(cublaslt_dir); then
-    echo "gpu-check: cuBLASLt from $cublaslt"
-    export LD_LIBRARY_PATH="$cublaslt:$LD_LIBRARY_PATH"
-    record locate_cublaslt 0 0
-  else
-    echo "gpu-check: no libcublasLt.so.13 under python3's site-packages/nvidia (pip package nvidia-cublas):" \
-      "the binaries start only if the loader finds another one; install the package, or put a CUDA 13" \
-      "libcublasLt's folder on LD_LIBRARY_PATH" >&2
-    record locate_cublaslt 1 0
-  fi
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$out/nvidia_smi.csv" 2>&1 || true
-  local bin=$BUNDLE/bin
-  # test_cuda_ops travels xz-compressed (build_bundle); unpack it outside the bundle, which may be read-only.
-  # If that fails, its step fails (no binary) and the other steps still run.
-  local unpacked
-  unpacked=$(mktemp -d)
-  if python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
-    "$bin/test_cuda_ops.xz" "$unpacked/test_cuda_ops"; then
-    chmod +x "$unpacked/test_cuda_ops"
-  else
-    echo "gpu-check: could not unpack $bin/test_cuda_ops.xz" >&2
-  fi
-  local shape=(-B 1 -H 4 -D 128 -L 3 -P 3 --causal --device cuda --dtype bf16 --repeats 5)
-  step test_cuda_device 30 "$bin/test_cuda_device" --gtest_output="json:$out/tests_cuda_device.json"
-  step test_race_attention_cuda 100 "$bin/test_race_attention_cuda" --gtest_output="json:$out/tests_race_attention_cuda.json"
-  step test_softmax_attention_cuda 40 "$bin/test_softmax_attention_cuda" \
-    --gtest_output="json:$out/tests_softmax_attention_cuda.json"
-  step test_cuda_ops 20 "$unpacked/test_cuda_ops" --gtest_output="json:$out/tests_cuda_ops.json"
-  step test_race_tile 30 "$bin/test_race_tile" --gtest_output="json:$out/tests_race_tile.json"
-  step race_bench_1m 60 "$bin/race-bench" attention "${shape[@]}" -T 1048576 --json "$out/race_bench_1m.json"
-  step race_bench_sweep 80 "$bin/race-bench" attention "${shape[@]}" --sweep --t-min 4096 --max-seconds 60 \
-    --json "$out/race_bench_sweep.json"
-  step softmax_bench_sweep 40 "$bin/race-bench" attention --impl softmax -B 1 -H 4 -D 128 --causal --device cuda \
-    --dtype bf16 --repeats 3 --sweep --t-min 4096 --max-seconds 30 --json "$out/softmax_bench_sweep.json"
-  step sdpa_flash 70 python3 "$BUNDLE/sdpa_bench.py" --t-min 4096 --t-max 1048576 --max-seconds 55 \
-    --race-json "$out/race_bench_sweep.json" --json "$out/sdpa_flash.json"
+  # cuBLASLt and NCCL are not in the bundle (build_bundle): the pip packages' go first on the loader's path.
+  local name dir
+  for name in libcublasLt.so.13 libnccl.so.2; do
+    if dir=$(pip_library_dir "$name"); then
+      echo "gpu-check: $name from $dir"
+      export LD_LIBRARY_PATH="$dir:$LD_LIBRARY_PATH"
+      record "locate_$name" 0 0
+    else
+      echo "gpu-check: no $name under python3's site-packages/nvidia (pip packages nvidia-cublas," \
+        "nvidia-nccl-cu13): the binaries start only if the loader finds another one; install the package, or" \
+        "put its folder on LD_LIBRARY_PATH" >&2
+      record "locate_$name" 1 0
+    fi
+  done
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$work/nvidia_smi.csv" 2>&1 || true
+  # The binaries travel xz-compressed (build_bundle); unpack them outside the bundle, which may be read-only.
+  # One that fails to unpack fails its steps, and the other steps still run.
+  local bin
+  bin=$(mktemp -d)
+  for packed in "$BUNDLE"/bin/*.xz; do
+    name=$(basename "$packed" .xz)
+    if python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
+      "$packed" "$bin/$name"; then
+      chmod +x "$bin/$name"
+    else
+      echo "gpu-check: could not unpack $packed" >&2
+    fi
+  done
+  "${part}_checks" "$bin" "$work"
   (
     IFS=,
     echo "[${STEPS[*]}]"
-  ) >"$out/steps.json"
-  echo "gpu-check: results in $out"
+  ) >"$work/steps.json"
+  cp "$work/steps.json" "$out/steps-$part.json"
+  tar -C "$work" -czf "$out/gpu-check-$part.tar.gz" .
+  echo "gpu-check: results in $out/gpu-check-$part.tar.gz"
 }
 
 case "${1:-}" in
   build) build_bundle ;;
-  run) run_checks ;;
+  run) run_checks "${2:-kernels}" ;;
   *)
-    echo "usage: scripts/gpu-check.sh build|run (see the comment at the top of this script)" >&2
+    echo "usage: scripts/gpu-check.sh build | run [kernels|trainer] (see the comment at the top of this script)" >&2
     exit 2
     ;;
 esac
