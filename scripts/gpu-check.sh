@@ -169,7 +169,7 @@ PY
 
 # The attention kernels (issue 5): CUDA tests against the fp64 CPU references, race-bench sweeps and PyTorch's
 # scaled_dot_product_attention at the same shapes. About 470 s of step limits.
-kernel_checks() {
+kernels_checks() {
   local bin=$1 work=$2
   local shape=(-B 1 -H 4 -D 128 -L 3 -P 3 --causal --device cuda --dtype bf16 --repeats 5)
   step test_cuda_device 30 "$bin/test_cuda_device" --gtest_output="json:$work/tests_cuda_device.json"
