@@ -32,15 +32,19 @@
 #                                flash softmax at the same shape; sdpa_flash.json: torch
 #                                scaled_dot_product_attention (flash backend) at the same shapes, with the
 #                                race-bench timings beside it (scripts/sdpa_bench.py)
-#     trainer (415 s of limits)  tests_trainer_cuda.json: CPU against CUDA training from one initialisation, a
+#     trainer (520 s of limits)  tests_trainer_cuda.json: CPU against CUDA training from one initialisation, a
 #                                CPU checkpoint resumed on CUDA; runs/mqar_64 and eval_mqar_64.json: MQAR at
 #                                context 64 generated there, trained 1200 steps and evaluated on the GPU;
 #                                model_*.json: race-bench model (GPT-2 124M shape) tokens/s and MFU, RACE at 4K,
-#                                64K and 256K (recomputed), softmax at 4K
+#                                64K and 256K (recomputed), softmax at 4K; torch_gpt_*.json: the PyTorch
+#                                reference of the same model (scripts/torch_gpt_bench.py) at 4K and 64K
 #
 # build-gpu-check/ is ignored by git (build*/), so a tool that copies only the tracked and untracked-but-not-
 # ignored files of the working tree must be told to carry the bundle, e.g. with the device runner:
 #   run(command="scripts/gpu-check.sh run kernels", carry=["build-gpu-check/bundle"], timeout_s=540)
+#   run(command="scripts/gpu-check.sh run trainer", carry=["build-gpu-check/bundle"], timeout_s=590)
+# Both parts at their limits pass one 15-minute device session (machine start included): run the kernels
+# part first, and the trainer part in the time left or in a later session.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=build-gpu-check
@@ -190,7 +194,8 @@ kernels_checks() {
 
 # The trainer on CUDA (issues 6 and 7): CPU against CUDA training and the device errors (test_trainer), MQAR
 # at context 64 trained and evaluated on the GPU (the CPU's numbers are in docs/experiments.md), and
-# race-bench model's tokens/s and MFU for the GPT-2 124M shape. About 420 s of step limits.
+# race-bench model's tokens/s and MFU for the GPT-2 124M shape, beside the PyTorch reference of the same model
+# (scripts/torch_gpt_bench.py, SDPA flash, bf16 autocast). 520 s of step limits.
 trainer_checks() {
   local bin=$1 work=$2
   step test_trainer_cuda 60 "$bin/test_trainer" --gtest_filter='Trainer.Cuda*:Trainer.Device*' \
@@ -210,6 +215,10 @@ trainer_checks() {
     --json "$work/model_race_64k.json"
   step model_race_256k 60 "$bin/race-bench" model "${model[@]}" -T 262144 -B 1 --recompute --steps 2 \
     --json "$work/model_race_256k.json"
+  step torch_gpt_4k 45 python3 scripts/torch_gpt_bench.py -T 4096 -B 8 --warmup 2 --steps 5 \
+    --json "$work/torch_gpt_4k.json"
+  step torch_gpt_64k 60 python3 scripts/torch_gpt_bench.py -T 65536 -B 1 --warmup 2 --steps 3 \
+    --json "$work/torch_gpt_64k.json"
 }
 
 run_checks() {
