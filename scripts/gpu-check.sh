@@ -8,17 +8,19 @@
 #                                race-train and race-eval (each xz-compressed: every one holds OpenBLAS's
 #                                archive), the shared libraries they need beyond glibc/libstdc++/libgcc (HDF5
 #                                and its curl/ssl chain, spdlog, fmt, libgomp, ...) and the PyTorch comparison
-#                                script. Not cuBLAS or NCCL: libcublasLt.so.13 (the linear layer's products,
-#                                about 540 MB), libcublas.so.13 and libnccl.so.2 (over 200 MB) are far too large
-#                                to carry. Fails if the bundle passes 64 MiB or a binary cannot start here (with
-#                                the toolkit's own cuBLASLt and NCCL, wherever ldd finds them).
+#                                script. Not cuBLASLt or NCCL: libcublasLt.so.13 (the linear layer's products,
+#                                about 540 MB) and libnccl.so.2 (over 200 MB) are far too large to carry, and
+#                                the binaries do not link them: a CUDA run loads them when it starts
+#                                (core/shared_library.h), from LD_LIBRARY_PATH or the build's toolkit folder.
+#                                Fails if the bundle passes 64 MiB or a binary cannot start here.
 #   scripts/gpu-check.sh run [kernels|trainer]
 #                                On the GPU machine, from the repository root with the bundle in place: first
 #                                finds libcublasLt.so.13 and libnccl.so.2 in PyTorch's pip packages
 #                                (nvidia-cublas, nvidia-nccl-cu13; under site-packages/nvidia/) and puts their
 #                                folders first on LD_LIBRARY_PATH; a missing one is said and recorded as a failed
-#                                step `locate_<library>` (the binaries then start only if the loader finds
-#                                another copy). Then runs one part, each step under a timeout, and writes into
+#                                step `locate_<library>` (CUDA runs then find it only if the build machine's
+#                                toolkit folder exists there too). Then runs one part, each step under a timeout,
+#                                and writes into
 #                                $OUT (default ./gpu-check-out) three files: gpu-check-<part>.log,
 #                                steps-<part>.json (each step's exit status and seconds) and
 #                                gpu-check-<part>.tar.gz with the results (the device runner returns at most 8
@@ -63,14 +65,6 @@ is_system_library() {
   esac
 }
 
-# cuBLAS's and NCCL's libraries stay out of the bundle (libcublasLt.so.13 alone is about 540 MB, libnccl.so.2
-# over 200 MB): `run` takes them from the GPU machine's pip packages nvidia-cublas and nvidia-nccl-cu13.
-is_pip_library() {
-  case "$(basename "$1")" in
-    libcublasLt.so.* | libcublas.so.* | libnccl.so.*) return 0 ;;
-    *) return 1 ;;
-  esac
-}
 
 build_bundle() {
   local nvcc=/usr/local/cuda/bin/nvcc
@@ -90,31 +84,20 @@ build_bundle() {
   cp scripts/sdpa_bench.py "$BUNDLE/"
   local needed
   needed=$(for b in "$BUNDLE"/bin/*; do ldd "$b" | awk '$3 ~ /^\// {print $3}'; done | sort -u)
-  local lib pip_dirs=""
+  local lib
   for lib in $needed; do
-    if is_pip_library "$lib"; then
-      pip_dirs="$pip_dirs:$(dirname "$lib")"
-    elif ! is_system_library "$lib"; then
-      cp -L "$lib" "$BUNDLE/lib/"
-    fi
+    if ! is_system_library "$lib"; then cp -L "$lib" "$BUNDLE/lib/"; fi
   done
-  if [ -z "$pip_dirs" ]; then
-    echo "gpu-check: no binary needs libcublasLt, or ldd cannot find it here (is the CUDA toolkit's lib64 on the" \
-      "loader's path?)" >&2
-    exit 1
-  fi
   strip --strip-unneeded "$BUNDLE"/bin/* "$BUNDLE"/lib/* 2>/dev/null || true
   local glibc glibcxx
   glibc=$(for f in "$BUNDLE"/bin/* "$BUNDLE"/lib/*; do objdump -T "$f" | grep -o 'GLIBC_[0-9.]*' || true; done | sort -uV | tail -1)
   glibcxx=$(for f in "$BUNDLE"/bin/* "$BUNDLE"/lib/*; do objdump -T "$f" | grep -o 'GLIBCXX_[0-9.]*' || true; done | sort -uV | tail -1)
   echo "gpu-check: the bundle needs $glibc and $glibcxx from the GPU machine"
-  # Every binary must start with only the bundle's libraries, the system ones, cuBLASLt and NCCL (no GPU
-  # needed for this); here those two are the toolkit's, as `run` will put the pip packages' in their place.
-  echo "gpu-check: starting the binaries with cuBLASLt and NCCL from ${pip_dirs#:} (left out of the bundle)"
+  # Every binary must start with only the bundle's libraries and the system ones (no GPU needed for this).
   for b in "$BUNDLE"/bin/test_*; do
-    LD_LIBRARY_PATH="$BUNDLE/lib$pip_dirs" "$b" --gtest_list_tests >/dev/null
+    LD_LIBRARY_PATH="$BUNDLE/lib" "$b" --gtest_list_tests >/dev/null
   done
-  for b in race-bench race-train race-eval; do LD_LIBRARY_PATH="$BUNDLE/lib$pip_dirs" "$BUNDLE/bin/$b" --help >/dev/null; done
+  for b in race-bench race-train race-eval; do LD_LIBRARY_PATH="$BUNDLE/lib" "$BUNDLE/bin/$b" --help >/dev/null; done
   # Every binary holds OpenBLAS's archive (about 30 MB, mostly kernels for every x86 CPU): together they
   # would pass 64 MiB many times over. xz shrinks each to a few MB; `run` unpacks them with python3's lzma.
   xz -6 -T"$(nproc)" "$BUNDLE"/bin/*
@@ -251,8 +234,8 @@ run_checks() {
       record "locate_$name" 0 0
     else
       echo "gpu-check: no $name under python3's site-packages/nvidia (pip packages nvidia-cublas," \
-        "nvidia-nccl-cu13): the binaries start only if the loader finds another one; install the package, or" \
-        "put its folder on LD_LIBRARY_PATH" >&2
+        "nvidia-nccl-cu13): CUDA runs find it only in the build machine's toolkit folder; install the package," \
+        "or put its folder on LD_LIBRARY_PATH" >&2
       record "locate_$name" 1 0
     fi
   done

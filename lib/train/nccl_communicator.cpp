@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "train/nccl_api.h"
 
 namespace race::train {
 
@@ -43,11 +44,11 @@ NcclCommunicator::NcclCommunicator(Communicator& host, int device_index)
 
   // Rank 0 makes the id that names this communicator; the host communicator carries it to the others.
   ncclUniqueId id{};
-  if (rank == 0) check_nccl(ncclGetUniqueId(&id), "ncclGetUniqueId");
+  if (rank == 0) check_nccl(nccl().GetUniqueId(&id), "ncclGetUniqueId");
   host_.broadcast(std::as_writable_bytes(std::span<ncclUniqueId>(&id, 1)), 0);
   // Into a local first: comm_ names a communicator only once NCCL has made one.
   ncclComm_t comm = nullptr;
-  check_nccl(ncclCommInitRank(&comm, world, id, rank), "ncclCommInitRank");
+  check_nccl(nccl().CommInitRank(&comm, world, id, rank), "ncclCommInitRank");
   comm_ = comm;
   try {
     check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags", rank,
@@ -71,9 +72,9 @@ void NcclCommunicator::release() noexcept {
   // Errors are ignored: this runs in a destructor, or on the way out of a failure already being reported.
   if (comm_ != nullptr) {
     if (aborted_)
-      ncclCommAbort(comm_);
+      nccl().CommAbort(comm_);
     else
-      ncclCommDestroy(comm_);
+      nccl().CommDestroy(comm_);
     comm_ = nullptr;
   }
   if (ready_ != nullptr) cudaEventDestroy(ready_);
@@ -100,7 +101,7 @@ void NcclCommunicator::start_sum(std::span<float> data) {
   // compute stream's later work (the backward of earlier layers).
   check_cuda(cudaEventRecord(ready_, cudaStreamLegacy), "cudaEventRecord", rank, world);
   check_cuda(cudaStreamWaitEvent(stream_, ready_, 0), "cudaStreamWaitEvent", rank, world);
-  check_nccl(ncclAllReduce(data.data(), data.data(), data.size(), ncclFloat, ncclSum, comm_, stream_),
+  check_nccl(nccl().AllReduce(data.data(), data.data(), data.size(), ncclFloat, ncclSum, comm_, stream_),
              "ncclAllReduce");
   ++pending_buckets_;
   pending_floats_ += static_cast<std::int64_t>(data.size());
@@ -120,12 +121,12 @@ void NcclCommunicator::wait_all() {
                                  host_.world_size(), what, cudaGetErrorName(state),
                                  cudaGetErrorString(state)));
     ncclResult_t async = ncclSuccess;
-    check_nccl(ncclCommGetAsyncError(comm_, &async), "ncclCommGetAsyncError");
+    check_nccl(nccl().CommGetAsyncError(comm_, &async), "ncclCommGetAsyncError");
     if (async != ncclSuccess)
       abort_and_fail(fmt::format("rank {} of {}: {} failed after {:.1f} s: {} ({}); hint: {}", host_.rank(),
                                  host_.world_size(), what,
                                  std::chrono::duration<double>(Clock::now() - start).count(),
-                                 ncclGetErrorString(async), ncclGetLastError(comm_), kNcclHint));
+                                 nccl().GetErrorString(async), nccl().GetLastError(comm_), kNcclHint));
     if (Clock::now() > deadline)
       abort_and_fail(fmt::format(
           "rank {} of {}: {} did not complete within {} s (train.collective_timeout_s): another rank has "
@@ -149,8 +150,8 @@ void NcclCommunicator::check_nccl(int result, const char* call) {
   const auto status = static_cast<ncclResult_t>(result);
   if (status == ncclSuccess) return;
   abort_and_fail(fmt::format("rank {} of {}: {} failed: {} ({}); hint: {}", host_.rank(), host_.world_size(),
-                             call, ncclGetErrorString(status),
-                             comm_ != nullptr ? ncclGetLastError(comm_) : ncclGetLastError(nullptr),
+                             call, nccl().GetErrorString(status),
+                             comm_ != nullptr ? nccl().GetLastError(comm_) : nccl().GetLastError(nullptr),
                              kNcclHint));
 }
 

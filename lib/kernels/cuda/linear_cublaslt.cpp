@@ -12,6 +12,7 @@
 #include <tuple>
 
 #include "core/error.h"
+#include "kernels/cuda/cublaslt_api.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/gemm_layout.h"
 #include "kernels/cuda/linear_cuda.h"
@@ -42,21 +43,21 @@ const char* cublas_hint(cublasStatus_t status) {
 
 void check_cublas(cublasStatus_t status, const char* call, const char* file, int line) {
   if (status == CUBLAS_STATUS_SUCCESS) return;
-  fail("{}:{}: {} failed: {} ({}); hint: {}", file, line, call, cublasLtGetStatusName(status),
-       cublasLtGetStatusString(status), cublas_hint(status));
+  fail("{}:{}: {} failed: {} ({}); hint: {}", file, line, call, cublaslt().GetStatusName(status),
+       cublaslt().GetStatusString(status), cublas_hint(status));
 }
 
 #define RACE_CUBLAS_CHECK(call) check_cublas((call), #call, __FILE__, __LINE__)
 
 // Owners of cuBLASLt's descriptors, so an exception between creation and use leaks nothing.
 struct MatmulDescDeleter {
-  void operator()(cublasLtMatmulDesc_t d) const { cublasLtMatmulDescDestroy(d); }
+  void operator()(cublasLtMatmulDesc_t d) const { cublaslt().MatmulDescDestroy(d); }
 };
 struct LayoutDeleter {
-  void operator()(cublasLtMatrixLayout_t d) const { cublasLtMatrixLayoutDestroy(d); }
+  void operator()(cublasLtMatrixLayout_t d) const { cublaslt().MatrixLayoutDestroy(d); }
 };
 struct PreferenceDeleter {
-  void operator()(cublasLtMatmulPreference_t d) const { cublasLtMatmulPreferenceDestroy(d); }
+  void operator()(cublasLtMatmulPreference_t d) const { cublaslt().MatmulPreferenceDestroy(d); }
 };
 using MatmulDesc = std::unique_ptr<cublasLtMatmulDescOpaque_t, MatmulDescDeleter>;
 using Layout = std::unique_ptr<cublasLtMatrixLayoutOpaque_t, LayoutDeleter>;
@@ -64,18 +65,18 @@ using Preference = std::unique_ptr<cublasLtMatmulPreferenceOpaque_t, PreferenceD
 
 template <class T>
 void set_attribute(cublasLtMatmulDesc_t desc, cublasLtMatmulDescAttributes_t attribute, const T& value) {
-  RACE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, attribute, &value, sizeof(value)));
+  RACE_CUBLAS_CHECK(cublaslt().MatmulDescSetAttribute(desc, attribute, &value, sizeof(value)));
 }
 template <class T>
 void set_preference(cublasLtMatmulPreference_t preference, cublasLtMatmulPreferenceAttributes_t attribute,
                     const T& value) {
-  RACE_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(preference, attribute, &value, sizeof(value)));
+  RACE_CUBLAS_CHECK(cublaslt().MatmulPreferenceSetAttribute(preference, attribute, &value, sizeof(value)));
 }
 
 // An fp32 column-major (rows, cols) matrix with leading dimension ld.
 Layout layout(int64_t rows, int64_t cols, int64_t ld) {
   cublasLtMatrixLayout_t raw = nullptr;
-  RACE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&raw, CUDA_R_32F, static_cast<uint64_t>(rows),
+  RACE_CUBLAS_CHECK(cublaslt().MatrixLayoutCreate(&raw, CUDA_R_32F, static_cast<uint64_t>(rows),
                                                static_cast<uint64_t>(cols), ld));
   return Layout(raw);
 }
@@ -109,14 +110,14 @@ struct GemmContext::State {
   ~State() {
     // Errors are ignored: a destructor cannot throw, and a failed free after a fault changes nothing.
     if (workspace != nullptr) cudaFree(workspace);
-    if (handle != nullptr) cublasLtDestroy(handle);
+    if (handle != nullptr) cublaslt().Destroy(handle);
   }
 
   // c (m, n) = a b + beta c, column-major as `g` describes, plus bias (m) when given.
   void matmul(const gemm::ColumnMajorGemm& g, const float* a, const float* b, float beta, float* c,
               const float* bias) {
     cublasLtMatmulDesc_t raw_desc = nullptr;
-    RACE_CUBLAS_CHECK(cublasLtMatmulDescCreate(&raw_desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    RACE_CUBLAS_CHECK(cublaslt().MatmulDescCreate(&raw_desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     const MatmulDesc desc(raw_desc);
     set_attribute(desc.get(), CUBLASLT_MATMUL_DESC_TRANSA, g.transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N);
     set_attribute(desc.get(), CUBLASLT_MATMUL_DESC_TRANSB, g.transpose_b ? CUBLAS_OP_T : CUBLAS_OP_N);
@@ -133,7 +134,7 @@ struct GemmContext::State {
     auto found = algorithms.find(key);
     if (found == algorithms.end()) {
       cublasLtMatmulPreference_t raw_preference = nullptr;
-      RACE_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&raw_preference));
+      RACE_CUBLAS_CHECK(cublaslt().MatmulPreferenceCreate(&raw_preference));
       const Preference preference(raw_preference);
       set_preference(preference.get(), CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, uint64_t{kWorkspaceBytes});
       set_preference(preference.get(), CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, kReductionSchemes);
@@ -143,7 +144,7 @@ struct GemmContext::State {
       set_preference(preference.get(), CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, align_c);
       cublasLtMatmulHeuristicResult_t result{};
       int count = 0;
-      RACE_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle, desc.get(), a_layout.get(), b_layout.get(),
+      RACE_CUBLAS_CHECK(cublaslt().MatmulAlgoGetHeuristic(handle, desc.get(), a_layout.get(), b_layout.get(),
                                                        c_layout.get(), c_layout.get(), preference.get(), 1,
                                                        &result, &count));
       if (count == 0)
@@ -155,14 +156,14 @@ struct GemmContext::State {
       found = algorithms.emplace(key, result.algo).first;
     }
     const float alpha = 1.f;
-    RACE_CUBLAS_CHECK(cublasLtMatmul(handle, desc.get(), &alpha, a, a_layout.get(), b, b_layout.get(), &beta,
+    RACE_CUBLAS_CHECK(cublaslt().Matmul(handle, desc.get(), &alpha, a, a_layout.get(), b, b_layout.get(), &beta,
                                      c, c_layout.get(), c, c_layout.get(), &found->second, workspace,
                                      kWorkspaceBytes, nullptr));
   }
 };
 
 GemmContext::GemmContext() : state_(std::make_unique<State>()) {
-  RACE_CUBLAS_CHECK(cublasLtCreate(&state_->handle));
+  RACE_CUBLAS_CHECK(cublaslt().Create(&state_->handle));
   RACE_CUDA_CHECK(cudaMalloc(&state_->workspace, kWorkspaceBytes));
 }
 
