@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "core/logging.h"
 #include "core/main_guard.h"
+#include "core/shared_library.h"
 
 namespace race {
 namespace {
@@ -117,3 +118,29 @@ TEST(MainGuard, ErrorsReachTheLogFile) {
 
 }  // namespace
 }  // namespace race
+
+// The run-time loading that keeps cuBLASLt and NCCL out of CPU runs: the first candidate that loads wins, a
+// library that none of the candidates names is an error listing each attempt and the hint, and a missing
+// function is an error naming the library and the function.
+TEST(SharedLibrary, OpensTheFirstCandidateThatLoadsAndNamesWhatIsMissing) {
+  const race::SharedLibrary libm({"libnot-a-library.so.7", "libm.so.6"}, "unused");
+  EXPECT_EQ(libm.opened(), "libm.so.6");
+  const auto cosine = libm.function<double (*)(double)>("cos");
+  EXPECT_DOUBLE_EQ(cosine(0.0), 1.0);
+  try {
+    libm.function<double (*)(double)>("race_no_such_function");
+    FAIL() << "expected an error";
+  } catch (const race::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("libm.so.6 has no function race_no_such_function"), std::string::npos)
+        << e.what();
+  }
+  try {
+    const race::SharedLibrary none({"libnot-a-library.so.7", "/nonexistent/libalso-not.so"}, "install it");
+    FAIL() << "expected an error";
+  } catch (const race::Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("libnot-a-library.so.7"), std::string::npos) << what;
+    EXPECT_NE(what.find("/nonexistent/libalso-not.so"), std::string::npos) << what;
+    EXPECT_NE(what.find("hint: install it"), std::string::npos) << what;
+  }
+}
