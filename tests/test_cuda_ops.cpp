@@ -602,9 +602,8 @@ TEST_F(CudaOpsTest, Linear) {
   struct Shape {
     int64_t rows, in, out;
   };
-  for (const Shape s :
-       {Shape{37, 45, 70}, Shape{1, 13, 5}, Shape{1, 768, 2304}, Shape{4099, 33, 17}, Shape{9, 1, 1},
-        Shape{70001, 8, 257}}) {
+  for (const Shape s : {Shape{37, 45, 70}, Shape{1, 13, 5}, Shape{1, 768, 2304}, Shape{4099, 33, 17},
+                        Shape{9, 1, 1}, Shape{70001, 8, 257}}) {
     SCOPED_TRACE(testing::Message() << "rows " << s.rows << " in " << s.in << " out " << s.out);
     const int64_t rows = s.rows, in = s.in, out = s.out;
     auto x = random(rows * in + 1);                                            // (N * in + 1)
@@ -634,7 +633,7 @@ TEST_F(CudaOpsTest, Linear) {
     EXPECT_LE(error(db), 1e-5);
     // The same accumulation twice from the same start: the same bits.
     const auto start = race::test::normal(rng_, out * in), bias_start = race::test::normal(rng_, out);
-    auto first = floats(start), second = floats(start);                 // (out, in) each
+    auto first = floats(start), second = floats(start);                  // (out, in) each
     auto first_db = floats(bias_start), second_db = floats(bias_start);  // (out) each
     gpu_->linear_backward(nullptr, first.gpu, first_db.gpu, dy.gpu, x1.gpu, w.gpu, rows, in, out);
     gpu_->linear_backward(nullptr, second.gpu, second_db.gpu, dy.gpu, x1.gpu, w.gpu, rows, in, out);

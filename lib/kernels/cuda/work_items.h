@@ -89,8 +89,8 @@ RACE_HD void pool_backward_channel(float* drows, const float* dpooled, const uin
 // is one (chunk, column), so the smallest long-context case, 65,536 rows of 768 columns, launches 256 x 768
 // = 196,608 threads, about 0.7 of what an H100 or H200 (132 SMs x 2048) holds at once, and 0.9 of an A100;
 // 512 rows would leave those GPUs a third full, 128 would add a half-empty second wave. At the largest
-// (262,144 x 3072) the partials are 1024 x 3072 doubles, 25 MB next to the 3.2 GB that stage 1 reads, and a
-// thread's 256 loads are of consecutive rows, 32 consecutive floats per warp each.
+// (262,144 x 3072) the partials are 1024 x 3072 doubles, 25 MB next to the 3.2 GB that stage 1 reads. A warp
+// is 32 neighbouring columns, so each of its 256 row steps loads 32 consecutive floats (coalesced).
 constexpr int64_t kColumnChunkRows = 256;
 
 RACE_HD int64_t column_chunks(int64_t rows) { return (rows + kColumnChunkRows - 1) / kColumnChunkRows; }
@@ -108,7 +108,7 @@ struct ColumnTerms {
 // in fp32 as the CPU forms it (kernels/cpu/layernorm_cpu.cpp's backward).
 struct LayerNormParamTerms {
   static constexpr int kSums = 2;
-  const float *dy, *x;     // (rows, C)
+  const float *dy, *x;       // (rows, C)
   const float *mean, *rstd;  // (rows)
   RACE_HD void operator()(double* terms, int64_t n, int64_t c, int64_t cols) const {
     const float g = dy[n * cols + c];
