@@ -4,11 +4,11 @@
 // Tolerances (relative RMS): 1e-6 for elementwise math (both sides fp32, different exp implementations),
 // 1e-5 for reductions and products (different summation orders), 1e-4 for attention and the whole model
 // (the attention kernels' own bound). Layout moves and the embedding backward (the CPU's order) are exact.
-// Without a GPU: the per-element math, the per-thread work items and the block programs the kernels share
-// with the host (elementwise_math.h, work_items.h, block_programs.h; the programs on blocks of host threads
-// with a barrier), against the fp64 references and CpuOps; the column-major products the linear layer asks
-// of cuBLASLt (gemm_layout.h), computed naively, against CpuOps, and its size checks; the out-of-memory
-// message; and CudaOps' error when there is no device.
+// Without a GPU: the per-element math, the per-thread work items (the column sums' two stages among them,
+// for every item) and the block programs the kernels share with the host (elementwise_math.h, work_items.h,
+// block_programs.h; the programs on blocks of host threads with a barrier), against the fp64 references and
+// CpuOps; the column-major products the linear layer asks of cuBLASLt (gemm_layout.h), computed naively,
+// against CpuOps, and its size checks; the out-of-memory message; and CudaOps' error when there is no device.
 #include <gtest/gtest.h>
 
 #ifdef RACE_HAVE_CUDA
@@ -182,6 +182,93 @@ TEST(CudaOpsWorkItems, PoolingChannelsAreCpuOpsBitForBit) {
       }
       EXPECT_TRUE(race::test::bit_equal(got, want));
       EXPECT_TRUE(race::test::bit_equal(got_d, want_d));
+    }
+}
+
+// ---- host: the column sums' two stages (work_items.h), every item ----
+
+// Both stages for every item onto outs[k] (cols each). Stage 1 runs its items in reverse: they are
+// independent, so the order a GPU happens to run them in cannot change the result. The partials start as
+// NaN, so one that stage 1 never writes shows.
+template <class Terms>
+void run_column_sums(std::vector<std::vector<float>>& outs, const Terms& terms, int64_t rows, int64_t cols) {
+  const int64_t chunks = items::column_chunks(rows);
+  std::vector<double> partial(static_cast<size_t>(Terms::kSums * chunks * cols),
+                              std::numeric_limits<double>::quiet_NaN());  // (kSums, chunks, cols)
+  for (int64_t chunk = chunks - 1; chunk >= 0; --chunk)
+    for (int64_t c = cols - 1; c >= 0; --c)
+      items::column_chunk_sums(partial.data(), terms, rows, cols, chunk, c);
+  for (int k = 0; k < Terms::kSums; ++k)
+    for (int64_t c = 0; c < cols; ++c)
+      items::column_total(outs[k].data(), partial.data() + k * chunks * cols, chunks, cols, c);
+}
+
+// Each got[c] against want[c] = start[c] + the fp64 sum of its terms, within `bound` times magnitude[c] =
+// |start[c]| + the sum of the terms' magnitudes: the fp64 sums are exact to far below that, so what remains
+// is the two fp32 roundings (of the sum, then of the addition), at most 2^-23 of the magnitude; the bounds
+// below allow twice that.
+void expect_sums(const std::vector<float>& got, const std::vector<double>& want,
+                 const std::vector<double>& magnitude, double bound) {
+  for (size_t c = 0; c < got.size(); ++c)
+    EXPECT_LE(std::abs(static_cast<double>(got[c]) - want[c]), bound * magnitude[c]) << "column " << c;
+}
+
+// Rows and columns that do not divide the chunk (256 rows) or the kernel's tile (256 columns).
+const std::vector<int64_t> kSumRows = {1, 7, items::kColumnChunkRows - 1, items::kColumnChunkRows + 1,
+                                       3 * items::kColumnChunkRows + 5};
+const std::vector<int64_t> kSumCols = {1, 33, 769};
+
+TEST(CudaOpsColumnSums, ColumnSumsMatchTheFp64Reference) {
+  std::mt19937_64 rng(20);
+  for (const int64_t rows : kSumRows)
+    for (const int64_t cols : kSumCols) {
+      SCOPED_TRACE(testing::Message() << "rows " << rows << " cols " << cols);
+      const auto dy = race::test::normal(rng, rows * cols), start = race::test::normal(rng, cols);
+      std::vector<double> want = widen(start), magnitude(static_cast<size_t>(cols));
+      for (int64_t c = 0; c < cols; ++c) {
+        magnitude[c] = std::abs(want[c]);
+        for (int64_t n = 0; n < rows; ++n) {
+          want[c] += dy[n * cols + c];
+          magnitude[c] += std::abs(dy[n * cols + c]);
+        }
+      }
+      std::vector<std::vector<float>> got = {start};  // accumulated onto non-zero values
+      run_column_sums(got, items::ColumnTerms{dy.data()}, rows, cols);
+      expect_sums(got[0], want, magnitude, 0x1p-22);
+    }
+}
+
+// LayerNorm's dweight += sum_n dy xhat and dbias += sum_n dy, with xhat = (x - mean) rstd taken in fp64 by
+// the reference: the terms' own fp32 rounding (three operations) adds up to 3 * 2^-24 of the magnitude.
+TEST(CudaOpsColumnSums, LayerNormParamSumsMatchTheFp64Reference) {
+  std::mt19937_64 rng(21);
+  CpuOps cpu;
+  for (const int64_t rows : kSumRows)
+    for (const int64_t C : kSumCols) {
+      SCOPED_TRACE(testing::Message() << "rows " << rows << " channels " << C);
+      const auto x = race::test::normal(rng, rows * C, 2.0, 3.0), dy = race::test::normal(rng, rows * C);
+      const auto dw0 = race::test::normal(rng, C), db0 = race::test::normal(rng, C);
+      std::vector<float> y(static_cast<size_t>(rows * C)), mean(static_cast<size_t>(rows)),
+          rstd(static_cast<size_t>(rows));
+      cpu.layernorm_forward(y.data(), mean.data(), rstd.data(), x.data(), nullptr, nullptr, rows, C, 1e-5f);
+      std::vector<double> want_w = widen(dw0), want_b = widen(db0), mag_w(static_cast<size_t>(C)),
+                          mag_b(static_cast<size_t>(C));
+      for (int64_t c = 0; c < C; ++c) {
+        mag_w[c] = std::abs(want_w[c]);
+        mag_b[c] = std::abs(want_b[c]);
+        for (int64_t n = 0; n < rows; ++n) {
+          const double g = dy[n * C + c], xhat = (double(x[n * C + c]) - mean[n]) * rstd[n];
+          want_w[c] += g * xhat;
+          want_b[c] += g;
+          mag_w[c] += std::abs(g * xhat);
+          mag_b[c] += std::abs(g);
+        }
+      }
+      std::vector<std::vector<float>> got = {dw0, db0};
+      const items::LayerNormParamTerms terms{dy.data(), x.data(), mean.data(), rstd.data()};
+      run_column_sums(got, terms, rows, C);
+      expect_sums(got[0], want_w, mag_w, 0x1p-22 + 3 * 0x1p-24);
+      expect_sums(got[1], want_b, mag_b, 0x1p-22);
     }
 }
 
@@ -506,16 +593,17 @@ TEST_F(CudaOpsTest, ElementwiseOps) {
   EXPECT_TRUE(identical(x));
 }
 
-// Shapes that are not multiples of cuBLASLt's tiles, a single row, and buffers offset by one float (4-byte
-// alignment, so the heuristic must pick algorithms that allow it); every optional pointer null in turn; dW
-// and db accumulated onto random values; the same backward twice is bit-identical (one algorithm per shape,
-// no reduction in the output buffer).
+// Shapes that are not multiples of cuBLASLt's tiles, a single row, many rows (db's column sums over 274
+// chunks), and buffers offset by one float (4-byte alignment, so the heuristic must pick algorithms that
+// allow it); every optional pointer null in turn; dW and db accumulated onto random values; the same
+// backward twice is bit-identical (one algorithm per shape, no reduction in the output buffer, db's sums in
+// a fixed order).
 TEST_F(CudaOpsTest, Linear) {
   struct Shape {
     int64_t rows, in, out;
   };
-  for (const Shape s :
-       {Shape{37, 45, 70}, Shape{1, 13, 5}, Shape{1, 768, 2304}, Shape{4099, 33, 17}, Shape{9, 1, 1}}) {
+  for (const Shape s : {Shape{37, 45, 70}, Shape{1, 13, 5}, Shape{1, 768, 2304}, Shape{4099, 33, 17},
+                        Shape{9, 1, 1}, Shape{70001, 8, 257}}) {
     SCOPED_TRACE(testing::Message() << "rows " << s.rows << " in " << s.in << " out " << s.out);
     const int64_t rows = s.rows, in = s.in, out = s.out;
     auto x = random(rows * in + 1);                                            // (N * in + 1)
@@ -544,11 +632,13 @@ TEST_F(CudaOpsTest, Linear) {
     gpu_->linear_backward(nullptr, nullptr, db.gpu, dy.gpu, nullptr, nullptr, rows, in, out);
     EXPECT_LE(error(db), 1e-5);
     // The same accumulation twice from the same start: the same bits.
-    const auto start = race::test::normal(rng_, out * in);
-    auto first = floats(start), second = floats(start);  // (out, in) each
-    gpu_->linear_backward(nullptr, first.gpu, nullptr, dy.gpu, x1.gpu, w.gpu, rows, in, out);
-    gpu_->linear_backward(nullptr, second.gpu, nullptr, dy.gpu, x1.gpu, w.gpu, rows, in, out);
+    const auto start = race::test::normal(rng_, out * in), bias_start = race::test::normal(rng_, out);
+    auto first = floats(start), second = floats(start);                  // (out, in) each
+    auto first_db = floats(bias_start), second_db = floats(bias_start);  // (out) each
+    gpu_->linear_backward(nullptr, first.gpu, first_db.gpu, dy.gpu, x1.gpu, w.gpu, rows, in, out);
+    gpu_->linear_backward(nullptr, second.gpu, second_db.gpu, dy.gpu, x1.gpu, w.gpu, rows, in, out);
     EXPECT_TRUE(race::test::bit_equal(gpu_values(first), gpu_values(second)));
+    EXPECT_TRUE(race::test::bit_equal(gpu_values(first_db), gpu_values(second_db)));
   }
   race::test::expect_error([&] { gpu_->linear_forward(nullptr, nullptr, nullptr, nullptr, 2, 0, 3); },
                            "linear_forward (CUDA): rows = 2, in = 0, out = 3");
@@ -556,26 +646,46 @@ TEST_F(CudaOpsTest, Linear) {
                            "must not be null");
 }
 
+// Also many rows (the parameter gradients' column sums over 274 chunks), and the same backward twice from
+// the same start gives the same bits.
 TEST_F(CudaOpsTest, LayerNorm) {
-  const int64_t rows = 33, C = 300;
-  auto x = random(rows * C, 3.0), w = random(C), b = random(C), dy = random(rows * C);
-  auto y = zeros(rows * C), mean = zeros(rows), rstd = zeros(rows), dx = random(rows * C), dw = random(C),
-       db = random(C);
-  for (bool affine : {false, true}) {
-    cpu_.layernorm_forward(y.cpu, mean.cpu, rstd.cpu, x.cpu, affine ? w.cpu : nullptr, affine ? b.cpu : nullptr,
-                           rows, C, 1e-5f);
-    gpu_->layernorm_forward(y.gpu, mean.gpu, rstd.gpu, x.gpu, affine ? w.gpu : nullptr, affine ? b.gpu : nullptr,
-                            rows, C, 1e-5f);
-    EXPECT_LE(error(y), 1e-6);
-    EXPECT_LE(error(mean), 1e-6);
-    EXPECT_LE(error(rstd), 1e-6);
-    cpu_.layernorm_backward(dx.cpu, dw.cpu, db.cpu, dy.cpu, x.cpu, affine ? w.cpu : nullptr, mean.cpu, rstd.cpu,
-                            rows, C);
-    gpu_->layernorm_backward(dx.gpu, dw.gpu, db.gpu, dy.gpu, x.gpu, affine ? w.gpu : nullptr, mean.gpu, rstd.gpu,
-                             rows, C);
-    EXPECT_LE(error(dx), 1e-5);
-    EXPECT_LE(error(dw), 1e-5);
-    EXPECT_LE(error(db), 1e-5);
+  struct Shape {
+    int64_t rows, C;
+  };
+  for (const Shape s : {Shape{33, 300}, Shape{70001, 257}}) {
+    SCOPED_TRACE(testing::Message() << "rows " << s.rows << " channels " << s.C);
+    const int64_t rows = s.rows, C = s.C;
+    auto x = random(rows * C, 3.0), w = random(C), b = random(C), dy = random(rows * C);  // (N, C), (C), (C)
+    auto y = zeros(rows * C), mean = zeros(rows), rstd = zeros(rows), dx = random(rows * C), dw = random(C),
+         db = random(C);
+    for (bool affine : {false, true}) {
+      cpu_.layernorm_forward(y.cpu, mean.cpu, rstd.cpu, x.cpu, affine ? w.cpu : nullptr,
+                             affine ? b.cpu : nullptr, rows, C, 1e-5f);
+      gpu_->layernorm_forward(y.gpu, mean.gpu, rstd.gpu, x.gpu, affine ? w.gpu : nullptr,
+                              affine ? b.gpu : nullptr, rows, C, 1e-5f);
+      EXPECT_LE(error(y), 1e-6);
+      EXPECT_LE(error(mean), 1e-6);
+      EXPECT_LE(error(rstd), 1e-6);
+      cpu_.layernorm_backward(dx.cpu, dw.cpu, db.cpu, dy.cpu, x.cpu, affine ? w.cpu : nullptr, mean.cpu,
+                              rstd.cpu, rows, C);
+      gpu_->layernorm_backward(dx.gpu, dw.gpu, db.gpu, dy.gpu, x.gpu, affine ? w.gpu : nullptr, mean.gpu,
+                               rstd.gpu, rows, C);
+      EXPECT_LE(error(dx), 1e-5);
+      EXPECT_LE(error(dw), 1e-5);
+      EXPECT_LE(error(db), 1e-5);
+    }
+    cpu_.layernorm_backward(dx.cpu, nullptr, db.cpu, dy.cpu, x.cpu, w.cpu, mean.cpu, rstd.cpu, rows, C);
+    gpu_->layernorm_backward(dx.gpu, nullptr, db.gpu, dy.gpu, x.gpu, w.gpu, mean.gpu, rstd.gpu, rows, C);
+    EXPECT_LE(error(db), 1e-5);  // dbias alone: dy's column sum
+    const auto dx_start = race::test::normal(rng_, rows * C), param_start = race::test::normal(rng_, C);
+    auto dx1 = floats(dx_start), dx2 = floats(dx_start);  // (N, C) each
+    auto dw1 = floats(param_start), dw2 = floats(param_start), db1 = floats(param_start),
+         db2 = floats(param_start);  // (C) each
+    gpu_->layernorm_backward(dx1.gpu, dw1.gpu, db1.gpu, dy.gpu, x.gpu, w.gpu, mean.gpu, rstd.gpu, rows, C);
+    gpu_->layernorm_backward(dx2.gpu, dw2.gpu, db2.gpu, dy.gpu, x.gpu, w.gpu, mean.gpu, rstd.gpu, rows, C);
+    EXPECT_TRUE(race::test::bit_equal(gpu_values(dx1), gpu_values(dx2)));
+    EXPECT_TRUE(race::test::bit_equal(gpu_values(dw1), gpu_values(dw2)));
+    EXPECT_TRUE(race::test::bit_equal(gpu_values(db1), gpu_values(db2)));
   }
 }
 

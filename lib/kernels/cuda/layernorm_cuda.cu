@@ -1,9 +1,10 @@
 // LayerNorm on CUDA: one block per row running block_programs.h's row programs (fp64 block sums in a fixed
-// tree), and one thread per channel, rows in order, for the parameter gradients, so every result is the same
-// on every run.
+// tree), and column_sums_cuda.h's two fixed-order stages for the parameter gradients, so every result is the
+// same on every run.
 #include "kernels/cuda/layernorm_cuda.h"
 
 #include "kernels/cuda/block_programs.h"
+#include "kernels/cuda/column_sums_cuda.h"
 #include "kernels/cuda/cuda_block.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/launch.h"
@@ -27,21 +28,6 @@ __global__ void backward_rows_kernel(float* dx, const float* dy, const float* x,
                                    x + row * channels, weight, mean[row], rstd[row], channels);
 }
 
-// dweight (C) += sum_n dy xhat, dbias (C) += sum_n dy: one thread per channel, rows in order, fp64.
-__global__ void backward_params_kernel(float* dweight, float* dbias, const float* dy, const float* x,
-                                       const float* mean, const float* rstd, int64_t rows, int64_t channels) {
-  const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (c >= channels) return;
-  double w_sum = 0.0, b_sum = 0.0;
-  for (int64_t n = 0; n < rows; ++n) {
-    const float g = dy[n * channels + c];
-    w_sum += static_cast<double>(g * ((x[n * channels + c] - mean[n]) * rstd[n]));
-    b_sum += static_cast<double>(g);
-  }
-  if (dweight != nullptr) dweight[c] += static_cast<float>(w_sum);
-  if (dbias != nullptr) dbias[c] += static_cast<float>(b_sum);
-}
-
 }  // namespace
 
 void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* weight, const float* bias,
@@ -57,10 +43,7 @@ void layernorm_backward(float* dx, float* dweight, float* dbias, const float* dy
   if (rows == 0) return;
   backward_rows_kernel<<<static_cast<unsigned>(rows), kThreads>>>(dx, dy, x, weight, mean, rstd, channels);
   RACE_CUDA_CHECK(cudaGetLastError());
-  if (dweight == nullptr && dbias == nullptr) return;
-  backward_params_kernel<<<static_cast<unsigned>((channels + kThreads - 1) / kThreads), kThreads>>>(
-      dweight, dbias, dy, x, mean, rstd, rows, channels);
-  RACE_CUDA_CHECK(cudaGetLastError());
+  layernorm_param_sums(dweight, dbias, dy, x, mean, rstd, rows, channels);
 }
 
 }  // namespace race::kernels::cuda

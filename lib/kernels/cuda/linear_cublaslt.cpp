@@ -12,6 +12,7 @@
 #include <tuple>
 
 #include "core/error.h"
+#include "kernels/cuda/column_sums_cuda.h"
 #include "kernels/cuda/cublaslt_api.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/gemm_layout.h"
@@ -193,7 +194,7 @@ void GemmContext::linear_backward(float* dx, float* dweight, float* dbias, const
     if (x == nullptr) fail("linear_backward (CUDA): x is null (needed for dweight)");
     state_->matmul(gemm::weight_grad_gemm(rows, in, out), x, dy, 1.f, dweight, nullptr);  // dW^T += x^T dy
   }
-  if (dbias != nullptr) bias_grad_accumulate(dbias, dy, rows, out);
+  if (dbias != nullptr) column_sums(dbias, dy, rows, out);
 }
 
 }  // namespace race::kernels::cuda

@@ -3,7 +3,7 @@
 //   backward: dx = dy W (overwritten), dW += dy^T x, db += sum_n dy (accumulated); any may be null.
 // The products go through cuBLASLt (linear_cublaslt.cpp), in fp32 with CUBLAS_COMPUTE_32F: no TF32 (nor any
 // other reduced-precision mode), so results match the CPU within fp32 rounding. Forward adds the bias in
-// cuBLASLt's BIAS epilogue; db is our own column sum (linear_cuda.cu), because cuBLASLt's BGRADB epilogue
+// cuBLASLt's BIAS epilogue; db is our own column sum (column_sums_cuda.h), because cuBLASLt's BGRADB epilogue
 // overwrites the bias gradient where the layer accumulates into it.
 // Deterministic: one algorithm per shape (chosen once and cached), and only algorithms that finish the
 // split-K dot products without reducing in the output buffer (see linear_cublaslt.cpp). Sizes are 64-bit.
@@ -37,8 +37,5 @@ class GemmContext {
   struct State;  // cuBLASLt's types stay out of this header
   std::unique_ptr<State> state_;
 };
-
-// dbias (out) += sum over rows of dy (rows, out), fp64 sums with the rows in order (the CPU's arithmetic).
-void bias_grad_accumulate(float* dbias, const float* dy, int64_t rows, int64_t out);
 
 }  // namespace race::kernels::cuda

@@ -1,5 +1,6 @@
 // The per-thread work of the CUDA model kernels whose threads are independent (no barrier, no shared
-// memory): head layouts, RoPE, the embedding backward and pooling. The .cu kernels call these for their
+// memory): head layouts, RoPE, the embedding backward, pooling, and the two stages of the column sums (the
+// linear layer's bias gradient, LayerNorm's weight and bias gradients). The .cu kernels call these for their
 // thread's item; the host tests call them for every item in a loop and compare with CpuOps and the fp64
 // references, so the index arithmetic is checked without a GPU. C++17 and no CUDA headers: the host
 // compiler includes this file too.
@@ -75,6 +76,69 @@ RACE_HD void pool_backward_channel(float* drows, const float* dpooled, const uin
   for (int64_t t = 0; t < seq_len; ++t) count += is_real(key_mask, b, t, seq_len);
   const float g = cls ? dpooled[item] : (count > 0 ? dpooled[item] / static_cast<float>(count) : 0.f);
   for (int64_t t = 0; t < seq_len; ++t) row[t * channels] = (cls ? t == 0 : is_real(key_mask, b, t, seq_len)) ? g : 0.f;
+}
+
+// ---- Column sums over rows: out[k] (cols) += sum_n term_k(n, c), for every k < Terms::kSums ----
+// In two fixed-order stages, so there are no float atomics and every run gives the same bits: stage 1, item
+// (chunk, c), sums column c over the rows of its chunk in row order, in fp64, into partial (chunks, cols) of
+// each sum; stage 2, item c, adds column c's partials in chunk order, in fp64, and adds that total rounded to
+// fp32 into out[k][c]. The CPU also sums in fp64, but in another order (the linear layer's bias gradient in
+// one serial pass over the rows, LayerNorm's over its own row blocks), so the two differ only in the last
+// fp64 bits before the rounding to fp32: not always bit for bit.
+// The chunk is 256 rows, fixed (the order, hence the bits, must not depend on the device): a stage-1 thread
+// is one (chunk, column), so the smallest long-context case, 65,536 rows of 768 columns, launches 256 x 768
+// = 196,608 threads, about 0.7 of what an H100 or H200 (132 SMs x 2048) holds at once, and 0.9 of an A100;
+// 512 rows would leave those GPUs a third full, 128 would add a half-empty second wave. At the largest
+// (262,144 x 3072) the partials are 1024 x 3072 doubles, 25 MB next to the 3.2 GB that stage 1 reads. A warp
+// is 32 neighbouring columns, so each of its 256 row steps loads 32 consecutive floats (coalesced).
+constexpr int64_t kColumnChunkRows = 256;
+
+RACE_HD int64_t column_chunks(int64_t rows) { return (rows + kColumnChunkRows - 1) / kColumnChunkRows; }
+
+// The terms of the linear layer's bias gradient: dy (rows, cols) itself.
+struct ColumnTerms {
+  static constexpr int kSums = 1;
+  const float* dy;  // (rows, cols)
+  RACE_HD void operator()(double* terms, int64_t n, int64_t c, int64_t cols) const {
+    terms[0] = static_cast<double>(dy[n * cols + c]);
+  }
+};
+
+// The terms of LayerNorm's parameter gradients, dy xhat (dweight) and dy (dbias), with xhat = (x - mean) rstd
+// in fp32 as the CPU forms it (kernels/cpu/layernorm_cpu.cpp's backward).
+struct LayerNormParamTerms {
+  static constexpr int kSums = 2;
+  const float *dy, *x;       // (rows, C)
+  const float *mean, *rstd;  // (rows)
+  RACE_HD void operator()(double* terms, int64_t n, int64_t c, int64_t cols) const {
+    const float g = dy[n * cols + c];
+    terms[0] = static_cast<double>(g * ((x[n * cols + c] - mean[n]) * rstd[n]));
+    terms[1] = static_cast<double>(g);
+  }
+};
+
+// Stage 1, item (chunk, c): partial (Terms::kSums, chunks, cols) gets the fp64 sums of column c over the
+// rows of `chunk`, in row order.
+template <class Terms>
+RACE_HD void column_chunk_sums(double* partial, const Terms& terms, int64_t rows, int64_t cols, int64_t chunk,
+                               int64_t c) {
+  double sums[Terms::kSums] = {};
+  const int64_t first = chunk * kColumnChunkRows;
+  const int64_t last = rows - first < kColumnChunkRows ? rows : first + kColumnChunkRows;
+  for (int64_t n = first; n < last; ++n) {
+    double t[Terms::kSums];
+    terms(t, n, c, cols);
+    for (int k = 0; k < Terms::kSums; ++k) sums[k] += t[k];
+  }
+  const int64_t chunks = column_chunks(rows);
+  for (int k = 0; k < Terms::kSums; ++k) partial[(k * chunks + chunk) * cols + c] = sums[k];
+}
+
+// Stage 2, item c: out (cols) += column c of one sum's partial (chunks, cols), added in chunk order in fp64.
+RACE_HD void column_total(float* out, const double* partial, int64_t chunks, int64_t cols, int64_t c) {
+  double sum = 0.0;
+  for (int64_t chunk = 0; chunk < chunks; ++chunk) sum += partial[chunk * cols + c];
+  out[c] += static_cast<float>(sum);
 }
 
 }  // namespace race::kernels::cuda::items
