@@ -13,6 +13,7 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "core/hdf5_io.h"
+#include "test_support.h"
 #if RACE_HAVE_CUDA
 #include "kernels/cuda/device_info.h"
 #endif
@@ -24,6 +25,7 @@
 namespace {
 
 namespace fs = std::filesystem;
+using race::test::error_of;
 using race::train::run_training;
 
 bool gpu_present() {
@@ -34,17 +36,6 @@ bool gpu_present() {
 #endif
 }
 
-// The error of `call`, which must throw race::Error.
-template <typename Call>
-std::string error_of(Call&& call) {
-  try {
-    call();
-  } catch (const race::Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a race::Error";
-  return {};
-}
 using race::train::TrainOptions;
 
 class Trainer : public ::testing::Test {
