@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "kernels/cuda/block_programs.h"
+#include "kernels/cuda/cublaslt_api.h"
 #include "kernels/cuda/device_info.h"
 #include "kernels/cuda/elementwise_math.h"
 #include "kernels/cuda/gemm_layout.h"
@@ -322,6 +323,24 @@ TEST(CudaOpsGemmLayout, ColumnMajorProductsMatchCpuOps) {
     EXPECT_LE(relative_rms(got_dx, widen(dx)), 1e-6);
     EXPECT_LE(relative_rms(got_dw, widen(dw)), 1e-6);
   }
+}
+
+// cuBLASLt is opened at run time (kernels/cuda/cublaslt_api.h): the library is found and holds every function
+// GemmContext calls under the names it asks for. No GPU is needed to check that.
+TEST(CudaOpsGemmLayout, CublasLtOpensWithEveryFunction) {
+  const race::kernels::cuda::CublasLtApi& api = race::kernels::cuda::cublaslt();
+  for (const void* function :
+       {reinterpret_cast<const void*>(api.Create), reinterpret_cast<const void*>(api.Destroy),
+        reinterpret_cast<const void*>(api.GetStatusName), reinterpret_cast<const void*>(api.GetStatusString),
+        reinterpret_cast<const void*>(api.Matmul), reinterpret_cast<const void*>(api.MatmulAlgoGetHeuristic),
+        reinterpret_cast<const void*>(api.MatmulDescCreate), reinterpret_cast<const void*>(api.MatmulDescDestroy),
+        reinterpret_cast<const void*>(api.MatmulDescSetAttribute),
+        reinterpret_cast<const void*>(api.MatmulPreferenceCreate),
+        reinterpret_cast<const void*>(api.MatmulPreferenceDestroy),
+        reinterpret_cast<const void*>(api.MatmulPreferenceSetAttribute),
+        reinterpret_cast<const void*>(api.MatrixLayoutCreate), reinterpret_cast<const void*>(api.MatrixLayoutDestroy)})
+    EXPECT_NE(function, nullptr);
+  EXPECT_STREQ(api.GetStatusName(CUBLAS_STATUS_NOT_SUPPORTED), "CUBLAS_STATUS_NOT_SUPPORTED");
 }
 
 TEST(CudaOpsGemmLayout, StoredShapesFollowTheTransposes) {

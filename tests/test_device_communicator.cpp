@@ -21,6 +21,9 @@
 #include "train/communicator.h"
 #include "train/device_communicator.h"
 #include "train/gradient_buckets.h"
+#if RACE_HAVE_NCCL
+#include "train/nccl_api.h"
+#endif
 #include "train/staged_communicator.h"
 
 namespace {
@@ -229,3 +232,18 @@ TEST(TwoRanks, NcclSumsInBucketsEqualTheMpiSums) {
 }
 
 }  // namespace
+
+#if RACE_HAVE_NCCL
+// NCCL is opened at run time (train/nccl_api.h): the library is found and holds every function
+// NcclCommunicator calls under the names it asks for. No GPU is needed to check that.
+TEST(NcclLibrary, OpensWithEveryFunction) {
+  const race::train::NcclApi& api = race::train::nccl();
+  for (const void* function :
+       {reinterpret_cast<const void*>(api.AllReduce), reinterpret_cast<const void*>(api.CommAbort),
+        reinterpret_cast<const void*>(api.CommDestroy), reinterpret_cast<const void*>(api.CommGetAsyncError),
+        reinterpret_cast<const void*>(api.CommInitRank), reinterpret_cast<const void*>(api.GetErrorString),
+        reinterpret_cast<const void*>(api.GetLastError), reinterpret_cast<const void*>(api.GetUniqueId)})
+    EXPECT_NE(function, nullptr);
+  EXPECT_NE(std::string(api.GetErrorString(ncclInvalidArgument)).find("invalid argument"), std::string::npos);
+}
+#endif
