@@ -114,7 +114,10 @@ build_bundle() {
 # record NAME STATUS SECONDS: one entry of steps.json.
 STEPS=()
 record() {
-  STEPS+=("{\"step\": \"$1\", \"status\": $2, \"seconds\": $3, \"timed_out\": $([ "$2" = 124 ] && echo true || echo false)}")
+  # 124: timeout stopped the step; 137: it did not stop and --kill-after killed it.
+  local timed_out=false
+  if [ "$2" = 124 ] || [ "$2" = 137 ]; then timed_out=true; fi
+  STEPS+=("{\"step\": \"$1\", \"status\": $2, \"seconds\": $3, \"timed_out\": $timed_out}")
   echo "gpu-check: $1: status $2 in ${3}s"
 }
 
@@ -221,7 +224,7 @@ run_checks() {
   # packed into one archive, beside this part's log and steps.
   local out=${OUT:-gpu-check-out}
   mkdir -p "$out"
-  exec > >(tee "$out/gpu-check-$part.log") 2>&1
+  exec 3>&1 4>&2 > >(tee "$out/gpu-check-$part.log") 2>&1
   local work
   work=$(mktemp -d)
   export LD_LIBRARY_PATH="$PWD/$BUNDLE/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
@@ -259,8 +262,13 @@ run_checks() {
     echo "[${STEPS[*]}]"
   ) >"$work/steps.json"
   cp "$work/steps.json" "$out/steps-$part.json"
-  tar -C "$work" -czf "$out/gpu-check-$part.tar.gz" .
+  # The generated dataset can be made again (mqar_data's command) and would only crowd the 16 MiB a file
+  # may bring back.
+  tar -C "$work" --exclude=./data -czf "$out/gpu-check-$part.tar.gz" .
   echo "gpu-check: results in $out/gpu-check-$part.tar.gz"
+  # Let tee write the log's last lines before the runner collects $OUT.
+  exec 1>&3 2>&4 3>&- 4>&-
+  wait
 }
 
 case "${1:-}" in

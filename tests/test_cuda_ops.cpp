@@ -614,7 +614,8 @@ TEST_F(CudaOpsTest, ElementwiseOps) {
 
 // Shapes that are not multiples of cuBLASLt's tiles, a single row, many rows (db's column sums over 274
 // chunks), and buffers offset by one float (4-byte alignment, so the heuristic must pick algorithms that
-// allow it); every optional pointer null in turn; dW and db accumulated onto random values; the same
+// allow it, and a bias too misaligned for the epilogue is added before the product); every optional pointer
+// null in turn; dW and db accumulated onto random values; the same
 // backward twice is bit-identical (one algorithm per shape, no reduction in the output buffer, db's sums in
 // a fixed order).
 TEST_F(CudaOpsTest, Linear) {
@@ -626,14 +627,17 @@ TEST_F(CudaOpsTest, Linear) {
     SCOPED_TRACE(testing::Message() << "rows " << s.rows << " in " << s.in << " out " << s.out);
     const int64_t rows = s.rows, in = s.in, out = s.out;
     auto x = random(rows * in + 1);                                            // (N * in + 1)
-    auto w = random(out * in, 0.2), b = random(out), dy = random(rows * out);  // (out, in), (out), (N, out)
+    auto w = random(out * in, 0.2), b = random(out + 1);  // (out, in), (out + 1)
+    auto dy = random(rows * out);                          // (N, out)
     auto y = zeros(rows * out), dx = zeros(rows * in);                         // (N, out), (N, in)
     auto dw = random(out * in), db = random(out);             // (out, in), (out): accumulated into
     const auto x1 = Floats{x.cpu + 1, x.gpu + 1, rows * in};  // (N, in), 4-byte aligned
-    for (bool with_bias : {false, true}) {
-      cpu_.linear_forward(y.cpu, x1.cpu, w.cpu, with_bias ? b.cpu : nullptr, rows, in, out);
-      gpu_->linear_forward(y.gpu, x1.gpu, w.gpu, with_bias ? b.gpu : nullptr, rows, in, out);
-      EXPECT_LE(error(y), 1e-5);
+    // The bias aligned (the epilogue) and 4-byte aligned (added before the product).
+    for (const int64_t bias_offset : {int64_t{-1}, int64_t{0}, int64_t{1}}) {
+      const bool with_bias = bias_offset >= 0;
+      cpu_.linear_forward(y.cpu, x1.cpu, w.cpu, with_bias ? b.cpu + bias_offset : nullptr, rows, in, out);
+      gpu_->linear_forward(y.gpu, x1.gpu, w.gpu, with_bias ? b.gpu + bias_offset : nullptr, rows, in, out);
+      EXPECT_LE(error(y), 1e-5) << "bias offset " << bias_offset;
     }
     cpu_.linear_backward(dx.cpu, dw.cpu, db.cpu, dy.cpu, x1.cpu, w.cpu, rows, in, out);
     gpu_->linear_backward(dx.gpu, dw.gpu, db.gpu, dy.gpu, x1.gpu, w.gpu, rows, in, out);

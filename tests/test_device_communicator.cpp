@@ -59,7 +59,9 @@ class RecordingHost final : public Communicator {
   }
   void sum(std::span<double> values) override {
     calls.emplace_back("sum");
-    if (other_rank_sums_the_same)
+    if (!other_rank_values.empty())
+      for (size_t i = 0; i < values.size(); ++i) values[i] += other_rank_values[i];
+    else if (other_rank_sums_the_same)
       for (double& v : values) v *= 2.0;
   }
   void broadcast(std::span<std::byte> bytes, int root) override {
@@ -76,6 +78,7 @@ class RecordingHost final : public Communicator {
   const float* watched = nullptr;  // an element of the device memory, recorded at each wait_all
   double timeout_s = 0.0;
   bool other_rank_sums_the_same = true;  // false: the other rank's contribution to sum() is zero
+  std::vector<double> other_rank_values;  // when set: the other rank's contribution to sum()
 };
 
 TEST(StagedCommunicator, SumsStagedCopiesAndWritesTheResultsBackAfterTheHostWait) {
@@ -150,29 +153,44 @@ TEST(StagedCommunicator, LeavesEverythingButTheGradientSumsToTheHost) {
 TEST(DeviceGradientCommunicator, NoneForOneProcessOrTheCpuBackend) {
   race::model::CpuOps ops;
   race::train::SingleProcessCommunicator single;
-  EXPECT_EQ(race::train::device_gradient_communicator(single, ops, true, 0, 8), nullptr);
+  EXPECT_EQ(race::train::device_gradient_communicator(single, ops, true, 0, 1), nullptr);
   RecordingHost host;
-  EXPECT_EQ(race::train::device_gradient_communicator(host, ops, false, 0, 8), nullptr);
+  EXPECT_EQ(race::train::device_gradient_communicator(host, ops, false, 0, 1), nullptr);
   EXPECT_TRUE(host.calls.empty()) << "the CPU backend needs no agreement between the ranks";
 }
 
 TEST(DeviceGradientCommunicator, StagedWhenTheRanksOfANodeShareAGpu) {
   race::model::CpuOps ops;
-  RecordingHost host;  // 2 ranks on this node
-  const auto comm = race::train::device_gradient_communicator(host, ops, true, 0, 1);
+  RecordingHost host;  // 2 ranks on this node, both on this GPU
+  const auto comm = race::train::device_gradient_communicator(host, ops, true, 0, 2);
   EXPECT_NE(dynamic_cast<StagedCommunicator*>(comm.get()), nullptr);
   // The ranks agreed through one host sum, which every rank makes.
   EXPECT_EQ(host.calls, std::vector<std::string>({"sum"}));
 }
 
-// This rank has a GPU of its own (2 ranks, 2 devices), but the other rank reports that it cannot use NCCL:
-// every rank takes the staged path, whether this build has NCCL or not.
+// This rank has a GPU of its own, but the other rank reports that it cannot use NCCL: every rank takes the
+// staged path, whether this build has NCCL or not.
 TEST(DeviceGradientCommunicator, StagedWhenAnotherRankCannotUseNccl) {
   race::model::CpuOps ops;
   RecordingHost host;
   host.other_rank_sums_the_same = false;
-  const auto comm = race::train::device_gradient_communicator(host, ops, true, 0, 2);
+  const auto comm = race::train::device_gradient_communicator(host, ops, true, 0, 1);
   EXPECT_NE(dynamic_cast<StagedCommunicator*>(comm.get()), nullptr);
+}
+
+// Ranks count who shares their GPU by its identity: rank 0 (the other rank here) on the same GPU or on
+// another one, whatever numbers CUDA_VISIBLE_DEVICES gave them.
+TEST(DeviceGradientCommunicator, RanksSharingAGpuAreCountedByItsIdentity) {
+  const std::string uuid = "6a1f0c2e9b7d4e11a0c3b5d7e9f10203";
+  const auto identity = [](const std::string& u) {
+    return static_cast<double>(race::train::checksum(std::as_bytes(std::span<const char>(u))) >> 16);
+  };
+  RecordingHost same;
+  same.other_rank_values = {identity(uuid), 0.0};
+  EXPECT_EQ(race::train::ranks_sharing_gpu(same, uuid), 2);
+  RecordingHost other;
+  other.other_rank_values = {identity("00000000000000000000000000000001"), 0.0};
+  EXPECT_EQ(race::train::ranks_sharing_gpu(other, uuid), 1);
 }
 
 TEST(SingleProcessCommunicator, BroadcastLeavesTheBytesAlone) {

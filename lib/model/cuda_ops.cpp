@@ -71,7 +71,19 @@ void* CudaOps::allocate_device(int64_t bytes) {
   if (bytes < 0) fail("CudaOps: cannot allocate {} bytes", bytes);
   if (bytes == 0) return nullptr;  // nothing to own; cudaMemset would reject a null pointer
   void* data = nullptr;
-  const cudaError_t status = cudaMalloc(&data, static_cast<size_t>(bytes));
+  cudaError_t status = cudaMalloc(&data, static_cast<size_t>(bytes));
+  if (status == cudaErrorMemoryAllocation) {
+    // The kernels' scratch pool keeps what it took (the constructor's release threshold): hand it back to
+    // the device and try once more before giving up.
+    cudaGetLastError();
+    int device = 0;
+    cudaMemPool_t pool = nullptr;
+    RACE_CUDA_CHECK(cudaDeviceSynchronize());
+    RACE_CUDA_CHECK(cudaGetDevice(&device));
+    RACE_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
+    RACE_CUDA_CHECK(cudaMemPoolTrimTo(pool, 0));
+    status = cudaMalloc(&data, static_cast<size_t>(bytes));
+  }
   if (status == cudaErrorMemoryAllocation) {
     cudaGetLastError();
     size_t free_bytes = 0, total_bytes = 0;

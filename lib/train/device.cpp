@@ -30,6 +30,7 @@ ComputeDevice open_cpu() {
   const long pages = sysconf(_SC_PHYS_PAGES), page_size = sysconf(_SC_PAGE_SIZE);
   if (pages <= 0 || page_size <= 0) fail("cannot read the amount of physical memory (sysconf)");
   device.memory_bytes = static_cast<int64_t>(pages) * static_cast<int64_t>(page_size);
+  device.total_bytes = device.memory_bytes;
   device.description =
       fmt::format("CPU ({:.1f} GB of memory)", static_cast<double>(device.memory_bytes) / 1e9);
   return device;
@@ -47,10 +48,14 @@ ComputeDevice open_cuda([[maybe_unused]] std::string_view source, [[maybe_unused
   device.kind = DeviceKind::cuda;
   device.logits_block_bytes = int64_t{256} << 20;
   device.cuda_count = static_cast<int>(query.devices.size());
-  device.cuda_index = local_rank % device.cuda_count;
+  // The ordinal CUDA gives the device, not its position in the list (a device that failed to answer the
+  // query is left out of it).
+  const kernels::cuda::DeviceInfo& info = query.devices[static_cast<size_t>(local_rank % device.cuda_count)];
+  device.cuda_index = info.index;
   auto ops = std::make_unique<model::CudaOps>(device.cuda_index);
   device.memory_bytes = ops->free_device_bytes();
-  const kernels::cuda::DeviceInfo& info = query.devices[static_cast<size_t>(device.cuda_index)];
+  device.total_bytes = info.memory_bytes;
+  device.gpu_uuid = info.uuid;
   device.description = fmt::format(
       "CUDA device {} of {} ({}, compute capability {}.{}, {:.1f} GB free of {:.1f} GB)", device.cuda_index,
       device.cuda_count, info.name, info.compute_major, info.compute_minor,

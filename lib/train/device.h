@@ -19,15 +19,24 @@ struct ComputeDevice {
   std::unique_ptr<model::Ops> ops;
   std::string description;   // for the log: "CPU" or "CUDA device 0 of 1 (NVIDIA H200, 140.4 GB)"
   int64_t memory_bytes = 0;  // CPU: physical memory; CUDA: the device's free memory when it was opened
-  int cuda_index = -1;       // CUDA: the device this process uses
+  int64_t total_bytes = 0;   // CPU: physical memory; CUDA: the device's memory
+  int cuda_index = -1;       // CUDA: the device this process uses (its CUDA ordinal)
   int cuda_count = 0;        // CUDA: devices visible to this process
+  std::string gpu_uuid;      // CUDA: the physical GPU, however CUDA_VISIBLE_DEVICES numbers it
   // model::ModelSpec::logits_block_bytes suited to the device: a CPU's cache, or matrix products large
   // enough to fill a GPU.
   int64_t logits_block_bytes = int64_t{4} << 20;
 
-  // The share of memory_bytes a memory plan may take: a tenth of a GPU's free memory stays for the kernels'
-  // per-call scratch and the libraries, a fifth of the host's for everything else running on it.
+  // The share of memory a memory plan may take: a tenth of a GPU's stays for the kernels' per-call scratch
+  // and the libraries, a fifth of the host's for everything else running on it.
   double budget_fraction() const { return kind == DeviceKind::cuda ? 0.9 : 0.8; }
+  // The bytes one of `sharing` processes on this memory may plan for. One process on a GPU takes its share
+  // of what was free when it opened the device; processes sharing one take their share of its total, since
+  // each measured the free memory at a different moment of the others' allocations.
+  double budget_bytes(int sharing) const {
+    const auto base = kind == DeviceKind::cuda && sharing == 1 ? memory_bytes : total_bytes;
+    return budget_fraction() * static_cast<double>(base) / sharing;
+  }
 };
 
 // Whether this build has the CUDA backend (the CUDA toolkit was found when it was configured).

@@ -4,50 +4,69 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "train/staged_communicator.h"
 #if RACE_HAVE_NCCL
+#include "train/nccl_api.h"
 #include "train/nccl_communicator.h"
 #endif
 
 namespace race::train {
 
+int ranks_sharing_gpu(Communicator& host, const std::string& gpu_uuid) {
+  // 48 bits of the identity's hash per rank: exact in a double, and a collision between two GPUs of one
+  // job is a 1 in 2^48 chance.
+  const uint64_t mine = checksum(std::as_bytes(std::span<const char>(gpu_uuid))) >> 16;
+  std::vector<double> identities(static_cast<size_t>(host.world_size()), 0.0);
+  identities[static_cast<size_t>(host.rank())] = static_cast<double>(mine);
+  host.sum(identities);
+  return static_cast<int>(std::count(identities.begin(), identities.end(), static_cast<double>(mine)));
+}
+
 std::unique_ptr<Communicator> device_gradient_communicator(Communicator& host, model::Ops& ops,
                                                            bool cuda_device,
                                                            [[maybe_unused]] int cuda_device_index,
-                                                           int cuda_device_count) {
+                                                           int ranks_on_gpu) {
   if (host.world_size() == 1 || !cuda_device) return nullptr;
+  const bool own_gpu = ranks_on_gpu == 1;
+  // Whether NCCL can run here: built in, and its library loads (it is opened at run time).
+  std::string nccl_missing;
 #if RACE_HAVE_NCCL
-  constexpr bool nccl_built = true;
+  try {
+    nccl();
+  } catch (const Error& e) {
+    nccl_missing = e.what();
+  }
 #else
-  constexpr bool nccl_built = false;
+  nccl_missing = "this build has no NCCL";
 #endif
-  const bool own_gpu = host.local_size() <= cuda_device_count;
-  // NCCL needs every rank in its communicator, so one rank without its own GPU (or a binary without NCCL)
-  // sends all of them to the staged sums. The sum runs in both builds, so the ranks make the same calls.
-  std::vector<double> ranks_able = {nccl_built && own_gpu ? 1.0 : 0.0};
+  // NCCL needs every rank in its communicator, so one rank without its own GPU (or without NCCL) sends all of
+  // them to the staged sums. The sum runs in both builds, so the ranks make the same calls.
+  std::vector<double> ranks_able = {nccl_missing.empty() && own_gpu ? 1.0 : 0.0};
   host.sum(ranks_able);
   const int able = static_cast<int>(ranks_able[0]);
 #if RACE_HAVE_NCCL
   if (able == host.world_size()) {
     spdlog::info(
-        "rank {} of {}: gradient sums with NCCL on CUDA device {} ({} ranks on this node, {} devices)",
-        host.rank(), host.world_size(), cuda_device_index, host.local_size(), cuda_device_count);
+        "rank {} of {}: gradient sums with NCCL on CUDA device {}, a GPU of its own", host.rank(),
+        host.world_size(), cuda_device_index);
     return std::make_unique<NcclCommunicator>(host, cuda_device_index);
   }
 #endif
   std::string why;
-  if (!nccl_built)
-    why = "this build has no NCCL";
+  if (!nccl_missing.empty())
+    why = nccl_missing;
   else if (!own_gpu)
-    why = fmt::format("{} ranks on this node share {} CUDA device(s)", host.local_size(), cuda_device_count);
+    why = fmt::format("{} ranks share this rank's GPU", ranks_on_gpu);
   else
-    why = fmt::format(
-        "{} of {} ranks cannot use NCCL (a build without it, or more ranks than CUDA devices on "
-        "their node)",
-        host.world_size() - able, host.world_size());
+    why = fmt::format("{} of {} ranks cannot use NCCL (no NCCL, or a GPU shared with another rank)",
+                      host.world_size() - able, host.world_size());
   spdlog::info("rank {} of {}: gradient sums staged through host memory over MPI: {}", host.rank(),
                host.world_size(), why);
   return std::make_unique<StagedCommunicator>(host, ops);

@@ -5,20 +5,26 @@
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include "model/ops.h"
 #include "train/communicator.h"
 
 namespace race::train {
 
+// How many ranks of `host` (this one included) use the physical GPU `gpu_uuid`: a host sum of every rank's
+// GPU identity, so it holds whatever CUDA_VISIBLE_DEVICES each rank was given. Collective: every rank calls
+// it at the same point.
+int ranks_sharing_gpu(Communicator& host, const std::string& gpu_uuid);
+
 // The communicator for the gradient sums of `ops`' memory, decorating `host` (which, like `ops`, must
 // outlive it), or nullptr when `host` sums them itself: world_size() == 1, or CPU ops (`cuda_device` false).
-// On CUDA: NcclCommunicator on `cuda_device_index` when NCCL is built (RACE_HAVE_NCCL) and on every rank
-// local_size() <= `cuda_device_count` (the ranks agree through a host sum, so all take the same path),
-// otherwise StagedCommunicator. Collective on the CUDA path: every rank calls it at the same point. Logs
-// the choice and why.
+// On CUDA: NcclCommunicator on `cuda_device_index` when on every rank NCCL is built (RACE_HAVE_NCCL) and its
+// library loads, and the rank's GPU is its own (`ranks_on_gpu` == 1, from ranks_sharing_gpu); the ranks agree
+// through a host sum, so all take the same path. Otherwise StagedCommunicator. Collective on the CUDA path:
+// every rank calls it at the same point. Logs the choice and why.
 std::unique_ptr<Communicator> device_gradient_communicator(Communicator& host, model::Ops& ops,
                                                            bool cuda_device, int cuda_device_index,
-                                                           int cuda_device_count);
+                                                           int ranks_on_gpu);
 
 }  // namespace race::train

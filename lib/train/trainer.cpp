@@ -299,14 +299,17 @@ TrainResult run_training(const TrainOptions& options, Communicator& comm,
   // the activations kept for the backward, and the scratch the layers share, against the device's budget
   // (ComputeDevice::budget_fraction). Processes that share a machine's memory or a GPU split it.
   const model::MemoryPlan plan = model::plan_memory(spec, batch_size, context);
+  // Ranks on one GPU are counted by its identity, whatever CUDA_VISIBLE_DEVICES gave each of them.
   const int sharing = device.kind == DeviceKind::cuda
-                          ? (comm.local_size() + device.cuda_count - 1) / device.cuda_count
+                          ? (comm.world_size() > 1 ? ranks_sharing_gpu(comm, device.gpu_uuid) : 1)
                           : comm.local_size();
   const double budget_fraction = device.budget_fraction();
-  const double budget = budget_fraction * static_cast<double>(device.memory_bytes) / sharing;
+  const double budget = device.budget_bytes(sharing);
   const std::string budget_text =
       fmt::format("{:.0f}% of {}{}", budget_fraction * 100.0,
-                  device.kind == DeviceKind::cuda ? "the GPU's free memory" : "this machine's memory",
+                  device.kind == DeviceKind::cpu ? "this machine's memory"
+                  : sharing == 1                 ? "the GPU's free memory"
+                                                 : "the GPU's memory",
                   sharing > 1 ? fmt::format(", split over the {} processes that share it", sharing) : "");
   const double optimizer_bytes = 2.0 * sizeof(float) * static_cast<double>(plan.parameters);
   const double needed = static_cast<double>(plan.bytes(batch_size, context)) + optimizer_bytes;
@@ -498,8 +501,9 @@ TrainResult run_training(const TrainOptions& options, Communicator& comm,
   // Several ranks: the gradient sum in buckets, started as the last micro-batch's backward finishes each
   // range. On a GPU the gradients are device memory: NCCL sums them there, or they are staged through the
   // host (train/device_communicator.h); on the CPU the host communicator sums them in place.
-  const std::unique_ptr<Communicator> device_sums = device_gradient_communicator(
-      comm, ops, device.kind == DeviceKind::cuda, device.cuda_index, device.cuda_count);
+  const std::unique_ptr<Communicator> device_sums =
+      device_gradient_communicator(comm, ops, device.kind == DeviceKind::cuda, device.cuda_index, sharing);
+  if (device_sums) device_sums->set_timeout(train_cfg.at("collective_timeout_s").get<double>());
   Communicator& gradient_comm = device_sums ? *device_sums : comm;
   std::optional<GradientBuckets> buckets;
   if (comm.world_size() > 1) {

@@ -30,6 +30,11 @@ DeviceQuery query_devices() {
     info.multiprocessors = prop.multiProcessorCount;
     info.sm_clock_khz = sm_clock_khz;
     info.memory_bytes = static_cast<int64_t>(prop.totalGlobalMem);
+    static const char kHex[] = "0123456789abcdef";
+    for (const char byte : prop.uuid.bytes) {
+      info.uuid += kHex[(static_cast<unsigned char>(byte) >> 4) & 15];
+      info.uuid += kHex[static_cast<unsigned char>(byte) & 15];
+    }
     // double data rate: two transfers per clock
     info.memory_bandwidth_gbs = 2.0 * memory_clock_khz * 1e3 * (bus_width_bits / 8.0) / 1e9;
     query.devices.push_back(info);

@@ -16,6 +16,7 @@ struct DeviceInfo {
   int multiprocessors = 0;
   int sm_clock_khz = 0;  // peak SM clock (0: not reported): with the SM count, the FP32 CUDA-core peak
   int64_t memory_bytes = 0;
+  std::string uuid;  // hex of cudaDeviceProp::uuid: tells processes whether they share one physical GPU
   double memory_bandwidth_gbs = 0.0;  // from memory clock and bus width: the roofline for RACE kernels
 };
 

@@ -30,6 +30,9 @@ void fill(float* x, float value, int64_t n) {
 void add(float* y, const float* x, int64_t n) {
   for_each(n, [=] __device__(int64_t i) { y[i] += x[i]; });
 }
+void broadcast_rows(float* y, const float* row, int64_t rows, int64_t cols) {
+  for_each(rows * cols, [=] __device__(int64_t i) { y[i] = row[i % cols]; });
+}
 void gelu_forward(float* y, const float* x, int64_t n) {
   for_each(n, [=] __device__(int64_t i) { y[i] = math::gelu_forward(x[i]); });
 }

@@ -9,6 +9,7 @@ namespace race::kernels::cuda {
 
 void fill(float* x, float value, int64_t n);
 void add(float* y, const float* x, int64_t n);                               // y += x
+void broadcast_rows(float* y, const float* row, int64_t rows, int64_t cols);  // y (rows, cols) = row (cols)
 void gelu_forward(float* y, const float* x, int64_t n);                      // y may be x
 void gelu_backward(float* dx, const float* dy, const float* x, int64_t n);   // overwritten; dx may be dy
 void exp_forward(float* y, const float* x, int64_t n);                       // y = exp(x)

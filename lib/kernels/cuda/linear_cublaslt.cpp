@@ -15,6 +15,7 @@
 #include "kernels/cuda/column_sums_cuda.h"
 #include "kernels/cuda/cublaslt_api.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/elementwise_cuda.h"
 #include "kernels/cuda/gemm_layout.h"
 #include "kernels/cuda/linear_cuda.h"
 
@@ -83,6 +84,8 @@ Layout layout(int64_t rows, int64_t cols, int64_t ld) {
 }
 
 uint32_t alignment_of(const void* p) { return gemm::alignment_bytes(reinterpret_cast<uintptr_t>(p)); }
+
+constexpr uint32_t kBiasEpilogueAlignment = 16;
 
 // 32 MiB: what NVIDIA suggests for cuBLASLt on Hopper; split-K algorithms keep their partial products here.
 constexpr size_t kWorkspaceBytes = size_t{32} << 20;
@@ -177,6 +180,13 @@ void GemmContext::linear_forward(float* y, const float* x, const float* weight, 
   if (rows == 0) return;
   if (y == nullptr || x == nullptr || weight == nullptr)
     fail("linear_forward (CUDA): y, x and weight must not be null");
+  // cuBLASLt's bias epilogue wants an aligned vector (16 bytes is safe on every GPU), and a bias inside the
+  // parameter arena can start anywhere: a misaligned one goes into y first and the product adds onto it.
+  if (bias != nullptr && alignment_of(bias) < kBiasEpilogueAlignment) {
+    broadcast_rows(y, bias, rows, out);                                          // y (N, out) = b
+    state_->matmul(gemm::forward_gemm(rows, in, out), weight, x, 1.f, y, nullptr);  // y^T += W x^T
+    return;
+  }
   state_->matmul(gemm::forward_gemm(rows, in, out), weight, x, 0.f, y, bias);  // y^T (out, N) = W x^T + b
 }
 
