@@ -153,16 +153,16 @@ TEST(StagedCommunicator, LeavesEverythingButTheGradientSumsToTheHost) {
 TEST(DeviceGradientCommunicator, NoneForOneProcessOrTheCpuBackend) {
   race::model::CpuOps ops;
   race::train::SingleProcessCommunicator single;
-  EXPECT_EQ(race::train::device_gradient_communicator(single, ops, true, 0, 1), nullptr);
+  EXPECT_EQ(race::train::device_gradient_communicator(single, ops, true, 0, 1, 5.0), nullptr);
   RecordingHost host;
-  EXPECT_EQ(race::train::device_gradient_communicator(host, ops, false, 0, 1), nullptr);
+  EXPECT_EQ(race::train::device_gradient_communicator(host, ops, false, 0, 1, 5.0), nullptr);
   EXPECT_TRUE(host.calls.empty()) << "the CPU backend needs no agreement between the ranks";
 }
 
 TEST(DeviceGradientCommunicator, StagedWhenTheRanksOfANodeShareAGpu) {
   race::model::CpuOps ops;
   RecordingHost host;  // 2 ranks on this node, both on this GPU
-  const auto comm = race::train::device_gradient_communicator(host, ops, true, 0, 2);
+  const auto comm = race::train::device_gradient_communicator(host, ops, true, 0, 2, 5.0);
   EXPECT_NE(dynamic_cast<StagedCommunicator*>(comm.get()), nullptr);
   // The ranks agreed through one host sum, which every rank makes.
   EXPECT_EQ(host.calls, std::vector<std::string>({"sum"}));
@@ -174,7 +174,7 @@ TEST(DeviceGradientCommunicator, StagedWhenAnotherRankCannotUseNccl) {
   race::model::CpuOps ops;
   RecordingHost host;
   host.other_rank_sums_the_same = false;
-  const auto comm = race::train::device_gradient_communicator(host, ops, true, 0, 1);
+  const auto comm = race::train::device_gradient_communicator(host, ops, true, 0, 1, 5.0);
   EXPECT_NE(dynamic_cast<StagedCommunicator*>(comm.get()), nullptr);
 }
 

@@ -32,7 +32,7 @@ int ranks_sharing_gpu(Communicator& host, const std::string& gpu_uuid) {
 std::unique_ptr<Communicator> device_gradient_communicator(Communicator& host, model::Ops& ops,
                                                            bool cuda_device,
                                                            [[maybe_unused]] int cuda_device_index,
-                                                           int ranks_on_gpu) {
+                                                           int ranks_on_gpu, [[maybe_unused]] double timeout_s) {
   if (host.world_size() == 1 || !cuda_device) return nullptr;
   const bool own_gpu = ranks_on_gpu == 1;
   // Whether NCCL can run here: built in, and its library loads (it is opened at run time).
@@ -56,7 +56,7 @@ std::unique_ptr<Communicator> device_gradient_communicator(Communicator& host, m
     spdlog::info(
         "rank {} of {}: gradient sums with NCCL on CUDA device {}, a GPU of its own", host.rank(),
         host.world_size(), cuda_device_index);
-    return std::make_unique<NcclCommunicator>(host, cuda_device_index);
+    return std::make_unique<NcclCommunicator>(host, cuda_device_index, timeout_s);
   }
 #endif
   std::string why;

@@ -23,8 +23,10 @@ int ranks_sharing_gpu(Communicator& host, const std::string& gpu_uuid);
 // library loads, and the rank's GPU is its own (`ranks_on_gpu` == 1, from ranks_sharing_gpu); the ranks agree
 // through a host sum, so all take the same path. Otherwise StagedCommunicator. Collective on the CUDA path:
 // every rank calls it at the same point. Logs the choice and why.
+// `timeout_s` is the NCCL start-up's and sums' deadline (train.collective_timeout_s; the staged sums use
+// the host's).
 std::unique_ptr<Communicator> device_gradient_communicator(Communicator& host, model::Ops& ops,
                                                            bool cuda_device, int cuda_device_index,
-                                                           int ranks_on_gpu);
+                                                           int ranks_on_gpu, double timeout_s);
 
 }  // namespace race::train

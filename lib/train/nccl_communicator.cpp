@@ -7,6 +7,10 @@
 #include <nccl.h>
 
 #include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
 #include <thread>
 
 #include "core/error.h"
@@ -29,8 +33,8 @@ void check_cuda(cudaError_t status, const char* call, int rank, int world) {
 
 }  // namespace
 
-NcclCommunicator::NcclCommunicator(Communicator& host, int device_index)
-    : GradientSumDecorator(host), device_(device_index) {
+NcclCommunicator::NcclCommunicator(Communicator& host, int device_index, double timeout_s)
+    : GradientSumDecorator(host), device_(device_index), timeout_s_(timeout_s) {
   const int rank = host_.rank(), world = host_.world_size();
   int devices = 0;
   const cudaError_t counted = cudaGetDeviceCount(&devices);
@@ -46,9 +50,31 @@ NcclCommunicator::NcclCommunicator(Communicator& host, int device_index)
   ncclUniqueId id{};
   if (rank == 0) check_nccl(nccl().GetUniqueId(&id), "ncclGetUniqueId");
   host_.broadcast(std::as_writable_bytes(std::span<ncclUniqueId>(&id, 1)), 0);
-  // Into a local first: comm_ names a communicator only once NCCL has made one.
+  // Into a local first: comm_ names a communicator only once NCCL has made one. ncclCommInitRank waits for
+  // every rank with no deadline of its own, and a rank that died after the broadcast would leave this one
+  // there for good; a watchdog ends the process past the deadline, and the launcher then ends the job.
   ncclComm_t comm = nullptr;
-  check_nccl(nccl().CommInitRank(&comm, world, id, rank), "ncclCommInitRank");
+  std::mutex mutex;
+  std::condition_variable joined;
+  bool finished = false;
+  std::thread watchdog([&] {
+    std::unique_lock lock(mutex);
+    if (joined.wait_for(lock, std::chrono::duration<double>(timeout_s_), [&] { return finished; })) return;
+    fmt::print(stderr,
+               "error: rank {} of {}: ncclCommInitRank did not finish within {} s (train.collective_timeout_s): "
+               "another rank has ended or cannot reach this one; hint: {}\n",
+               rank, world, timeout_s_, kNcclHint);
+    std::fflush(stderr);
+    std::_Exit(1);
+  });
+  const ncclResult_t started = nccl().CommInitRank(&comm, world, id, rank);
+  {
+    const std::lock_guard lock(mutex);
+    finished = true;
+  }
+  joined.notify_one();
+  watchdog.join();
+  check_nccl(started, "ncclCommInitRank");
   comm_ = comm;
   try {
     check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags", rank,

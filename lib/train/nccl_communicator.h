@@ -24,8 +24,10 @@ class NcclCommunicator final : public GradientSumDecorator {
  public:
   // Makes CUDA device `device_index` current and joins the NCCL communicator of all ranks of `host`, which
   // must outlive the object. Every rank must construct one at the same point (it is a collective). The sums'
-  // memory must be on that device. race::Error when the device does not exist or NCCL fails to start.
-  NcclCommunicator(Communicator& host, int device_index);
+  // memory must be on that device. race::Error when the device does not exist or NCCL fails to start; a
+  // start-up that has not finished after `timeout_s` (another rank has gone) ends the process with a message,
+  // since ncclCommInitRank cannot be interrupted. `timeout_s` is also the sums' deadline (set_timeout).
+  NcclCommunicator(Communicator& host, int device_index, double timeout_s);
   ~NcclCommunicator() override;
   NcclCommunicator(const NcclCommunicator&) = delete;
   NcclCommunicator& operator=(const NcclCommunicator&) = delete;
@@ -50,7 +52,7 @@ class NcclCommunicator final : public GradientSumDecorator {
   void release() noexcept;
 
   int device_;
-  double timeout_s_ = kDefaultCollectiveTimeoutS;
+  double timeout_s_;
   ncclComm* comm_ = nullptr;
   CUstream_st* stream_ = nullptr;  // non-blocking: the all-reduces, apart from the compute stream
   CUevent_st* ready_ = nullptr;    // recorded on the compute stream before each all-reduce

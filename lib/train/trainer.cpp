@@ -502,8 +502,8 @@ TrainResult run_training(const TrainOptions& options, Communicator& comm,
   // range. On a GPU the gradients are device memory: NCCL sums them there, or they are staged through the
   // host (train/device_communicator.h); on the CPU the host communicator sums them in place.
   const std::unique_ptr<Communicator> device_sums =
-      device_gradient_communicator(comm, ops, device.kind == DeviceKind::cuda, device.cuda_index, sharing);
-  if (device_sums) device_sums->set_timeout(train_cfg.at("collective_timeout_s").get<double>());
+      device_gradient_communicator(comm, ops, device.kind == DeviceKind::cuda, device.cuda_index, sharing,
+                                   train_cfg.at("collective_timeout_s").get<double>());
   Communicator& gradient_comm = device_sums ? *device_sums : comm;
   std::optional<GradientBuckets> buckets;
   if (comm.world_size() > 1) {

@@ -130,8 +130,8 @@ bool check_nccl(Communicator& comm) {
     return false;
   }
 #if RACE_HAVE_NCCL
-  race::train::NcclCommunicator nccl(comm, comm.local_rank());  // makes the device current for CudaOps
-  race::model::CudaOps ops;
+  race::train::NcclCommunicator nccl(comm, comm.local_rank(), 60.0);
+  race::model::CudaOps ops(comm.local_rank());  // the device NCCL sums on
   float* device = ops.allocate(kArena);  // (kArena) this rank's gradients on its GPU
   const std::vector<float> want = expected_sum(comm.world_size());
   for (int step = 0; step < 2; ++step) {
