@@ -137,6 +137,11 @@ TEST_F(Trainer, EvaluatingTheCheckpointGivesTheLoggedValidationLoss) {
   EXPECT_NEAR(evaluated.result.bits_per_byte, evaluated.result.loss / std::log(2.0), 1e-9);
   eval.split = "test";
   EXPECT_THROW(race::train::evaluate_checkpoint(eval), race::Error);
+  // A context far past the machine's memory is refused by the plan, before anything is allocated.
+  eval.split = "val";
+  eval.batch_size = 1 << 20;
+  const std::string error = error_of([&] { race::train::evaluate_checkpoint(eval); });
+  EXPECT_NE(error.find("race-eval: --context 32 x --batch-size 1048576 needs"), std::string::npos) << error;
 }
 
 TEST_F(Trainer, GenerationIsSeededAndLearnsTheCorpus) {
