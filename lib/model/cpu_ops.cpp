@@ -267,8 +267,7 @@ void CpuOps::exp_backward(float* dx, const float* dy, const float* y, int64_t co
 
 double CpuOps::grad_norm(const float* grads, int64_t count) { return cpu::grad_norm(grads, count); }
 
-void CpuOps::adamw(float* params, const float* grads, float* m, float* v, int64_t count,
-                   const AdamWStep& step) {
+cpu::AdamWOptions adamw_options(const AdamWStep& step) {
   cpu::AdamWOptions options;
   options.lr = step.lr;
   options.beta1 = step.beta1;
@@ -277,7 +276,12 @@ void CpuOps::adamw(float* params, const float* grads, float* m, float* v, int64_
   options.weight_decay = step.weight_decay;
   options.step = step.step;
   options.grad_scale = step.grad_scale;
-  cpu::adamw_step(params, grads, m, v, count, options);
+  return options;
+}
+
+void CpuOps::adamw(float* params, const float* grads, float* m, float* v, int64_t count,
+                   const AdamWStep& step) {
+  cpu::adamw_step(params, grads, m, v, count, adamw_options(step));
 }
 
 }  // namespace race::model

@@ -4,9 +4,13 @@
 #include <memory>
 #include <vector>
 
+#include "kernels/cpu/adamw_cpu.h"
 #include "model/ops.h"
 
 namespace race::model {
+
+// model/ops.h's AdamWStep as the AdamW kernels' options (both backends check and apply these).
+kernels::cpu::AdamWOptions adamw_options(const AdamWStep& step);
 
 class CpuOps final : public Ops {
  public:

@@ -8,7 +8,6 @@
 #include <cmath>
 
 #include "core/error.h"
-#include "kernels/cpu/adamw_cpu.h"
 #include "kernels/cuda/adamw_cuda.h"
 #include "kernels/cuda/attention_decode_cuda.h"
 #include "kernels/cuda/cross_entropy_cuda.h"
@@ -22,6 +21,7 @@
 #include "kernels/cuda/pooling_cuda.h"
 #include "kernels/cuda/rope_cuda.h"
 #include "kernels/cuda/softmax_attention_cuda.h"
+#include "model/cpu_ops.h"
 
 namespace race::model {
 
@@ -290,15 +290,7 @@ double CudaOps::grad_norm(const float* grads, int64_t count) { return kc::grad_n
 
 void CudaOps::adamw(float* params, const float* grads, float* m, float* v, int64_t count, const AdamWStep& step) {
   // The CPU kernel's option checks, with its messages: on zero elements it checks and touches nothing.
-  kernels::cpu::AdamWOptions options;
-  options.lr = step.lr;
-  options.beta1 = step.beta1;
-  options.beta2 = step.beta2;
-  options.eps = step.eps;
-  options.weight_decay = step.weight_decay;
-  options.step = step.step;
-  options.grad_scale = step.grad_scale;
-  kernels::cpu::adamw_step(nullptr, nullptr, nullptr, nullptr, 0, options);
+  kernels::cpu::adamw_step(nullptr, nullptr, nullptr, nullptr, 0, adamw_options(step));
   kc::adamw(params, grads, m, v, count,
             kc::math::adamw_constants(step.lr, step.beta1, step.beta2, step.eps, step.weight_decay, step.step,
                                       step.grad_scale));

@@ -7,6 +7,7 @@
 
 #include "kernels/cuda/cuda_block.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/launch.h"
 #include "kernels/cuda/stream_scratch.h"
 #include "kernels/cuda/race_attention_cuda.h"
 #include "kernels/cuda/race_span.h"
@@ -14,8 +15,6 @@
 namespace race::kernels::cuda {
 
 namespace {
-
-constexpr int kThreads = 256;  // lanes of every block program
 
 using Block = CudaBlock<kThreads>;
 
@@ -68,14 +67,8 @@ int64_t shared_bytes(const tile::Dims& dims) {
 // Rejects shapes whose block working set does not fit this device's shared memory; sets the kernel's limit.
 template <class Kernel>
 void allow_shared_memory(Kernel kernel, int64_t bytes) {
-  int device = 0, limit = 0;
-  RACE_CUDA_CHECK(cudaGetDevice(&device));
-  RACE_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  if (bytes > limit)
-    throw std::invalid_argument("race attention (CUDA): this shape needs " + std::to_string(bytes) +
-                                " bytes of shared memory per block and the GPU allows " + std::to_string(limit) +
-                                "; use a smaller head_dim D or fewer buckets (tables L * 2^bits P)");
-  RACE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+  cuda::allow_shared_memory(kernel, bytes, "race attention (CUDA): this shape",
+                            "; use a smaller head_dim D or fewer buckets (tables L * 2^bits P)");
 }
 
 // Sizes, options and the span plan of a call, without tensors.
@@ -114,15 +107,10 @@ Problem<T> make_problem(const RaceAttentionShape& shape, const RaceAttentionOpti
   return p;
 }
 
-unsigned grid_of(int64_t items, int threads) {
-  const int64_t blocks = (items + threads - 1) / threads;
-  return static_cast<unsigned>(blocks < 65536 ? blocks : 65536);
-}
-
 template <class T>
 void scan(const Problem<T>& p, const SpanSums& sums, cudaStream_t stream) {
   const int64_t size = p.dims.state_size();
-  scan_spans_kernel<<<grid_of(p.rows() * size, 256), 256, 0, stream>>>(sums, p.rows(), p.spans, size);
+  scan_spans_kernel<<<grid_for(p.rows() * size, 256), 256, 0, stream>>>(sums, p.rows(), p.spans, size);
   RACE_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -166,7 +154,7 @@ void run_backward(Problem<T> p, const void* dout, const RaceCudaGradients& grads
   backward_keys_kernel<T><<<blocks, kThreads, smem, stream>>>(p);
   RACE_CUDA_CHECK(cudaGetLastError());
   if (grads.dbeta != nullptr) {
-    reduce_dbeta_kernel<T><<<grid_of(p.heads, 128), 128, 0, stream>>>(p, grads.dbeta);
+    reduce_dbeta_kernel<T><<<grid_for(p.heads, 128), 128, 0, stream>>>(p, grads.dbeta);
     RACE_CUDA_CHECK(cudaGetLastError());
   }
 }

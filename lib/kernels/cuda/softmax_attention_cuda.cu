@@ -8,6 +8,7 @@
 
 #include "kernels/cuda/cuda_block.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/launch.h"
 #include "kernels/cuda/stream_scratch.h"
 #include "kernels/cuda/softmax_attention_cuda.h"
 #include "kernels/cuda/softmax_flash.h"
@@ -17,8 +18,6 @@ namespace race::kernels::cuda {
 namespace {
 
 using flash::SoftmaxProblem;
-
-constexpr int kThreads = 256;
 
 using Block = CudaBlock<kThreads>;
 
@@ -49,13 +48,7 @@ __global__ void __launch_bounds__(kThreads) backward_key_kernel(SoftmaxProblem<T
 // Rejects shapes whose tiles do not fit this device's shared memory; sets the kernel's limit.
 template <class Kernel>
 void allow_shared_memory(Kernel kernel, int64_t bytes) {
-  int device = 0, limit = 0;
-  RACE_CUDA_CHECK(cudaGetDevice(&device));
-  RACE_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  if (bytes > limit)
-    throw std::invalid_argument("softmax attention (CUDA): head_dim needs " + std::to_string(bytes) +
-                                " bytes of shared memory per block and the GPU allows " + std::to_string(limit));
-  RACE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+  cuda::allow_shared_memory(kernel, bytes, "softmax attention (CUDA): head_dim", "");
 }
 
 template <class T>
