@@ -24,6 +24,8 @@
 #include "train/checkpoint.h"
 #include "train/tokenizer.h"
 
+#include "test_support.h"
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -85,16 +87,13 @@ double max_param_difference(const fs::path& a, const fs::path& b) {
   return worst;
 }
 
-class Distributed : public ::testing::Test {
+class Distributed : public race::test::TempDirTest {
  protected:
+  Distributed() : TempDirTest("distributed") {}
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("race-distributed-" + std::to_string(::getpid()) + "-" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    TempDirTest::SetUp();
     write_corpus(dir_ / "corpus.h5");
   }
-  void TearDown() override { fs::remove_all(dir_); }
 
   // Sentences, a quarter of them followed by a run of 0 to 15 end-of-text tokens: rows hold very different
   // numbers of maskable (non-special) tokens, so under MLM the two ranks' shards score different numbers of
@@ -172,8 +171,6 @@ class Distributed : public ::testing::Test {
       EXPECT_NEAR(loss, b.at(step), 1e-6 * std::fabs(loss)) << what << ": step " << step;
     }
   }
-
-  fs::path dir_;
 };
 
 // Global batch 4 x grad_accum 2: two ranks of 2 rows each against one process of 4. MLM on this corpus

@@ -38,16 +38,13 @@ bool gpu_present() {
 
 using race::train::TrainOptions;
 
-class Trainer : public ::testing::Test {
+class Trainer : public race::test::TempDirTest {
  protected:
+  Trainer() : TempDirTest("trainer") {}
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("race-trainer-" + std::to_string(::getpid()) + "-" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    TempDirTest::SetUp();
     write_corpus(dir_ / "corpus.h5");
   }
-  void TearDown() override { fs::remove_all(dir_); }
 
   // A few sentences repeated: learnable, so the loss must fall far below log(vocab).
   static void write_corpus(const fs::path& path) {
@@ -81,8 +78,6 @@ class Trainer : public ::testing::Test {
                             .dump(2);
     return path;
   }
-
-  fs::path dir_;
 };
 
 TEST_F(Trainer, ValidationLossFallsFarBelowUniform) {
