@@ -13,7 +13,6 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "core/hdf5_io.h"
-#include "test_support.h"
 #if RACE_HAVE_CUDA
 #include "kernels/cuda/device_info.h"
 #endif
@@ -21,6 +20,8 @@
 #include "train/evaluation.h"
 #include "train/tokenizer.h"
 #include "train/trainer.h"
+
+#include "test_support.h"
 
 namespace {
 
