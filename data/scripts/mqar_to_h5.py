@@ -19,9 +19,7 @@ import argparse
 import random
 import sys
 
-import numpy as np
-
-from race_h5 import LmSplit, atomic_h5, write_byte_tokenizer
+from race_h5 import atomic_h5, write_examples
 
 KEYS = range(0x80, 0x100)
 VALUES = range(0x21, 0x7F)
@@ -86,13 +84,11 @@ def main(argv=None):
     rng = random.Random(args.seed)
     try:
         with atomic_h5(args.output) as h5:
-            for split, count in (("train", args.train_examples), ("val", args.val_examples)):
-                writer = LmSplit(h5, split, with_mask=True)
-                for _ in range(count):
-                    pairs = rng.choice(counts)
-                    writer.add(*example(rng, pairs, queries or pairs, length))
-                writer.close()
-            write_byte_tokenizer(h5)
+            def draw():
+                pairs = rng.choice(counts)
+                return example(rng, pairs, queries or pairs, length)
+
+            write_examples(h5, args.train_examples, args.val_examples, draw)
     except OSError as error:
         print(f"mqar_to_h5.py: error: {error}", file=sys.stderr)
         return 1

@@ -23,7 +23,7 @@ import os
 import random
 import sys
 
-from race_h5 import LmSplit, atomic_h5, write_byte_tokenizer
+from race_h5 import atomic_h5, write_examples
 
 SENTENCES = b"The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
 NEEDLE = "The pass key is {}. Remember it. "
@@ -114,12 +114,8 @@ def main(argv=None):
     rng = random.Random(args.seed)
     try:
         with contextlib.closing(Filler(args.filler_file)) as filler, atomic_h5(args.output) as h5:
-            for split, count in (("train", args.train_examples), ("val", args.val_examples)):
-                writer = LmSplit(h5, split, with_mask=True)
-                for _ in range(count):
-                    writer.add(*example(rng, filler, args.context + 1, args.digits, depth))
-                writer.close()
-            write_byte_tokenizer(h5)
+            write_examples(h5, args.train_examples, args.val_examples,
+                           lambda: example(rng, filler, args.context + 1, args.digits, depth))
     except OSError as error:
         print(f"passkey_to_h5.py: error: {error}", file=sys.stderr)
         return 1

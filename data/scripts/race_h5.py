@@ -85,3 +85,14 @@ class LmSplit:
     def close(self):
         self.flush()
         self.h5.create_dataset(f"{self.name}/doc_offsets", data=np.array(self.offsets, dtype=np.uint64))
+
+
+def write_examples(h5, train_count, val_count, make_example):
+    """A synthetic task's file: train_count and val_count documents from make_example() -> (bytes, loss mask),
+    one per call in that order, then the byte tokenizer."""
+    for split, count in (("train", train_count), ("val", val_count)):
+        writer = LmSplit(h5, split, with_mask=True)
+        for _ in range(count):
+            writer.add(*make_example())
+        writer.close()
+    write_byte_tokenizer(h5)

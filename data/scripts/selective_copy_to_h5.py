@@ -16,7 +16,7 @@ import random
 import string
 import sys
 
-from race_h5 import LmSplit, atomic_h5, write_byte_tokenizer
+from race_h5 import atomic_h5, write_examples
 
 LETTERS = (string.ascii_lowercase + string.ascii_uppercase).encode()
 BLANK, SEPARATOR = b".", b"|"
@@ -55,12 +55,8 @@ def main(argv=None):
     rng = random.Random(args.seed)
     try:
         with atomic_h5(args.output) as h5:
-            for split, count in (("train", args.train_examples), ("val", args.val_examples)):
-                writer = LmSplit(h5, split, with_mask=True)
-                for _ in range(count):
-                    writer.add(*example(rng, args.tokens, args.vocab, args.context + 1))
-                writer.close()
-            write_byte_tokenizer(h5)
+            write_examples(h5, args.train_examples, args.val_examples,
+                           lambda: example(rng, args.tokens, args.vocab, args.context + 1))
     except OSError as error:
         print(f"selective_copy_to_h5.py: error: {error}", file=sys.stderr)
         return 1
