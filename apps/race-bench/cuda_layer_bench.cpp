@@ -85,17 +85,8 @@ LayerTiming time_layer_cuda(const LayerConfig& c, std::int64_t seq_len) {
           });
       return timing;
     }
-    kernels::RaceAttentionShape shape;
-    shape.batch = c.batch;
-    shape.heads = c.heads;
-    shape.seq_len = seq_len;
-    shape.head_dim = c.head_dim;
-    shape.tables = c.tables;
-    shape.bits = c.bits;
-    kernels::RaceAttentionOptions options;
-    options.causal = c.causal;
-    options.estimator = c.estimator == "ratio" ? kernels::RaceEstimator::ratio : kernels::RaceEstimator::bucket;
-    options.eps = static_cast<float>(c.eps);
+    const kernels::RaceAttentionShape shape = race_shape(c, seq_len);
+    const kernels::RaceAttentionOptions options = race_options(c);
     timing.device_bytes = 8 * bytes + cuda::race_attention_scratch_bytes(shape, true);
     const std::int64_t plane_count = std::int64_t{c.tables} * c.bits * c.head_dim;
     cuda::DeviceBuffer planes(plane_count * 4), beta(c.heads * 4);

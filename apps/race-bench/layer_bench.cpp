@@ -54,8 +54,6 @@ LayerConfig layer_config_from_json(const nlohmann::json& json) {
   }
 }
 
-namespace {
-
 kernels::RaceAttentionShape race_shape(const LayerConfig& c, std::int64_t seq_len) {
   kernels::RaceAttentionShape shape;
   shape.batch = c.batch;
@@ -74,6 +72,8 @@ kernels::RaceAttentionOptions race_options(const LayerConfig& c) {
   options.eps = static_cast<float>(c.eps);
   return options;
 }
+
+namespace {
 
 // Outputs and scratch are zero-filled before timing: a trainer reuses arenas whose pages are mapped after
 // the first step, so page faults are not part of a layer's steady-state time.

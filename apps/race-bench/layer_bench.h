@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "kernels/race_attention.h"
+
 namespace race::bench {
 
 struct LayerConfig {
@@ -62,6 +64,10 @@ std::int64_t min_traffic_bytes(const LayerConfig& config, std::int64_t seq_len, 
 // forward+backward passes: on config.threads OpenMP threads, or on the GPU with CUDA events
 // (cuda_layer_bench.h). std::bad_alloc escapes when memory runs out.
 LayerTiming time_layer(const LayerConfig& config, std::int64_t seq_len);
+
+// The RACE kernels' shape and options for a RACE layer of `config` at `seq_len` (either device).
+kernels::RaceAttentionShape race_shape(const LayerConfig& config, std::int64_t seq_len);
+kernels::RaceAttentionOptions race_options(const LayerConfig& config);
 
 double median(std::vector<double> values);
 
