@@ -301,8 +301,8 @@ Json run_model_bench(const ModelBenchConfig& c, const std::string& command, std:
       "--recompute's repeated forwards are not counted (the MFU convention)");
   if (cuda)
     notes.push_back(
-        "the model computes in fp32 on CUDA cores (the project's own tiled kernels; no tensor cores, no "
-        "TF32): "
+        "the model computes in fp32 on CUDA cores (cuBLASLt with CUBLAS_COMPUTE_32F and the project's own "
+        "kernels; no tensor cores, no TF32): "
         "fp32_cuda_cores is the peak it can reach, bf16_tensor_cores_dense the one a bf16 tensor-core "
         "implementation would be held to");
   return {{"tool", "race-bench model"},

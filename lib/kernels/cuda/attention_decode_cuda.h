@@ -2,8 +2,8 @@
 // causal RACE from its recurrent state (key_sums (H, S), value_sums (H, S, D), updated in place), and softmax
 // against a key/value cache (H, capacity, D) written at slot position % capacity. q, k, v, out: (H, D).
 // Argument checks (causal, cache capacity) are the caller's. Declared without CUDA headers; defined in
-// attention_decode_cuda.cu. race_attention_decode does not synchronise; softmax_attention_decode does (its
-// score scratch is freed on return).
+// attention_decode_cuda.cu. Neither synchronises (softmax's score scratch returns to the stream-ordered
+// pool in stream order).
 #pragma once
 
 #include <cstdint>

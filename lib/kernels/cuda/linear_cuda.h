@@ -2,8 +2,8 @@
 //   y (N, out) = x (N, in) W^T + b,   W (out, in);
 //   backward: dx = dy W (overwritten), dW += dy^T x, db += sum_n dy (accumulated); any may be null.
 // The products go through cuBLASLt (linear_cublaslt.cpp), in fp32 with CUBLAS_COMPUTE_32F: no TF32 (nor any
-// other reduced-precision mode), so results match the CPU within fp32 rounding. Forward adds the bias in
-// cuBLASLt's BIAS epilogue; db is our own column sum (column_sums_cuda.h), because cuBLASLt's BGRADB epilogue
+// other reduced-precision mode), so results match the CPU within fp32 rounding. Forward adds a 16-byte-aligned
+// bias in cuBLASLt's BIAS epilogue, and writes any other into y before the product; db is our own column sum (column_sums_cuda.h), because cuBLASLt's BGRADB epilogue
 // overwrites the bias gradient where the layer accumulates into it.
 // Deterministic: one algorithm per shape (chosen once and cached), and only algorithms that finish the
 // split-K dot products without reducing in the output buffer (see linear_cublaslt.cpp). Sizes are 64-bit.
