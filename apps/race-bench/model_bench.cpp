@@ -176,11 +176,8 @@ Json run_model_bench(const ModelBenchConfig& c, const std::string& command, std:
   const model::MemoryPlan plan = model::plan_memory(spec, c.batch, c.context);
   const int64_t plan_bytes = plan.bytes(c.batch, c.context);
   const int64_t optimizer_bytes = 2 * int64_t{sizeof(float)} * plan.parameters;  // AdamW's m and v
-  const double budget_fraction = device.budget_fraction();
   const double budget = device.budget_bytes(1);
-  const std::string budget_text =
-      fmt::format("{:.0f}% of {} ({})", budget_fraction * 100.0,
-                  cuda ? "the GPU's free memory" : "this machine's memory", gigabytes(budget));
+  const std::string budget_text = fmt::format("{} ({})", device.budget_description(1), gigabytes(budget));
   if (static_cast<double>(plan_bytes + optimizer_bytes) > budget)
     throw UsageError(
         fmt::format("--context {} x --batch {}: the memory plan needs {} with AdamW's moments, more "

@@ -47,10 +47,10 @@ ComputeDevice open_cuda([[maybe_unused]] std::string_view source, [[maybe_unused
   ComputeDevice device;
   device.kind = DeviceKind::cuda;
   device.logits_block_bytes = int64_t{256} << 20;
-  device.cuda_count = static_cast<int>(query.devices.size());
+  const int count = static_cast<int>(query.devices.size());
   // The ordinal CUDA gives the device, not its position in the list (a device that failed to answer the
   // query is left out of it).
-  const kernels::cuda::DeviceInfo& info = query.devices[static_cast<size_t>(local_rank % device.cuda_count)];
+  const kernels::cuda::DeviceInfo& info = query.devices[static_cast<size_t>(local_rank % count)];
   device.cuda_index = info.index;
   auto ops = std::make_unique<model::CudaOps>(device.cuda_index);
   device.memory_bytes = ops->free_device_bytes();
@@ -58,7 +58,7 @@ ComputeDevice open_cuda([[maybe_unused]] std::string_view source, [[maybe_unused
   device.gpu_uuid = info.uuid;
   device.description = fmt::format(
       "CUDA device {} of {} ({}, compute capability {}.{}, {:.1f} GB free of {:.1f} GB)", device.cuda_index,
-      device.cuda_count, info.name, info.compute_major, info.compute_minor,
+      count, info.name, info.compute_major, info.compute_minor,
       static_cast<double>(device.memory_bytes) / 1e9, static_cast<double>(info.memory_bytes) / 1e9);
   device.ops = std::move(ops);
   return device;
@@ -71,6 +71,14 @@ ComputeDevice open_cuda([[maybe_unused]] std::string_view source, [[maybe_unused
 }
 
 }  // namespace
+
+std::string ComputeDevice::budget_description(int sharing) const {
+  const char* memory = kind == DeviceKind::cpu ? "this machine's memory"
+                       : sharing == 1         ? "the GPU's free memory"
+                                              : "the GPU's memory";
+  return fmt::format("{:.0f}% of {}{}", budget_fraction() * 100.0, memory,
+                     sharing > 1 ? fmt::format(", split over the {} processes that share it", sharing) : "");
+}
 
 ComputeDevice open_device(std::string_view name, std::string_view source, int local_rank) {
   if (name == "cpu") return open_cpu();

@@ -21,7 +21,6 @@ struct ComputeDevice {
   int64_t memory_bytes = 0;  // CPU: physical memory; CUDA: the device's free memory when it was opened
   int64_t total_bytes = 0;   // CPU: physical memory; CUDA: the device's memory
   int cuda_index = -1;       // CUDA: the device this process uses (its CUDA ordinal)
-  int cuda_count = 0;        // CUDA: devices visible to this process
   std::string gpu_uuid;      // CUDA: the physical GPU, however CUDA_VISIBLE_DEVICES numbers it
   // model::ModelSpec::logits_block_bytes suited to the device: a CPU's cache, or matrix products large
   // enough to fill a GPU.
@@ -37,6 +36,9 @@ struct ComputeDevice {
     const auto base = kind == DeviceKind::cuda && sharing == 1 ? memory_bytes : total_bytes;
     return budget_fraction() * static_cast<double>(base) / sharing;
   }
+  // What budget_bytes(sharing) is, for messages: "90% of the GPU's free memory", "80% of this machine's
+  // memory, split over the 2 processes that share it".
+  std::string budget_description(int sharing) const;
 };
 
 // Whether this build has the CUDA backend (the CUDA toolkit was found when it was configured).

@@ -84,10 +84,9 @@ CheckpointEvaluation evaluate_checkpoint(const EvalOptions& options) {
   const int64_t needed = model::plan_memory(spec, data->batch_size(), data->context())
                              .bytes(data->batch_size(), data->context());
   if (static_cast<double>(needed) > device.budget_bytes(1))
-    fail("race-eval: --context {} x --batch-size {} needs {:.2f} GB for the model, more than {:.0f}% of the "
-         "{} ({:.2f} GB); lower --batch-size or --context",
-         data->context(), data->batch_size(), static_cast<double>(needed) / 1e9, device.budget_fraction() * 100.0,
-         device.kind == DeviceKind::cuda ? "GPU's free memory" : "machine's memory",
+    fail("race-eval: --context {} x --batch-size {} needs {:.2f} GB for the model, more than {} ({:.2f} GB); "
+         "lower --batch-size or --context",
+         data->context(), data->batch_size(), static_cast<double>(needed) / 1e9, device.budget_description(1),
          device.budget_bytes(1) / 1e9);
   model::Gpt gpt(ops, spec, data->batch_size(), data->context());
   load_into(gpt, ops, ckpt, "checkpoint " + path.string() + " with data " + data_path.string());

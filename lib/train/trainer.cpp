@@ -297,20 +297,14 @@ TrainResult run_training(const TrainOptions& options, Communicator& comm,
 
   // The memory plan, checked before anything is allocated: parameters, gradients and AdamW's two moments,
   // the activations kept for the backward, and the scratch the layers share, against the device's budget
-  // (ComputeDevice::budget_fraction). Processes that share a machine's memory or a GPU split it.
+  // (ComputeDevice::budget_bytes). Processes that share a machine's memory or a GPU split it.
   const model::MemoryPlan plan = model::plan_memory(spec, batch_size, context);
   // Ranks on one GPU are counted by its identity, whatever CUDA_VISIBLE_DEVICES gave each of them.
   const int sharing = device.kind == DeviceKind::cuda
                           ? (comm.world_size() > 1 ? ranks_sharing_gpu(comm, device.gpu_uuid) : 1)
                           : comm.local_size();
-  const double budget_fraction = device.budget_fraction();
   const double budget = device.budget_bytes(sharing);
-  const std::string budget_text =
-      fmt::format("{:.0f}% of {}{}", budget_fraction * 100.0,
-                  device.kind == DeviceKind::cpu ? "this machine's memory"
-                  : sharing == 1                 ? "the GPU's free memory"
-                                                 : "the GPU's memory",
-                  sharing > 1 ? fmt::format(", split over the {} processes that share it", sharing) : "");
+  const std::string budget_text = device.budget_description(sharing);
   const double optimizer_bytes = 2.0 * sizeof(float) * static_cast<double>(plan.parameters);
   const double needed = static_cast<double>(plan.bytes(batch_size, context)) + optimizer_bytes;
   const double token_independent = needed - static_cast<double>(plan.bytes_per_token() * batch_size * context);
