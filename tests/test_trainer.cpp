@@ -92,6 +92,17 @@ TEST_F(Trainer, ValidationLossFallsFarBelowUniform) {
   EXPECT_TRUE(fs::exists(result.run_dir / "config.json"));
   EXPECT_TRUE(fs::exists(result.run_dir / "metrics.jsonl"));
   EXPECT_FALSE(fs::is_empty(result.run_dir / "checkpoints"));
+  // Every train line records the memory the model and optimizer hold, the same at every step: it is all
+  // allocated before step 1.
+  std::ifstream metrics(result.run_dir / "metrics.jsonl");
+  std::vector<int64_t> memory;
+  for (std::string line; std::getline(metrics, line);) {
+    const auto record = nlohmann::json::parse(line);
+    if (record.at("split") == "train") memory.push_back(record.at("memory_bytes").get<int64_t>());
+  }
+  ASSERT_EQ(memory.size(), 150u);
+  EXPECT_GT(memory.front(), 0);
+  EXPECT_EQ(std::count(memory.begin(), memory.end(), memory.front()), 150);
 }
 
 TEST_F(Trainer, ResumedRunReproducesTheUninterruptedLossesBitForBit) {
