@@ -19,6 +19,7 @@
 #include "kernels/cuda/device_info.h"
 #include "kernels/cuda/device_memory.h"
 #include "kernels/cuda/race_attention_cuda.h"
+#include "cuda_buffers.h"
 #include "race_cuda_cases.h"
 #include "test_support.h"
 
@@ -27,43 +28,9 @@ namespace {
 namespace kc = race::kernels::cuda;
 using kc::DeviceBuffer;
 using kc::DType;
-
-bool have_device(std::string* why) {
-  const auto query = kc::query_devices();
-  if (query.devices.empty()) *why = query.unavailable_reason;
-  return !query.devices.empty();
-}
-
-// A host tensor on the device as `dtype` (fp32 as is, bf16 rounded).
-std::unique_ptr<DeviceBuffer> upload(const std::vector<float>& x, DType dtype) {
-  if (dtype == DType::bf16) {
-    const auto h = kc::to_bf16(x);
-    auto buf = std::make_unique<DeviceBuffer>(static_cast<int64_t>(h.size() * 2));
-    buf->upload(h.data(), buf->bytes());
-    return buf;
-  }
-  auto buf = std::make_unique<DeviceBuffer>(static_cast<int64_t>(x.size() * 4));
-  buf->upload(x.data(), buf->bytes());
-  return buf;
-}
-
-template <class E>
-std::unique_ptr<DeviceBuffer> upload_raw(const std::vector<E>& x) {
-  auto buf = std::make_unique<DeviceBuffer>(static_cast<int64_t>(x.size() * sizeof(E)));
-  if (!x.empty()) buf->upload(x.data(), buf->bytes());
-  return buf;
-}
-
-std::vector<float> download(const DeviceBuffer& buf, int64_t n, DType dtype) {
-  if (dtype == DType::bf16) {
-    std::vector<uint16_t> h(static_cast<size_t>(n));
-    buf.download(h.data(), n * 2);
-    return kc::from_bf16(h);
-  }
-  std::vector<float> h(static_cast<size_t>(n));
-  buf.download(h.data(), n * 4);
-  return h;
-}
+using race::test::download;
+using race::test::upload;
+using race::test::upload_raw;
 
 // The case's tensors rounded to bf16 (what the kernel then sees), for the reference.
 race::test::RaceCaseData rounded_to_bf16(race::test::RaceCaseData d) {
@@ -122,7 +89,7 @@ class RaceAttentionCuda : public ::testing::TestWithParam<DeviceCase> {};
 
 TEST_P(RaceAttentionCuda, MatchesTheFp64Reference) {
   std::string why;
-  if (!have_device(&why)) GTEST_SKIP() << "no GPU: " << why;
+  if (!race::test::have_cuda_device(&why)) GTEST_SKIP() << "no GPU: " << why;
   const auto& [c, dtype] = GetParam();
   const auto drawn = race::test::make_race_case(c, 0xD15C + static_cast<uint64_t>(c.T * 31 + c.D));
   const auto d = dtype == DType::bf16 ? rounded_to_bf16(drawn) : drawn;
@@ -142,7 +109,7 @@ INSTANTIATE_TEST_SUITE_P(Cases, RaceAttentionCuda, ::testing::ValuesIn(all_devic
 
 TEST(RaceAttentionCudaRuns, AreBitIdentical) {
   std::string why;
-  if (!have_device(&why)) GTEST_SKIP() << "no GPU: " << why;
+  if (!race::test::have_cuda_device(&why)) GTEST_SKIP() << "no GPU: " << why;
   const race::test::RaceCase c{.B = 2, .H = 2, .T = 3001, .D = 32, .mask = true, .segments = true, .learned = true};
   const auto d = race::test::make_race_case(c, 77);
   const auto a = run_on_device(d, DType::f32), b = run_on_device(d, DType::f32);

@@ -19,6 +19,7 @@
 #include "kernels/cuda/device_memory.h"
 #include "kernels/cuda/softmax_attention_cuda.h"
 #include "reference/softmax_reference.h"
+#include "cuda_buffers.h"
 #include "test_support.h"
 
 namespace {
@@ -26,6 +27,8 @@ namespace {
 namespace kc = race::kernels::cuda;
 using kc::DeviceBuffer;
 using kc::DType;
+using race::test::download;
+using race::test::upload;
 
 struct Case {
   int64_t B = 1, H = 1, T = 100, D = 64;
@@ -53,29 +56,6 @@ struct Case {
 };
 
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name(); }
-
-std::unique_ptr<DeviceBuffer> upload(const std::vector<float>& x, DType dtype) {
-  if (dtype == DType::bf16) {
-    const auto h = kc::to_bf16(x);
-    auto buf = std::make_unique<DeviceBuffer>(static_cast<int64_t>(h.size() * 2));
-    buf->upload(h.data(), buf->bytes());
-    return buf;
-  }
-  auto buf = std::make_unique<DeviceBuffer>(static_cast<int64_t>(x.size() * 4));
-  buf->upload(x.data(), buf->bytes());
-  return buf;
-}
-
-std::vector<float> download(const DeviceBuffer& buf, int64_t n, DType dtype) {
-  if (dtype == DType::bf16) {
-    std::vector<uint16_t> h(static_cast<size_t>(n));
-    buf.download(h.data(), n * 2);
-    return kc::from_bf16(h);
-  }
-  std::vector<float> h(static_cast<size_t>(n));
-  buf.download(h.data(), n * 4);
-  return h;
-}
 
 struct Result {
   std::vector<float> out, lse, dq, dk, dv;
@@ -132,17 +112,11 @@ Result run_on_device(const Data& d, DType dtype) {
           download(dv, n, dtype)};
 }
 
-bool have_device(std::string* why) {
-  const auto query = kc::query_devices();
-  if (query.devices.empty()) *why = query.unavailable_reason;
-  return !query.devices.empty();
-}
-
 class SoftmaxAttentionCuda : public ::testing::TestWithParam<Case> {};
 
 TEST_P(SoftmaxAttentionCuda, MatchesTheFp64Reference) {
   std::string why;
-  if (!have_device(&why)) GTEST_SKIP() << "no GPU: " << why;
+  if (!race::test::have_cuda_device(&why)) GTEST_SKIP() << "no GPU: " << why;
   const Case& c = GetParam();
   const Data d = make_data(c);
   const Result got = run_on_device(d, c.dtype);
@@ -190,7 +164,7 @@ INSTANTIATE_TEST_SUITE_P(Cases, SoftmaxAttentionCuda, ::testing::ValuesIn(cases(
 
 TEST(SoftmaxAttentionCudaRuns, AreBitIdentical) {
   std::string why;
-  if (!have_device(&why)) GTEST_SKIP() << "no GPU: " << why;
+  if (!race::test::have_cuda_device(&why)) GTEST_SKIP() << "no GPU: " << why;
   const Data d = make_data({.B = 2, .H = 2, .T = 1000, .D = 64, .mask = true, .segments = true});
   const Result a = run_on_device(d, DType::f32), b = run_on_device(d, DType::f32);
   EXPECT_TRUE(race::test::bit_equal(a.out, b.out));
