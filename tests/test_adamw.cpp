@@ -3,7 +3,8 @@
 // clipping grad_scale and some zero gradients, the parameter change (p - p0), m and v stay within relative
 // RMS 1e-5 of the reference on a buffer that is not a multiple of the vector width or of any block. Also: the
 // gradient norm against a compensated fp64 sum and bit-identical for 1 and 3 threads, NaN and inf showing in
-// it, the clipping scale, and errors naming bad hyperparameters.
+// it, the clipping scale, and errors naming bad hyperparameters. CpuOps::adamw's ranges: each tensor with
+// its own weight decay, one call, the gaps between ranges untouched, and overlapping ranges refused.
 #include <gtest/gtest.h>
 #include <omp.h>
 
@@ -17,6 +18,7 @@
 
 #include "core/error.h"
 #include "kernels/cpu/adamw_cpu.h"
+#include "model/cpu_ops.h"
 #include "reference/adamw_reference.h"
 #include "test_support.h"
 
@@ -124,6 +126,56 @@ TEST(AdamW, BadInputIsAnErrorNamingIt) {
   expect_error([&] { cpu::adamw_step(&x, nullptr, &x, &x, 1, ok); }, "grads is null");
   expect_error([&] { cpu::adamw_step(&x, &x, &x, &x, -1, ok); }, "n = -1");
   expect_error([&] { cpu::grad_norm(nullptr, 5); }, "grads is null");
+}
+
+TEST(AdamW, OpsRangesUpdateEachTensorWithItsOwnDecayAndLeaveGapsAlone) {
+  const int64_t n = 5000;
+  std::mt19937_64 rng(7);
+  auto params = normal(rng, n, 0.02);
+  const auto params0 = params;
+  std::vector<float> m(static_cast<size_t>(n), 0.f), v(static_cast<size_t>(n), 0.f);
+  const std::vector<race::model::ParamRange> ranges = {{0, 1000, true}, {1000, 0, true}, {1500, 3001, false}};
+  std::vector<ref::AdamWState> states;
+  for (const auto& r : ranges)
+    states.push_back({widen(std::vector<float>(params.begin() + r.offset, params.begin() + r.offset + r.count)),
+                      std::vector<double>(static_cast<size_t>(r.count)), std::vector<double>(static_cast<size_t>(r.count))});
+  race::model::CpuOps ops;
+  for (int64_t step = 1; step <= 3; ++step) {
+    const auto grads = normal(rng, n, 0.01);
+    race::model::AdamWStep adam;
+    adam.lr = 1e-2f;
+    adam.weight_decay = 0.5f;
+    adam.step = step;
+    adam.grad_scale = 0.8f;
+    ops.adamw(params.data(), grads.data(), m.data(), v.data(), ranges, adam);
+    for (size_t i = 0; i < ranges.size(); ++i) {
+      const auto& r = ranges[i];
+      const std::vector<float> g(grads.begin() + r.offset, grads.begin() + r.offset + r.count);
+      ref::adamw_step(states[i], widen(g), 1e-2, 0.9, 0.95, 1e-8, r.decay ? 0.5 : 0.0, step, 0.8);
+    }
+  }
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    const auto& r = ranges[i];
+    if (r.count == 0) continue;
+    const std::vector<float> got(params.begin() + r.offset, params.begin() + r.offset + r.count);
+    EXPECT_LE(relative_rms(got, states[i].params), 1e-6) << "range " << i;
+  }
+  for (int64_t i = 1000; i < 1500; ++i) {
+    ASSERT_EQ(params[i], params0[i]) << "element " << i << " lies between ranges";
+    ASSERT_EQ(m[i], 0.f);
+  }
+}
+
+TEST(AdamW, OpsRangesOutOfOrderOrOverlappingAreErrors) {
+  float x = 0.f;
+  race::model::CpuOps ops;
+  race::model::AdamWStep adam;
+  adam.lr = 1e-3f;
+  expect_error([&] { ops.adamw(&x, &x, &x, &x, {{0, 10, false}, {5, 10, false}}, adam); },
+               "range 1 starts at 5, before the previous range ends (10)");
+  expect_error([&] { ops.adamw(&x, &x, &x, &x, {{-1, 10, false}}, adam); }, "range 0 has offset -1");
+  adam.step = 0;
+  expect_error([&] { ops.adamw(&x, &x, &x, &x, {}, adam); }, "step = 0");  // checked even without ranges
 }
 
 }  // namespace

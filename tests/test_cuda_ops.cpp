@@ -14,6 +14,7 @@
 #ifdef RACE_HAVE_CUDA
 
 #include <barrier>
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <memory>
@@ -22,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "kernels/cuda/adamw_cuda.h"
 #include "kernels/cuda/block_programs.h"
 #include "kernels/cuda/cublaslt_api.h"
 #include "kernels/cuda/device_info.h"
@@ -97,6 +99,25 @@ TEST(CudaOpsMath, AdamWUpdateMatchesTheFp64ReferenceOverTenSteps) {
   EXPECT_LE(relative_rms(params, state.params), 1e-6);
   EXPECT_LE(relative_rms(m, state.m), 1e-6);
   EXPECT_LE(relative_rms(v, state.v), 1e-6);
+}
+
+TEST(CudaOpsMath, AdamWChunksCoverEveryRangeElementOnce) {
+  // Gaps, empty ranges first, inside and last, and ranges of 1, kAdamWChunk - 1, kAdamWChunk and more.
+  const int64_t C = race::kernels::cuda::kAdamWChunk;
+  std::vector<race::kernels::cuda::AdamWRange> ranges = {{0, 0}, {0, 1}, {3, C - 1}, {3 + C - 1, 0},
+                                                         {C + 5, C},  {2 * C + 5, 3 * C + 7}, {6 * C, 0}};
+  const int64_t chunks = race::kernels::cuda::number_adamw_chunks(ranges);
+  EXPECT_EQ(chunks, 1 + 1 + 1 + 4);
+  std::vector<int> hits(static_cast<size_t>(6 * C), 0);
+  for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+    const auto& r = ranges[race::kernels::cuda::adamw_range_of_chunk(ranges.data(), static_cast<int64_t>(ranges.size()), chunk)];
+    const int64_t begin = (chunk - r.first_chunk) * C, end = std::min(begin + C, r.count);
+    ASSERT_LT(begin, end) << "chunk " << chunk << " has no elements";
+    for (int64_t i = r.offset + begin; i < r.offset + end; ++i) ++hits[static_cast<size_t>(i)];
+  }
+  std::vector<int> want(hits.size(), 0);
+  for (const auto& r : ranges) std::fill_n(want.begin() + r.offset, r.count, 1);
+  EXPECT_EQ(hits, want);
 }
 
 TEST(CudaOpsMath, RopeAngleIsPositionTimesInverseFrequency) {
@@ -908,6 +929,10 @@ TEST_F(CudaOpsTest, PoolingMeanAndCls) {
 TEST_F(CudaOpsTest, GradNormAndAdamW) {
   const int64_t n = 300007;
   auto params = random(n), m = zeros(n), v = zeros(n);
+  // Tensors of odd sizes with gaps between them (left alone), an empty one, decay on some, and one range
+  // of several chunks: one launch must update each as the CPU's per-range loop does.
+  const std::vector<race::model::ParamRange> ranges = {
+      {0, 1, true}, {5, 4097, false}, {4102, 0, true}, {4102, 9000, true}, {20000, 280007, false}};
   const double cpu_norm0 = cpu_.grad_norm(params.cpu, n);
   EXPECT_NEAR(gpu_->grad_norm(params.gpu, n), cpu_norm0, 1e-12 * cpu_norm0);
   EXPECT_EQ(gpu_->grad_norm(params.gpu, n), gpu_->grad_norm(params.gpu, n));  // same bits every run
@@ -918,15 +943,15 @@ TEST_F(CudaOpsTest, GradNormAndAdamW) {
     adam.weight_decay = 0.1f;
     adam.step = step;
     adam.grad_scale = 0.7f;
-    cpu_.adamw(params.cpu, grads.cpu, m.cpu, v.cpu, n, adam);
-    gpu_->adamw(params.gpu, grads.gpu, m.gpu, v.gpu, n, adam);
+    cpu_.adamw(params.cpu, grads.cpu, m.cpu, v.cpu, ranges, adam);
+    gpu_->adamw(params.gpu, grads.gpu, m.gpu, v.gpu, ranges, adam);
   }
   EXPECT_LE(error(params), 1e-6);
   EXPECT_LE(error(m), 1e-6);
   EXPECT_LE(error(v), 1e-6);
   race::model::AdamWStep bad;
   bad.step = 0;
-  race::test::expect_error([&] { gpu_->adamw(params.gpu, params.gpu, m.gpu, v.gpu, n, bad); }, "step = 0");
+  race::test::expect_error([&] { gpu_->adamw(params.gpu, params.gpu, m.gpu, v.gpu, ranges, bad); }, "step = 0");
 }
 
 TEST_F(CudaOpsTest, OutOfMemoryIsAnErrorNamingTheRequest) {
@@ -993,8 +1018,8 @@ TEST_F(CudaOpsTest, TinyGptTrainsTheSameOnBothBackends) {
     race::model::AdamWStep adam;
     adam.lr = 1e-2f;
     adam.step = step;
-    cpu_.adamw(cpu_model.parameters(), cpu_model.gradients(), cpu_m, cpu_v, n, adam);
-    gpu_->adamw(gpu_model.parameters(), gpu_model.gradients(), gpu_m, gpu_v, n, adam);
+    cpu_.adamw(cpu_model.parameters(), cpu_model.gradients(), cpu_m, cpu_v, {{0, n, false}}, adam);
+    gpu_->adamw(gpu_model.parameters(), gpu_model.gradients(), gpu_m, gpu_v, {{0, n, false}}, adam);
   }
   gpu_->copy_to_host(gpu_host.data(), gpu_model.parameters(), n);
   const std::vector<float> cpu_params(cpu_model.parameters(), cpu_model.parameters() + n);

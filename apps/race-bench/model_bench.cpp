@@ -190,6 +190,8 @@ Json run_model_bench(const ModelBenchConfig& c, const std::string& command, std:
   const int64_t n_params = gpt.parameter_count();
   float* adam_m = ops.allocate(n_params);  // (n_params) AdamW first moments, zero
   float* adam_v = ops.allocate(n_params);  // (n_params) second moments, zero
+  const std::vector<model::ParamRange> ranges =
+      model::adamw_ranges(gpt.params(), [](const model::ParamInfo& p) { return p.weight_decay; });
   const int64_t allocated = ops.allocated_bytes();
   const double flops_per_token = model::training_flops_per_token(spec, gpt.params(), c.context);
   const RandomBatch batch = random_batch(c);
@@ -222,18 +224,15 @@ Json run_model_bench(const ModelBenchConfig& c, const std::string& command, std:
            loss.mean(), norm);
     const float clip = norm > kGradClip ? static_cast<float>(kGradClip / norm) : 1.f;
     ++step;
-    for (const auto& p : gpt.params()) {
-      model::AdamWStep adam;
-      adam.lr = kLearningRate;
-      adam.beta1 = kBeta1;
-      adam.beta2 = kBeta2;
-      adam.eps = kEps;
-      adam.weight_decay = p.weight_decay ? kWeightDecay : 0.f;
-      adam.step = step;
-      adam.grad_scale = clip;
-      ops.adamw(gpt.parameters() + p.offset, gpt.gradients() + p.offset, adam_m + p.offset, adam_v + p.offset,
-                p.size, adam);
-    }
+    model::AdamWStep adam;
+    adam.lr = kLearningRate;
+    adam.beta1 = kBeta1;
+    adam.beta2 = kBeta2;
+    adam.eps = kEps;
+    adam.weight_decay = kWeightDecay;
+    adam.step = step;
+    adam.grad_scale = clip;
+    ops.adamw(gpt.parameters(), gpt.gradients(), adam_m, adam_v, ranges, adam);
     // CUDA launches AdamW asynchronously; copy_to_host waits for it, so the step's time is its work.
     float first = 0.f;
     ops.copy_to_host(&first, gpt.parameters(), 1);

@@ -279,9 +279,15 @@ cpu::AdamWOptions adamw_options(const AdamWStep& step) {
   return options;
 }
 
-void CpuOps::adamw(float* params, const float* grads, float* m, float* v, int64_t count,
+void CpuOps::adamw(float* params, const float* grads, float* m, float* v, const std::vector<ParamRange>& ranges,
                    const AdamWStep& step) {
-  cpu::adamw_step(params, grads, m, v, count, adamw_options(step));
+  check_param_ranges(ranges);
+  cpu::AdamWOptions options = adamw_options(step);
+  cpu::adamw_step(nullptr, nullptr, nullptr, nullptr, 0, options);  // checks the options, touches nothing
+  for (const ParamRange& r : ranges) {
+    options.weight_decay = r.decay ? step.weight_decay : 0.f;
+    cpu::adamw_step(params + r.offset, grads + r.offset, m + r.offset, v + r.offset, r.count, options);
+  }
 }
 
 }  // namespace race::model

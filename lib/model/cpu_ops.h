@@ -84,7 +84,7 @@ class CpuOps final : public Ops {
   void exp_forward(float* y, const float* x, int64_t count) override;
   void exp_backward(float* dx, const float* dy, const float* y, int64_t count) override;
   double grad_norm(const float* grads, int64_t count) override;
-  void adamw(float* params, const float* grads, float* m, float* v, int64_t count,
+  void adamw(float* params, const float* grads, float* m, float* v, const std::vector<ParamRange>& ranges,
              const AdamWStep& step) override;
 
  private:

@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <utility>
 
 #include "core/error.h"
 #include "kernels/cuda/adamw_cuda.h"
@@ -288,10 +289,15 @@ void CudaOps::exp_backward(float* dx, const float* dy, const float* y, int64_t c
 
 double CudaOps::grad_norm(const float* grads, int64_t count) { return kc::grad_norm(grads, count); }
 
-void CudaOps::adamw(float* params, const float* grads, float* m, float* v, int64_t count, const AdamWStep& step) {
+void CudaOps::adamw(float* params, const float* grads, float* m, float* v, const std::vector<ParamRange>& ranges,
+                    const AdamWStep& step) {
+  check_param_ranges(ranges);
   // The CPU kernel's option checks, with its messages: on zero elements it checks and touches nothing.
   kernels::cpu::adamw_step(nullptr, nullptr, nullptr, nullptr, 0, adamw_options(step));
-  kc::adamw(params, grads, m, v, count,
+  std::vector<kc::AdamWRange> table;
+  table.reserve(ranges.size());
+  for (const ParamRange& r : ranges) table.push_back({r.offset, r.count, 0, r.decay ? 1 : 0});
+  kc::adamw(params, grads, m, v, std::move(table),
             kc::math::adamw_constants(step.lr, step.beta1, step.beta2, step.eps, step.weight_decay, step.step,
                                       step.grad_scale));
 }

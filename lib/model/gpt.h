@@ -73,6 +73,15 @@ struct ParamInfo {
   bool weight_decay = false;     // matrices decay; norms, biases, embeddings and temperatures do not
 };
 
+// Ops::adamw's ranges for `params`, one per tensor, with decay where decays(param) is true.
+template <class Decays>
+std::vector<ParamRange> adamw_ranges(const std::vector<ParamInfo>& params, Decays decays) {
+  std::vector<ParamRange> ranges;
+  ranges.reserve(params.size());
+  for (const ParamInfo& p : params) ranges.push_back({p.offset, p.size, static_cast<bool>(decays(p))});
+  return ranges;
+}
+
 // One batch on the host, (B, T) each.
 struct Batch {
   const int32_t* tokens = nullptr;

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "kernels/race_attention.h"
 #include "kernels/softmax_attention.h"
@@ -17,6 +18,16 @@ struct AdamWStep {
   int64_t step = 1;
   float grad_scale = 1.f;
 };
+
+// One tensor of the flat parameter buffers: its place and whether AdamWStep::weight_decay applies to it.
+struct ParamRange {
+  int64_t offset = 0, count = 0;
+  bool decay = false;
+};
+
+// race::Error unless the ranges have offsets and counts >= 0, are in increasing order and do not overlap
+// (an element in two ranges would be updated twice).
+void check_param_ranges(const std::vector<ParamRange>& ranges);
 
 class Ops {
  public:
@@ -112,9 +123,10 @@ class Ops {
   virtual void exp_forward(float* y, const float* x, int64_t count) = 0;
   virtual void exp_backward(float* dx, const float* dy, const float* y, int64_t count) = 0;
 
-  // Optimizer: global gradient norm (fp64, fixed order) and one AdamW update.
+  // Optimizer: global gradient norm (fp64, fixed order), and one AdamW update of every range of the flat
+  // buffers (params, grads, m, v indexed alike) in one call; elements outside the ranges are untouched.
   virtual double grad_norm(const float* grads, int64_t count) = 0;
-  virtual void adamw(float* params, const float* grads, float* m, float* v, int64_t count,
+  virtual void adamw(float* params, const float* grads, float* m, float* v, const std::vector<ParamRange>& ranges,
                      const AdamWStep& step) = 0;
 };
 

@@ -487,6 +487,7 @@ TrainResult run_training(const TrainOptions& options, Communicator& comm,
     if (p.name.ends_with("log_beta")) return false;
     return decay_norms_and_biases;
   };
+  const std::vector<model::ParamRange> adam_ranges = model::adamw_ranges(gpt.params(), decays);
   const bool skip_nan = train_cfg.at("on_nan") == "skip";
   const int64_t log_every = train_cfg.at("log_every").get<int64_t>();
   const int64_t eval_every = train_cfg.at("eval_every").get<int64_t>();
@@ -559,18 +560,15 @@ TrainResult run_training(const TrainOptions& options, Communicator& comm,
     const double lr = learning_rate(schedule, step);
     const float clip = grad_clip > 0.0 && norm > grad_clip ? static_cast<float>(grad_clip / norm) : 1.f;
     ++step;
-    for (const auto& p : gpt.params()) {
-      model::AdamWStep adam;
-      adam.lr = static_cast<float>(lr);
-      adam.beta1 = opt_cfg.at("beta1").get<float>();
-      adam.beta2 = opt_cfg.at("beta2").get<float>();
-      adam.eps = opt_cfg.at("eps").get<float>();
-      adam.weight_decay = decays(p) ? opt_cfg.at("weight_decay").get<float>() : 0.f;
-      adam.step = step;
-      adam.grad_scale = clip;
-      ops.adamw(gpt.parameters() + p.offset, gpt.gradients() + p.offset, adam_m + p.offset, adam_v + p.offset,
-                p.size, adam);
-    }
+    model::AdamWStep adam;
+    adam.lr = static_cast<float>(lr);
+    adam.beta1 = opt_cfg.at("beta1").get<float>();
+    adam.beta2 = opt_cfg.at("beta2").get<float>();
+    adam.eps = opt_cfg.at("eps").get<float>();
+    adam.weight_decay = opt_cfg.at("weight_decay").get<float>();
+    adam.step = step;
+    adam.grad_scale = clip;
+    ops.adamw(gpt.parameters(), gpt.gradients(), adam_m, adam_v, adam_ranges, adam);
     tokens_seen += tokens_per_step;
     const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
     result.steps.push_back({step, loss.mean(), lr, norm});

@@ -30,11 +30,18 @@ __global__ void partial_sum_kernel(double* total, const double* partial) {
   if (threadIdx.x == 0) *total = sum;
 }
 
-__global__ void adamw_kernel(float* params, const float* grads, float* m, float* v, int64_t n,
-                             math::AdamWConstants constants) {
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
-    math::adamw_update(params[i], m[i], v[i], grads[i], constants);
+// Each block walks chunks blockIdx.x, + gridDim.x, ...; a chunk's range comes from a binary search.
+__global__ void adamw_kernel(float* params, const float* grads, float* m, float* v, const AdamWRange* ranges,
+                             int64_t range_count, int64_t chunks, math::AdamWConstants constants) {
+  for (int64_t chunk = blockIdx.x; chunk < chunks; chunk += gridDim.x) {
+    const AdamWRange r = ranges[adamw_range_of_chunk(ranges, range_count, chunk)];
+    math::AdamWConstants c = constants;
+    if (r.decay == 0) c.lr_wd = 0.f;
+    const int64_t begin = (chunk - r.first_chunk) * kAdamWChunk;
+    const int64_t end = begin + kAdamWChunk < r.count ? begin + kAdamWChunk : r.count;
+    for (int64_t i = r.offset + begin + threadIdx.x; i < r.offset + end; i += blockDim.x)
+      math::adamw_update(params[i], m[i], v[i], grads[i], c);
+  }
 }
 
 }  // namespace
@@ -52,9 +59,18 @@ double grad_norm(const float* grads, int64_t n) {
   return std::sqrt(total);
 }
 
-void adamw(float* params, const float* grads, float* m, float* v, int64_t n, const math::AdamWConstants& constants) {
-  if (n <= 0) return;
-  adamw_kernel<<<grid_for(n), kThreads>>>(params, grads, m, v, n, constants);
+void adamw(float* params, const float* grads, float* m, float* v, std::vector<AdamWRange> ranges,
+           const math::AdamWConstants& constants) {
+  const int64_t chunks = number_adamw_chunks(ranges);
+  if (chunks == 0) return;
+  const int64_t table_bytes = static_cast<int64_t>(ranges.size() * sizeof(AdamWRange));
+  const StreamScratch table(table_bytes);  // (ranges)
+  // From pageable memory the copy returns once the table is staged, so `ranges` may go right after.
+  RACE_CUDA_CHECK(cudaMemcpyAsync(table.data(), ranges.data(), static_cast<size_t>(table_bytes),
+                                  cudaMemcpyHostToDevice));
+  const unsigned blocks = static_cast<unsigned>(chunks < 65536 ? chunks : 65536);
+  adamw_kernel<<<blocks, kThreads>>>(params, grads, m, v, reinterpret_cast<const AdamWRange*>(table.data()),
+                                     static_cast<int64_t>(ranges.size()), chunks, constants);
   RACE_CUDA_CHECK(cudaGetLastError());
 }
 
