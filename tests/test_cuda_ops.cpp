@@ -449,6 +449,30 @@ TEST(CudaOpsBlockPrograms, LayerNormRowsMatchCpuOps) {
   EXPECT_LE(relative_rms(got_dx, widen(dx)), 1e-6);
 }
 
+// The residual add fused into the row program, with the sum written over one of its inputs (the residual
+// stream updated in place): the same bits as CpuOps' fused forward.
+TEST(CudaOpsBlockPrograms, ResidualLayerNormRowsMatchCpuOps) {
+  std::mt19937_64 rng(19);
+  const int64_t rows = 4, C = 45;
+  const auto x = race::test::normal(rng, rows * C, 2.0, 1.0), r = race::test::normal(rng, rows * C, 3.0),
+             w = race::test::normal(rng, C), b = race::test::normal(rng, C);
+  CpuOps cpu;
+  std::vector<float> sum(rows * C), y(rows * C), mean(rows), rstd(rows);
+  cpu.residual_layernorm_forward(sum.data(), y.data(), mean.data(), rstd.data(), x.data(), r.data(), w.data(),
+                                 b.data(), rows, C, 1e-5f);
+  std::vector<float> stream = x, got_y(rows * C), got_mean(rows), got_rstd(rows);
+  for (int64_t row = 0; row < rows; ++row)
+    run_block<double>(kLanes, kLanes, [&](const HostBlock& block, double* shared) {
+      race::kernels::cuda::programs::residual_layernorm_forward_row(
+          block, shared, stream.data() + row * C, got_y.data() + row * C, &got_mean[row], &got_rstd[row],
+          stream.data() + row * C, r.data() + row * C, w.data(), b.data(), C, 1e-5f);
+    });
+  EXPECT_TRUE(race::test::bit_equal(stream, sum));
+  EXPECT_TRUE(race::test::bit_equal(got_y, y));
+  EXPECT_TRUE(race::test::bit_equal(got_mean, mean));
+  EXPECT_TRUE(race::test::bit_equal(got_rstd, rstd));
+}
+
 TEST(CudaOpsBlockPrograms, CrossEntropyRowsMatchCpuOps) {
   std::mt19937_64 rng(10);
   const int64_t rows = 7, V = 53;
@@ -721,6 +745,14 @@ TEST_F(CudaOpsTest, LayerNorm) {
     cpu_.layernorm_backward(dx.cpu, nullptr, db.cpu, dy.cpu, x.cpu, w.cpu, mean.cpu, rstd.cpu, rows, C);
     gpu_->layernorm_backward(dx.gpu, nullptr, db.gpu, dy.gpu, x.gpu, w.gpu, mean.gpu, rstd.gpu, rows, C);
     EXPECT_LE(error(db), 1e-5);  // dbias alone: dy's column sum
+    // Fused with the residual add, in place on the stream (x) as the model calls it.
+    auto r = random(rows * C);
+    cpu_.residual_layernorm_forward(x.cpu, y.cpu, mean.cpu, rstd.cpu, x.cpu, r.cpu, w.cpu, b.cpu, rows, C, 1e-5f);
+    gpu_->residual_layernorm_forward(x.gpu, y.gpu, mean.gpu, rstd.gpu, x.gpu, r.gpu, w.gpu, b.gpu, rows, C, 1e-5f);
+    EXPECT_LE(error(x), 1e-7);
+    EXPECT_LE(error(y), 1e-6);
+    EXPECT_LE(error(mean), 1e-6);
+    EXPECT_LE(error(rstd), 1e-6);
     const auto dx_start = race::test::normal(rng_, rows * C), param_start = race::test::normal(rng_, C);
     auto dx1 = floats(dx_start), dx2 = floats(dx_start);  // (N, C) each
     auto dw1 = floats(param_start), dw2 = floats(param_start), db1 = floats(param_start),

@@ -76,6 +76,11 @@ void CpuOps::layernorm_forward(float* y, float* mean, float* rstd, const float* 
                                const float* b, int64_t rows, int64_t channels, float eps) {
   cpu::layernorm_forward(y, mean, rstd, x, w, b, rows, channels, eps);
 }
+void CpuOps::residual_layernorm_forward(float* residual, float* y, float* mean, float* rstd, const float* x,
+                                        const float* r, const float* w, const float* b, int64_t rows,
+                                        int64_t channels, float eps) {
+  cpu::residual_layernorm_forward(residual, y, mean, rstd, x, r, w, b, rows, channels, eps);
+}
 void CpuOps::layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
                                 const float* w, const float* mean, const float* rstd, int64_t rows,
                                 int64_t channels) {

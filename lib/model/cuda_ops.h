@@ -49,6 +49,9 @@ class CudaOps final : public Ops {
                        int64_t rows, int64_t in, int64_t out) override;
   void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b,
                          int64_t rows, int64_t channels, float eps) override;
+  void residual_layernorm_forward(float* residual, float* y, float* mean, float* rstd, const float* x,
+                                  const float* r, const float* w, const float* b, int64_t rows, int64_t channels,
+                                  float eps) override;
   void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
                           const float* mean, const float* rstd, int64_t rows, int64_t channels) override;
   void gelu_forward(float* y, const float* x, int64_t count) override;

@@ -359,14 +359,18 @@ uint64_t Gpt::dropout_site(int64_t layer, int site) const {
   return dropout_seed_ ^ (0x9e3779b97f4a7c15ULL * static_cast<uint64_t>(3 * (layer + 1) + site));
 }
 
-// One block, from layers_[l].x_in to x_out, saving what its backward reads into its buffers.
-void Gpt::forward_layer(size_t l, bool drop, float* x_out) {
+// One block, from layers_[l].x_in to its MLP branch in mlp_out, before the residual add: the caller fuses
+// that add with the LayerNorm reading its sum. Saves what the backward reads into the layer's buffers. ln1
+// is computed here when normalise_input (the first layer, a recomputed one); otherwise the previous layer's
+// fused residual LayerNorm wrote it.
+void Gpt::forward_layer(size_t l, bool drop, bool normalise_input, float* mlp_out) {
   const int64_t C = spec_.d_model, M = spec_.mlp_hidden, H = spec_.heads;
   const int64_t BT = rows_, D = head_dim_;
   Layer& L = layers_[l];
   const auto li = static_cast<int64_t>(l);
   const AttentionSpec& a = *L.attention;
-  ops_.layernorm_forward(L.ln1, L.ln1_mean, L.ln1_rstd, L.x_in, L.ln1_w, L.ln1_b, BT, C, spec_.layernorm_eps);
+  if (normalise_input)
+    ops_.layernorm_forward(L.ln1, L.ln1_mean, L.ln1_rstd, L.x_in, L.ln1_w, L.ln1_b, BT, C, spec_.layernorm_eps);
   ops_.linear_forward(qkv_, L.ln1, L.qkv_w, L.qkv_b, BT, C, 3 * C);
   ops_.split_heads(L.q, L.k, L.v, qkv_, batch_, seq_len_, H, D);
   if (spec_.positions == Positions::rope) {
@@ -390,14 +394,12 @@ void Gpt::forward_layer(size_t l, bool drop, float* x_out) {
   ops_.heads_to_rows(L.att_rows, L.att, batch_, seq_len_, H, D);
   ops_.linear_forward(L.x_mid, L.att_rows, L.proj_w, L.proj_b, BT, C, C);
   if (drop) ops_.dropout(L.x_mid, L.x_mid, BT * C, spec_.dropout, dropout_site(li, 1));
-  ops_.add(L.x_mid, L.x_in, BT * C);
-  ops_.layernorm_forward(L.ln2, L.ln2_mean, L.ln2_rstd, L.x_mid, L.ln2_w, L.ln2_b, BT, C,
-                         spec_.layernorm_eps);
+  ops_.residual_layernorm_forward(L.x_mid, L.ln2, L.ln2_mean, L.ln2_rstd, L.x_mid, L.x_in, L.ln2_w, L.ln2_b, BT, C,
+                                  spec_.layernorm_eps);
   ops_.linear_forward(L.fc, L.ln2, L.fc_w, L.fc_b, BT, C, M);
   ops_.gelu_forward(L.gelu, L.fc, BT * M);
-  ops_.linear_forward(x_out, L.gelu, L.fc2_w, L.fc2_b, BT, M, C);
-  if (drop) ops_.dropout(x_out, x_out, BT * C, spec_.dropout, dropout_site(li, 2));
-  ops_.add(x_out, L.x_mid, BT * C);
+  ops_.linear_forward(mlp_out, L.gelu, L.fc2_w, L.fc2_b, BT, M, C);
+  if (drop) ops_.dropout(mlp_out, mlp_out, BT * C, spec_.dropout, dropout_site(li, 2));
 }
 
 void Gpt::forward(bool training) {
@@ -408,10 +410,21 @@ void Gpt::forward(bool training) {
   if (spec_.positions == Positions::learned)
     ops_.embedding_forward(embed_, positions_, param("wpe"), BT, spec_.max_seq_len, C, true);
   if (drop) ops_.dropout(embed_, embed_, BT * C, spec_.dropout, dropout_site(-1, 0));
-  for (size_t l = 0; l < layers_.size(); ++l)
-    forward_layer(l, drop, l + 1 < layers_.size() ? layers_[l + 1].x_in : final_);
-  ops_.layernorm_forward(lnf_, lnf_mean_, lnf_rstd_, final_, param("lnf.weight"), param("lnf.bias"), BT, C,
-                         spec_.layernorm_eps);
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    // The MLP branch goes where the residual stream continues, and the add after it is fused with the
+    // LayerNorm that reads the sum: the next layer's first, or the final one.
+    const Layer& L = layers_[l];
+    if (l + 1 < layers_.size()) {
+      Layer& next = layers_[l + 1];
+      forward_layer(l, drop, l == 0, next.x_in);
+      ops_.residual_layernorm_forward(next.x_in, next.ln1, next.ln1_mean, next.ln1_rstd, next.x_in, L.x_mid,
+                                      next.ln1_w, next.ln1_b, BT, C, spec_.layernorm_eps);
+    } else {
+      forward_layer(l, drop, l == 0, final_);
+      ops_.residual_layernorm_forward(final_, lnf_, lnf_mean_, lnf_rstd_, final_, L.x_mid, param("lnf.weight"),
+                                      param("lnf.bias"), BT, C, spec_.layernorm_eps);
+    }
+  }
 }
 
 LossSum Gpt::head(bool backward, float loss_scale) {
@@ -465,7 +478,7 @@ void Gpt::backward(const GradientsReady& gradients_ready) {
     const AttentionSpec& a = *L.attention;
     // The shared buffers hold the last layer's activations: re-run this one (same dropout masks); its
     // output goes to scratch, the saved residual stream already holds it.
-    if (spec_.recompute && l + 1 < layers_.size()) forward_layer(l, drop, d_qkv_);
+    if (spec_.recompute && l + 1 < layers_.size()) forward_layer(l, drop, true, d_qkv_);
     // MLP
     const auto li = static_cast<int64_t>(l);
     // Through a dropout the branch sees the residual gradient masked the same way (d_rows_ is free here).

@@ -174,7 +174,7 @@ class Gpt {
   struct Layer;
   void upload(const Batch& batch);
   void forward(bool training);
-  void forward_layer(size_t layer, bool drop, float* x_out);
+  void forward_layer(size_t layer, bool drop, bool normalise_input, float* mlp_out);
   LossSum head(bool backward, float loss_scale);
   void backward(const GradientsReady& gradients_ready);
   float* param(const std::string& name);

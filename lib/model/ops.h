@@ -53,6 +53,12 @@ class Ops {
   // LayerNorm over C; backward accumulates dx, dw, db.
   virtual void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w,
                                  const float* b, int64_t rows, int64_t channels, float eps) = 0;
+  // The residual add fused with the LayerNorm after it: residual (N, C) = x + r, then y, mean, rstd as
+  // layernorm_forward of residual, in one pass. residual may be x or r. The backward needs no fused twin:
+  // layernorm_backward accumulates dx into the residual stream's gradient.
+  virtual void residual_layernorm_forward(float* residual, float* y, float* mean, float* rstd, const float* x,
+                                          const float* r, const float* w, const float* b, int64_t rows,
+                                          int64_t channels, float eps) = 0;
   virtual void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
                                   const float* w, const float* mean, const float* rstd, int64_t rows,
                                   int64_t channels) = 0;

@@ -66,6 +66,17 @@ RACE_HD void layernorm_forward_row(const Block& block, double* shared, float* y,
   }
 }
 
+// residual = x + r, then layernorm_forward_row of it (kernels/cpu/layernorm_cpu.h's
+// residual_layernorm_forward). Every loop of the row program gives a lane the same channels, so each lane
+// normalises only sums it wrote itself: no barrier between the two. residual may be x or r.
+template <class Block>
+RACE_HD void residual_layernorm_forward_row(const Block& block, double* shared, float* residual, float* y,
+                                            float* mean_out, float* rstd_out, const float* x, const float* r,
+                                            const float* weight, const float* bias, int64_t channels, float eps) {
+  for (int64_t c = block.lane(); c < channels; c += block.lanes()) residual[c] = x[c] + r[c];
+  layernorm_forward_row(block, shared, y, mean_out, rstd_out, residual, weight, bias, channels, eps);
+}
+
 // LayerNorm backward of one row: dx += rstd (g - mean_c(g) - xhat mean_c(g xhat)), g = dy * weight.
 template <class Block>
 RACE_HD void layernorm_backward_row(const Block& block, double* shared, float* dx, const float* dy, const float* x,

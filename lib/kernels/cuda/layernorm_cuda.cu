@@ -20,6 +20,16 @@ __global__ void forward_kernel(float* y, float* mean, float* rstd, const float* 
                                   x + row * channels, weight, bias, channels, eps);
 }
 
+__global__ void residual_forward_kernel(float* residual, float* y, float* mean, float* rstd, const float* x,
+                                        const float* r, const float* weight, const float* bias, int64_t channels,
+                                        float eps) {
+  __shared__ double shared[kThreads];
+  const int64_t row = blockIdx.x;
+  programs::residual_layernorm_forward_row(CudaBlock<kThreads>{}, shared, residual + row * channels,
+                                           y + row * channels, mean + row, rstd + row, x + row * channels,
+                                           r + row * channels, weight, bias, channels, eps);
+}
+
 __global__ void backward_rows_kernel(float* dx, const float* dy, const float* x, const float* weight,
                                      const float* mean, const float* rstd, int64_t channels) {
   __shared__ double shared[kThreads];
@@ -34,6 +44,15 @@ void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const
                        int64_t rows, int64_t channels, float eps) {
   if (rows == 0) return;
   forward_kernel<<<static_cast<unsigned>(rows), kThreads>>>(y, mean, rstd, x, weight, bias, channels, eps);
+  RACE_CUDA_CHECK(cudaGetLastError());
+}
+
+void residual_layernorm_forward(float* residual, float* y, float* mean, float* rstd, const float* x,
+                                const float* r, const float* weight, const float* bias, int64_t rows,
+                                int64_t channels, float eps) {
+  if (rows == 0) return;
+  residual_forward_kernel<<<static_cast<unsigned>(rows), kThreads>>>(residual, y, mean, rstd, x, r, weight, bias,
+                                                                     channels, eps);
   RACE_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -1,4 +1,5 @@
-// LayerNorm over the last dimension on CUDA devices, forward and backward, with the semantics and fp64 row
+// LayerNorm over the last dimension on CUDA devices, forward (also fused with the residual add before it) and
+// backward, with the semantics and fp64 row
 // statistics of kernels/cpu/layernorm_cpu.h (y, mean, rstd overwritten; dx, dweight, dbias accumulated;
 // weight and bias may be null, meaning 1 and 0; dweight and dbias may be null to skip them).
 // Declared without CUDA headers; defined in layernorm_cuda.cu. Does not synchronise.
@@ -10,6 +11,10 @@ namespace race::kernels::cuda {
 
 void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* weight, const float* bias,
                        int64_t rows, int64_t channels, float eps);
+// residual (N, C) = x + r, then y = LayerNorm(residual), in one pass per row; residual may be x or r.
+void residual_layernorm_forward(float* residual, float* y, float* mean, float* rstd, const float* x,
+                                const float* r, const float* weight, const float* bias, int64_t rows,
+                                int64_t channels, float eps);
 void layernorm_backward(float* dx, float* dweight, float* dbias, const float* dy, const float* x,
                         const float* weight, const float* mean, const float* rstd, int64_t rows,
                         int64_t channels);
