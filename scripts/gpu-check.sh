@@ -34,11 +34,12 @@
 #                                flash softmax at the same shape; sdpa_flash.json: torch
 #                                scaled_dot_product_attention (flash backend) at the same shapes, with the
 #                                race-bench timings beside it (scripts/sdpa_bench.py)
-#     trainer (520 s of limits)  tests_trainer_cuda.json: CPU against CUDA training from one initialisation, a
-#                                CPU checkpoint resumed on CUDA; runs/mqar_64 and eval_mqar_64.json: MQAR at
-#                                context 64 generated there, trained 1200 steps and evaluated on the GPU;
-#                                model_*.json: race-bench model (GPT-2 124M shape) tokens/s and MFU, RACE at 4K,
-#                                64K and 256K (recomputed), softmax at 4K; torch_gpt_*.json: the PyTorch
+#     trainer (565 s of limits)  tests_trainer_cuda.json: CPU against CUDA training (fp32 and bf16 products)
+#                                from one initialisation, a CPU checkpoint resumed on CUDA; runs/mqar_64 and
+#                                eval_mqar_64.json: MQAR at context 64 generated there, trained 1200 steps and
+#                                evaluated on the GPU; model_*.json: race-bench model (GPT-2 124M shape, bf16
+#                                products) tokens/s and MFU, RACE at 4K (also fp32), 64K and 256K (recomputed),
+#                                softmax at 4K; torch_gpt_*.json: the PyTorch
 #                                reference of the same model (scripts/torch_gpt_bench.py) at 4K and 64K
 #
 # build-gpu-check/ is ignored by git (build*/), so a tool that copies only the tracked and untracked-but-not-
@@ -181,10 +182,11 @@ kernels_checks() {
 # The trainer on CUDA (issues 6 and 7): CPU against CUDA training and the device errors (test_trainer), MQAR
 # at context 64 trained and evaluated on the GPU (the CPU's numbers are in docs/experiments.md), and
 # race-bench model's tokens/s and MFU for the GPT-2 124M shape, beside the PyTorch reference of the same model
-# (scripts/torch_gpt_bench.py, SDPA flash, bf16 autocast). 520 s of step limits.
+# (scripts/torch_gpt_bench.py, SDPA flash, bf16 autocast). race-bench model runs bf16 products (its default on
+# CUDA), and once fp32 at 4K for the difference. 565 s of step limits.
 trainer_checks() {
   local bin=$1 work=$2
-  step test_trainer_cuda 60 "$bin/test_trainer" --gtest_filter='Trainer.Cuda*:Trainer.Device*' \
+  step test_trainer_cuda 80 "$bin/test_trainer" --gtest_filter='Trainer.Cuda*:Trainer.Device*' \
     --gtest_output="json:$work/tests_trainer_cuda.json"
   mkdir -p "$work/data"
   step mqar_data 40 python3 data/scripts/mqar_to_h5.py --output "$work/data/mqar_64.h5" --pairs 2,4,8,16 \
@@ -195,6 +197,8 @@ trainer_checks() {
     --json "$work/eval_mqar_64.json"
   local model=(--device cuda --layers 12 --d-model 768 --heads 12)
   step model_race_4k 45 "$bin/race-bench" model "${model[@]}" -T 4096 -B 8 --steps 3 --json "$work/model_race_4k.json"
+  step model_race_4k_fp32 35 "$bin/race-bench" model "${model[@]}" --precision fp32 -T 4096 -B 8 --steps 2 \
+    --json "$work/model_race_4k_fp32.json"
   step model_softmax_4k 45 "$bin/race-bench" model "${model[@]}" --attention softmax -T 4096 -B 8 --steps 3 \
     --json "$work/model_softmax_4k.json"
   step model_race_64k 45 "$bin/race-bench" model "${model[@]}" -T 65536 -B 1 --steps 2 \
@@ -203,7 +207,7 @@ trainer_checks() {
     --json "$work/model_race_256k.json"
   step torch_gpt_4k 45 python3 scripts/torch_gpt_bench.py -T 4096 -B 8 --warmup 2 --steps 5 \
     --json "$work/torch_gpt_4k.json"
-  step torch_gpt_64k 60 python3 scripts/torch_gpt_bench.py -T 65536 -B 1 --warmup 2 --steps 3 \
+  step torch_gpt_64k 50 python3 scripts/torch_gpt_bench.py -T 65536 -B 1 --warmup 2 --steps 3 \
     --json "$work/torch_gpt_64k.json"
 }
 

@@ -83,6 +83,9 @@ TEST_F(Cli, UsageErrorsExit2WithAMessage) {
     const Outcome gpu = run(app + " --device gpu");
     EXPECT_EQ(gpu.status, 2) << gpu.err;
     EXPECT_NE(gpu.err.find("--device"), std::string::npos) << gpu.err;
+    const Outcome fp16 = run(app + " --precision fp16");
+    EXPECT_EQ(fp16.status, 2) << fp16.err;
+    EXPECT_NE(fp16.err.find("--precision"), std::string::npos) << fp16.err;
   }
 }
 

@@ -432,6 +432,25 @@ TEST_F(Trainer, DeviceChoiceErrorsNameTheSourceAndTheReason) {
   EXPECT_NE(unknown.find("run.device"), std::string::npos) << unknown;
   EXPECT_NE(unknown.find("cuda"), std::string::npos) << unknown;
   EXPECT_THROW(race::train::open_device("tpu", "--device"), race::Error);
+
+  // bf16 products need CUDA: asked for on the CPU, from the config or the flag, it is an error naming both.
+  options.overrides = {"run.precision=bf16"};
+  const std::string bf16_on_cpu = error_of([&] { run_training(options); });
+  EXPECT_NE(bf16_on_cpu.find("run.precision = \"bf16\" needs the CUDA device"), std::string::npos) << bf16_on_cpu;
+  EXPECT_NE(bf16_on_cpu.find("run.device = \"cuda\""), std::string::npos) << bf16_on_cpu;
+  options.overrides = {"run.precision=fp16"};
+  const std::string unknown_precision = error_of([&] { run_training(options); });
+  EXPECT_NE(unknown_precision.find("run.precision"), std::string::npos) << unknown_precision;
+  EXPECT_NE(unknown_precision.find("bf16"), std::string::npos) << unknown_precision;
+  options.overrides = {};
+  options.precision = "bf16";
+  EXPECT_NE(error_of([&] { run_training(options); }).find("--precision = \"bf16\" needs the CUDA device"),
+            std::string::npos);
+  options.precision.reset();
+  EXPECT_NE(error_of([&] { race::train::open_device("cpu", "--device", 0, "fp8"); })
+                .find("--precision = \"fp8\": expected \"auto\", \"fp32\" or \"bf16\""),
+            std::string::npos);
+  EXPECT_FALSE(fs::exists(dir_ / "runs" / "device")) << "a failed start must not leave a run directory";
   if (gpu_present()) GTEST_SKIP() << "a GPU is present: run.device = \"cuda\" is valid here";
   const std::string why = race::train::cuda_backend_built() ? "no usable CUDA device" : "no CUDA backend";
   options.overrides = {"run.device=cuda"};
@@ -470,26 +489,30 @@ TEST_F(Trainer, MemoryPlanRefusesAModelThatCannotFitBeforeAllocating) {
 }
 
 // CPU against CUDA from the same initialisation (GPU only): ten steps of the hybrid GPT (RACE and a
-// sliding-window softmax layer) and of the BERT encoder give losses within 2% at every step; a CPU
+// sliding-window softmax layer) and of the BERT encoder, with fp32 and with bf16 products, give losses
+// within 2% at every step; a CPU
 // checkpoint resumed on CUDA continues like the CPU run, and the CUDA checkpoint evaluates on the CPU to the
 // validation loss the CUDA run logged.
 TEST_F(Trainer, CudaTrainingFollowsTheCpuRun) {
   if (!gpu_present()) GTEST_SKIP() << "no CUDA device";
   for (const std::string task : {"lm", "mlm"}) {
-    std::vector<race::train::TrainResult> runs;
-    for (const std::string device : {"cpu", "cuda"}) {
+    TrainOptions cpu_options;
+    cpu_options.config_file = write_config(task + "-cpu", 10, 1000, task);
+    const auto cpu = run_training(cpu_options);
+    ASSERT_EQ(cpu.steps.size(), 10u);
+    ASSERT_TRUE(cpu.final_val_loss.has_value());
+    for (const std::string precision : {"fp32", "bf16"}) {
       TrainOptions options;
-      options.config_file = write_config(task + "-" + device, 10, 1000, task);
-      options.overrides = {"run.device=" + device};
-      runs.push_back(run_training(options));
+      options.config_file = write_config(task + "-cuda-" + precision, 10, 1000, task);
+      options.overrides = {"run.device=cuda", "run.precision=" + precision};
+      const auto cuda = run_training(options);
+      ASSERT_EQ(cuda.steps.size(), 10u);
+      for (size_t i = 0; i < 10; ++i)
+        EXPECT_NEAR(cuda.steps[i].loss, cpu.steps[i].loss, 0.02 * cpu.steps[i].loss)
+            << task << " " << precision << " step " << i + 1;
+      ASSERT_TRUE(cuda.final_val_loss.has_value());
+      EXPECT_NEAR(*cuda.final_val_loss, *cpu.final_val_loss, 0.02 * *cpu.final_val_loss) << task << " " << precision;
     }
-    ASSERT_EQ(runs[0].steps.size(), 10u);
-    ASSERT_EQ(runs[1].steps.size(), 10u);
-    for (size_t i = 0; i < 10; ++i)
-      EXPECT_NEAR(runs[1].steps[i].loss, runs[0].steps[i].loss, 0.02 * runs[0].steps[i].loss)
-          << task << " step " << i + 1;
-    ASSERT_TRUE(runs[0].final_val_loss && runs[1].final_val_loss);
-    EXPECT_NEAR(*runs[1].final_val_loss, *runs[0].final_val_loss, 0.02 * *runs[0].final_val_loss) << task;
   }
 
   TrainOptions cpu_half;
@@ -505,6 +528,7 @@ TEST_F(Trainer, CudaTrainingFollowsTheCpuRun) {
   TrainOptions resumed;
   resumed.resume_dir = first.run_dir;
   resumed.device = "cuda";
+  resumed.precision = "fp32";  // so that the CPU evaluation below can match the logged loss to 1e-4
   const auto moved = run_training(resumed);
   ASSERT_EQ(moved.last_step, 10);
   ASSERT_EQ(moved.steps.size(), 5u);

@@ -65,6 +65,10 @@ void add_model_options(CLI::App& app, ModelBenchConfig& c) {
   app.add_option("--device", c.device, "Device")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
+  app.add_option("--precision", c.precision,
+                 "Linear layers' products: auto (cuda bf16, cpu fp32), fp32, or bf16 (cuda only)")
+      ->check(CLI::IsMember({"auto", "fp32", "bf16"}))
+      ->capture_default_str();
   app.add_option("--task", c.task, "lm: causal GPT, every position scored; mlm: bidirectional, 15% scored")
       ->check(CLI::IsMember({"lm", "mlm"}))
       ->capture_default_str();

@@ -100,6 +100,7 @@ std::string gigabytes(double bytes) {
 
 Json options_json(const ModelBenchConfig& c) {
   Json o = {{"device", c.device},
+            {"precision", c.precision},
             {"task", c.task},
             {"attention", c.attention},
             {"layers", c.layers},
@@ -159,7 +160,7 @@ model::ModelSpec model_spec(const ModelBenchConfig& c) {
 Json run_model_bench(const ModelBenchConfig& c, const std::string& command, std::FILE* log) {
   model::ModelSpec spec = model_spec(c);
   omp_set_num_threads(c.threads);
-  train::ComputeDevice device = train::open_device(c.device, "--device");
+  train::ComputeDevice device = train::open_device(c.device, "--device", 0, c.precision, "--precision");
   spec.logits_block_bytes = device.logits_block_bytes;
   const bool cuda = device.kind == train::DeviceKind::cuda;
   std::vector<Peak> peaks;
@@ -280,7 +281,8 @@ Json run_model_bench(const ModelBenchConfig& c, const std::string& command, std:
   fmt::print(log, "\n");
   std::fflush(log);
 
-  Json results = {{"steps", c.steps},
+  Json results = {{"precision", device.precision},
+                  {"steps", c.steps},
                   {"warmup_steps", c.warmup},
                   {"tokens_per_step", tokens_per_step},
                   {"seconds", seconds},
@@ -295,12 +297,15 @@ Json run_model_bench(const ModelBenchConfig& c, const std::string& command, std:
       "flops_per_token: 6 per matrix weight (the tied LM head included) plus attention, as race-train logs "
       "it; "
       "--recompute's repeated forwards are not counted (the MFU convention)");
-  if (cuda)
+  if (cuda && device.precision == "bf16")
+    notes.push_back(
+        "the linear layers' products run on bf16 tensor cores (cuBLASLt CUBLAS_COMPUTE_32F_FAST_16BF: fp32 "
+        "tensors rounded to bf16 operands, fp32 sums); everything else is the project's own fp32 kernels: "
+        "bf16_tensor_cores_dense is the peak the products are held to");
+  else if (cuda)
     notes.push_back(
         "the model computes in fp32 on CUDA cores (cuBLASLt with CUBLAS_COMPUTE_32F and the project's own "
-        "kernels; no tensor cores, no TF32): "
-        "fp32_cuda_cores is the peak it can reach, bf16_tensor_cores_dense the one a bf16 tensor-core "
-        "implementation would be held to");
+        "kernels; no tensor cores, no TF32): fp32_cuda_cores is the peak it can reach");
   return {{"tool", "race-bench model"},
           {"date", utc_timestamp()},
           {"command", command},

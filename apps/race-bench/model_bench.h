@@ -16,6 +16,7 @@ namespace race::bench {
 
 struct ModelBenchConfig {
   std::string device = "cpu";      // "cpu" or "cuda"
+  std::string precision = "auto";  // matrix products: "auto" (cuda bf16, cpu fp32), "fp32" or "bf16"
   std::string task = "lm";         // lm: causal GPT, every position scored; mlm: bidirectional, 15% scored
   std::string attention = "race";  // every layer: "race" or "softmax"
   std::int64_t layers = 12, d_model = 768, heads = 12;  // GPT-2 small (124M) by default

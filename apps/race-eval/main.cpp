@@ -46,6 +46,9 @@ int run(int argc, char** argv) {
   app.add_option("--device", eval.device, "cpu or cuda: where the model computes")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
+  app.add_option("--precision", eval.precision, "auto (cuda bf16, cpu fp32), fp32, or bf16 (cuda only)")
+      ->check(CLI::IsMember({"auto", "fp32", "bf16"}))
+      ->capture_default_str();
   app.add_option("--json", json_path, "Also write the results as JSON to FILE (\"-\": only JSON, on stdout)");
 
   race::train::GenerateOptions gen;
@@ -67,6 +70,9 @@ int run(int argc, char** argv) {
   generate->add_option("--seed", gen.seed, "Seed of the sampling")->capture_default_str();
   generate->add_option("--device", gen.device, "cpu or cuda: where the model computes")
       ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+  generate->add_option("--precision", gen.precision, "auto (cuda bf16, cpu fp32), fp32, or bf16 (cuda only)")
+      ->check(CLI::IsMember({"auto", "fp32", "bf16"}))
       ->capture_default_str();
   try {
     app.parse(argc, argv);

@@ -33,6 +33,10 @@ int run(int argc, char** argv, race::train::Communicator& comm) {
   app.add_option("--device", device, "cpu or cuda: where to compute (replaces run.device; a resumed run may "
                                      "move between them)")
       ->check(CLI::IsMember({"cpu", "cuda"}));
+  std::string precision;
+  app.add_option("--precision", precision,
+                 "auto, fp32 or bf16: the linear layers' products (replaces run.precision; bf16 needs cuda)")
+      ->check(CLI::IsMember({"auto", "fp32", "bf16"}));
   app.add_flag("--dry-run", options.dry_run, "Validate the config and data, print the plan, and exit");
   app.add_option("--log-level", options.log_level, "trace, debug, info, warn, error")->capture_default_str();
   try {
@@ -44,6 +48,7 @@ int run(int argc, char** argv, race::train::Communicator& comm) {
   if (!config_file.empty()) options.config_file = config_file;
   if (!resume_dir.empty()) options.resume_dir = resume_dir;
   if (!device.empty()) options.device = device;
+  if (!precision.empty()) options.precision = precision;
   // Ranks other than 0 run the same steps: their info lines would repeat rank 0's.
   race::init_logging(comm.rank() == 0 ? options.log_level : "warn");
   std::signal(SIGINT, request_stop);

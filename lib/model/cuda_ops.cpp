@@ -36,7 +36,7 @@ std::string device_out_of_memory_message(int64_t requested_bytes, int64_t free_b
       requested_bytes, mib(requested_bytes), mib(free_bytes), mib(total_bytes));
 }
 
-CudaOps::CudaOps(int device) {
+CudaOps::CudaOps(int device, kc::GemmPrecision precision) {
   int devices = 0;
   const cudaError_t status = cudaGetDeviceCount(&devices);
   if (status != cudaSuccess || devices == 0) {
@@ -54,7 +54,7 @@ CudaOps::CudaOps(int device) {
   RACE_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
   uint64_t keep_all = UINT64_MAX;
   RACE_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep_all));
-  gemm_ = std::make_unique<kc::GemmContext>();
+  gemm_ = std::make_unique<kc::GemmContext>(precision);
 }
 
 int64_t CudaOps::free_device_bytes() const {

@@ -1,4 +1,4 @@
-// Ops on one CUDA device, fp32 throughout: device memory owned by this object (cudaMalloc, freed in the
+// Ops on one CUDA device, fp32 tensors with the matrix products in fp32 or bf16 (GemmPrecision): device memory owned by this object (cudaMalloc, freed in the
 // destructor) and the kernels of lib/kernels/cuda (the linear layer's products through cuBLASLt), with the
 // semantics model/ops.h and the CPU kernels' headers document. Everything runs on the default stream in
 // call order; the calls that return values to the host (cross_entropy, grad_norm, copy_to_host) and the index
@@ -11,11 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cuda/linear_cuda.h"
 #include "model/ops.h"
-
-namespace race::kernels::cuda {
-class GemmContext;  // kernels/cuda/linear_cuda.h
-}
 
 namespace race::model {
 
@@ -24,9 +21,9 @@ std::string device_out_of_memory_message(int64_t requested_bytes, int64_t free_b
 
 class CudaOps final : public Ops {
  public:
-  // Makes `device` the current CUDA device of this thread and uses it; race::Error (with the reason) when
-  // there is no such device.
-  explicit CudaOps(int device = 0);
+  // Makes `device` the current CUDA device of this thread and uses it, with the linear layers' products in
+  // `precision`; race::Error (with the reason) when there is no such device.
+  explicit CudaOps(int device = 0, kernels::cuda::GemmPrecision precision = kernels::cuda::GemmPrecision::fp32);
   ~CudaOps() override;
   CudaOps(const CudaOps&) = delete;
   CudaOps& operator=(const CudaOps&) = delete;

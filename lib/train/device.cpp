@@ -36,7 +36,8 @@ ComputeDevice open_cpu() {
   return device;
 }
 
-ComputeDevice open_cuda([[maybe_unused]] std::string_view source, [[maybe_unused]] int local_rank) {
+ComputeDevice open_cuda([[maybe_unused]] std::string_view source, [[maybe_unused]] int local_rank,
+                        [[maybe_unused]] bool bf16) {
 #if RACE_HAVE_CUDA
   const kernels::cuda::DeviceQuery query = kernels::cuda::query_devices();
   if (query.devices.empty())
@@ -52,14 +53,17 @@ ComputeDevice open_cuda([[maybe_unused]] std::string_view source, [[maybe_unused
   // query is left out of it).
   const kernels::cuda::DeviceInfo& info = query.devices[static_cast<size_t>(local_rank % count)];
   device.cuda_index = info.index;
-  auto ops = std::make_unique<model::CudaOps>(device.cuda_index);
+  auto ops = std::make_unique<model::CudaOps>(
+      device.cuda_index, bf16 ? kernels::cuda::GemmPrecision::bf16 : kernels::cuda::GemmPrecision::fp32);
+  device.precision = bf16 ? "bf16" : "fp32";
   device.memory_bytes = ops->free_device_bytes();
   device.total_bytes = info.memory_bytes;
   device.gpu_uuid = info.uuid;
   device.description = fmt::format(
-      "CUDA device {} of {} ({}, compute capability {}.{}, {:.1f} GB free of {:.1f} GB)", device.cuda_index,
-      count, info.name, info.compute_major, info.compute_minor,
-      static_cast<double>(device.memory_bytes) / 1e9, static_cast<double>(info.memory_bytes) / 1e9);
+      "CUDA device {} of {} ({}, compute capability {}.{}, {:.1f} GB free of {:.1f} GB), {} matrix products",
+      device.cuda_index, count, info.name, info.compute_major, info.compute_minor,
+      static_cast<double>(device.memory_bytes) / 1e9, static_cast<double>(info.memory_bytes) / 1e9,
+      device.precision);
   device.ops = std::move(ops);
   return device;
 #else
@@ -80,9 +84,18 @@ std::string ComputeDevice::budget_description(int sharing) const {
                      sharing > 1 ? fmt::format(", split over the {} processes that share it", sharing) : "");
 }
 
-ComputeDevice open_device(std::string_view name, std::string_view source, int local_rank) {
-  if (name == "cpu") return open_cpu();
-  if (name == "cuda") return open_cuda(source, local_rank);
+ComputeDevice open_device(std::string_view name, std::string_view source, int local_rank,
+                          std::string_view precision, std::string_view precision_source) {
+  if (precision != "auto" && precision != "fp32" && precision != "bf16")
+    fail("{} = \"{}\": expected \"auto\", \"fp32\" or \"bf16\"", precision_source, precision);
+  if (name == "cpu") {
+    if (precision == "bf16")
+      fail("{} = \"bf16\" needs the CUDA device: the CPU backend computes in fp32; use \"fp32\" or \"auto\", "
+           "or {} = \"cuda\"",
+           precision_source, source);
+    return open_cpu();
+  }
+  if (name == "cuda") return open_cuda(source, local_rank, precision != "fp32");
   fail("{} = \"{}\": expected \"cpu\" or \"cuda\"", source, name);
 }
 

@@ -25,6 +25,9 @@ struct ComputeDevice {
   // model::ModelSpec::logits_block_bytes suited to the device: a CPU's cache, or matrix products large
   // enough to fill a GPU.
   int64_t logits_block_bytes = int64_t{4} << 20;
+  // The precision of the linear layers' matrix products: "fp32", or "bf16" (CUDA: bf16 operands on the
+  // tensor cores, fp32 sums; parameters, activations and optimizer state stay fp32).
+  std::string precision = "fp32";
 
   // The share of memory a memory plan may take: a tenth of a GPU's stays for the kernels' per-call scratch
   // and the libraries, a fifth of the host's for everything else running on it.
@@ -46,8 +49,10 @@ bool cuda_backend_built();
 
 // `name` is "cpu" or "cuda"; `source` says where it came from ("run.device", "--device") for the errors.
 // CUDA: the process with node-local rank r takes device r mod (visible devices), so one process per GPU
-// when there are enough. race::Error, naming `source` and the value, for an unknown name, a build without
-// CUDA, or a machine without a usable GPU.
-ComputeDevice open_device(std::string_view name, std::string_view source, int local_rank = 0);
+// when there are enough. `precision` is "auto" (bf16 on CUDA, fp32 on the CPU), "fp32" or "bf16" (CUDA
+// only), named `precision_source` in errors. race::Error, naming the source and the value, for an unknown
+// name or precision, bf16 on the CPU, a build without CUDA, or a machine without a usable GPU.
+ComputeDevice open_device(std::string_view name, std::string_view source, int local_rank = 0,
+                          std::string_view precision = "auto", std::string_view precision_source = "--precision");
 
 }  // namespace race::train

@@ -76,7 +76,7 @@ CheckpointEvaluation evaluate_checkpoint(const EvalOptions& options) {
   nlohmann::json model_config = data_config;
   if (model_config["model"]["max_seq_len"].get<int64_t>() == 0)
     model_config["model"]["max_seq_len"] = std::max(trained_context, data->context());
-  const ComputeDevice device = open_device(options.device, "--device");
+  const ComputeDevice device = open_device(options.device, "--device", 0, options.precision, "--precision");
   model::Ops& ops = *device.ops;
   model::ModelSpec spec = model_spec(model_config, *data);
   spec.logits_block_bytes = device.logits_block_bytes;
@@ -124,7 +124,7 @@ Generation generate(const GenerateOptions& options) {
   const int64_t total = static_cast<int64_t>(prompt.size()) + options.max_new_tokens;
   model::ModelSpec spec =
       model::spec_from_config(config.at("model"), tokenizer.vocab_size, config.at("data").at("context").get<int64_t>());
-  const ComputeDevice device = open_device(options.device, "--device");
+  const ComputeDevice device = open_device(options.device, "--device", 0, options.precision, "--precision");
   model::Ops& ops = *device.ops;
   model::Gpt gpt(ops, spec, 1, 1);
   load_into(gpt, ops, ckpt, "checkpoint " + path.string());

@@ -22,7 +22,8 @@ struct EvalOptions {
   // works with RoPE or no positions (length generalisation, e.g. passkey), not with a learned table.
   int64_t context = 0;
   int64_t batch_size = 0;
-  std::string device = "cpu";  // "cpu" or "cuda" (--device); any checkpoint runs on either
+  std::string device = "cpu";      // "cpu" or "cuda" (--device); any checkpoint runs on either
+  std::string precision = "auto";  // matrix products (--precision): "auto", "fp32" or "bf16" (cuda)
 };
 
 struct CheckpointEvaluation {
@@ -44,7 +45,8 @@ struct GenerateOptions {
   double temperature = 1.0;  // 0: greedy
   int64_t top_k = 0;         // 0: the whole vocabulary
   uint64_t seed = 0;
-  std::string device = "cpu";  // "cpu" or "cuda" (--device)
+  std::string device = "cpu";      // "cpu" or "cuda" (--device)
+  std::string precision = "auto";  // matrix products (--precision): "auto", "fp32" or "bf16" (cuda)
 };
 
 struct Generation {

@@ -46,7 +46,12 @@ Schema train_schema() {
                                   {"device", Schema::string("cpu", "Where the model computes: cpu, or cuda (one "
                                                                    "GPU per process; under mpirun, GPU r mod "
                                                                    "count for node-local rank r).")
-                                                 .one_of({"cpu", "cuda"})}})},
+                                                 .one_of({"cpu", "cuda"})},
+                                  {"precision",
+                                   Schema::string("auto", "The linear layers' matrix products: fp32, or bf16 "
+                                                          "(cuda only: bf16 operands on the tensor cores, fp32 "
+                                                          "sums); auto is bf16 on cuda, fp32 on cpu.")
+                                       .one_of({"auto", "fp32", "bf16"})}})},
           {"data",
            Schema::object(
                "Language-model data: an HDF5 file in the layout of docs (DESIGN section 4).",
@@ -244,8 +249,10 @@ TrainResult run_training(const TrainOptions& options, Communicator& comm,
     config = resolve(train_schema(), opened.config(), {}, (opened.path() / "config.json").string());
     run.emplace(std::move(opened));
   }
-  // The device changes where the run computes, not what it computes: --device may move a resumed run too.
+  // The device and precision change how the run computes, not what: --device and --precision may change a
+  // resumed run too.
   if (options.device) config["run"]["device"] = *options.device;
+  if (options.precision) config["run"]["precision"] = *options.precision;
   const auto& data_cfg = config.at("data");
   const auto& opt_cfg = config.at("optimizer");
   const auto& train_cfg = config.at("train");
@@ -289,7 +296,9 @@ TrainResult run_training(const TrainOptions& options, Communicator& comm,
 
   const std::string device_name = config.at("run").at("device").get<std::string>();
   ComputeDevice device =
-      open_device(device_name, options.device ? "--device" : "run.device", comm.local_rank());
+      open_device(device_name, options.device ? "--device" : "run.device", comm.local_rank(),
+                  config.at("run").at("precision").get<std::string>(),
+                  options.precision ? "--precision" : "run.precision");
   model::Ops& ops = *device.ops;
   model::ModelSpec spec = model_spec(config, *data);
   spec.logits_block_bytes = device.logits_block_bytes;

@@ -38,6 +38,7 @@ struct TrainOptions {
   std::optional<std::filesystem::path> resume_dir;   // or continue runs/<name>
   std::vector<std::string> overrides;                // --set a.b=v (new runs only)
   std::optional<std::string> device;                 // --device: replaces run.device, on resume too
+  std::optional<std::string> precision;              // --precision: replaces run.precision, on resume too
   bool dry_run = false;                              // validate, print the plan, exit
   std::string log_level = "info";                    // also written to <run dir>/log
 };

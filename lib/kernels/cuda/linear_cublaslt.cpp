@@ -1,4 +1,5 @@
-// GemmContext: the linear layer's three products through cuBLASLt, fp32 with CUBLAS_COMPUTE_32F (no TF32).
+// GemmContext: the linear layer's three products through cuBLASLt, with CUBLAS_COMPUTE_32F (fp32, no TF32)
+// or CUBLAS_COMPUTE_32F_FAST_16BF (bf16 tensor cores, fp32 sums) on fp32 matrices.
 // Each call describes its product with gemm_layout.h's column-major mapping, asks cuBLASLt's heuristic for
 // an algorithm the first time it sees that shape, layout and pointer alignment, and reuses the answer from
 // then on; the descriptors themselves are rebuilt per call (small host objects, microseconds).
@@ -107,6 +108,7 @@ struct GemmContext::State {
   using Key = std::tuple<bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, uint32_t,
                          uint32_t, uint32_t, uint32_t>;
 
+  cublasComputeType_t compute_type = CUBLAS_COMPUTE_32F;
   cublasLtHandle_t handle = nullptr;
   void* workspace = nullptr;  // (kWorkspaceBytes) bytes
   std::map<Key, cublasLtMatmulAlgo_t> algorithms;
@@ -121,7 +123,7 @@ struct GemmContext::State {
   void matmul(const gemm::ColumnMajorGemm& g, const float* a, const float* b, float beta, float* c,
               const float* bias) {
     cublasLtMatmulDesc_t raw_desc = nullptr;
-    RACE_CUBLAS_CHECK(cublaslt().MatmulDescCreate(&raw_desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    RACE_CUBLAS_CHECK(cublaslt().MatmulDescCreate(&raw_desc, compute_type, CUDA_R_32F));
     const MatmulDesc desc(raw_desc);
     set_attribute(desc.get(), CUBLASLT_MATMUL_DESC_TRANSA, g.transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N);
     set_attribute(desc.get(), CUBLASLT_MATMUL_DESC_TRANSB, g.transpose_b ? CUBLAS_OP_T : CUBLAS_OP_N);
@@ -166,7 +168,8 @@ struct GemmContext::State {
   }
 };
 
-GemmContext::GemmContext() : state_(std::make_unique<State>()) {
+GemmContext::GemmContext(GemmPrecision precision) : state_(std::make_unique<State>()) {
+  state_->compute_type = precision == GemmPrecision::bf16 ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F;
   RACE_CUBLAS_CHECK(cublaslt().Create(&state_->handle));
   RACE_CUDA_CHECK(cudaMalloc(&state_->workspace, kWorkspaceBytes));
 }

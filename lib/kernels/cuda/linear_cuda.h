@@ -1,8 +1,10 @@
-// The fully connected layer on CUDA devices, fp32 throughout, with the semantics of kernels/cpu/linear_cpu.h:
+// The fully connected layer on CUDA devices, fp32 tensors, with the semantics of kernels/cpu/linear_cpu.h:
 //   y (N, out) = x (N, in) W^T + b,   W (out, in);
 //   backward: dx = dy W (overwritten), dW += dy^T x, db += sum_n dy (accumulated); any may be null.
-// The products go through cuBLASLt (linear_cublaslt.cpp), in fp32 with CUBLAS_COMPUTE_32F: no TF32 (nor any
-// other reduced-precision mode), so results match the CPU within fp32 rounding. Forward adds a 16-byte-aligned
+// The products go through cuBLASLt (linear_cublaslt.cpp) in one of two precisions (GemmPrecision): fp32
+// (CUBLAS_COMPUTE_32F, no TF32: results match the CPU within fp32 rounding), or bf16 tensor cores
+// (CUBLAS_COMPUTE_32F_FAST_16BF: cuBLASLt rounds the fp32 operands to bf16 and accumulates in fp32; inputs,
+// outputs and the bias stay fp32). Forward adds a 16-byte-aligned
 // bias in cuBLASLt's BIAS epilogue, and writes any other into y before the product; db is our own column sum (column_sums_cuda.h), because cuBLASLt's BGRADB epilogue
 // overwrites the bias gradient where the layer accumulates into it.
 // Deterministic: one algorithm per shape (chosen once and cached), and only algorithms that finish the
@@ -15,12 +17,16 @@
 
 namespace race::kernels::cuda {
 
-// The cuBLASLt handle, a 32 MiB workspace and the algorithm chosen for each shape, on the current device.
+// How the products multiply: fp32 on the CUDA cores, or bf16 operands on the tensor cores with fp32 sums.
+enum class GemmPrecision { fp32, bf16 };
+
+// The cuBLASLt handle, the precision, a 32 MiB workspace and the algorithm chosen for each shape, on the
+// current device.
 // Not thread-safe: one per CudaOps. Errors (no device, cuBLASLt failures, sizes) throw race::Error naming
 // the call, the cuBLASLt status and a hint.
 class GemmContext {
  public:
-  GemmContext();
+  explicit GemmContext(GemmPrecision precision);
   ~GemmContext();
   GemmContext(const GemmContext&) = delete;
   GemmContext& operator=(const GemmContext&) = delete;
