@@ -299,8 +299,9 @@ Json run_model_bench(const ModelBenchConfig& c, const std::string& command, std:
       "--recompute's repeated forwards are not counted (the MFU convention)");
   if (cuda && device.precision == "bf16")
     notes.push_back(
-        "the linear layers' products run on bf16 tensor cores (cuBLASLt CUBLAS_COMPUTE_32F_FAST_16BF: fp32 "
-        "tensors rounded to bf16 operands, fp32 sums); everything else is the project's own fp32 kernels: "
+        "the linear layers' products run on tensor cores (cuBLASLt CUBLAS_COMPUTE_32F_FAST_16BF: fp32 "
+        "tensors rounded to bf16, or TF32 where cuBLASLt picks it, with fp32 sums); everything else is the "
+        "project's own fp32 kernels: "
         "bf16_tensor_cores_dense is the peak the products are held to");
   else if (cuda)
     notes.push_back(

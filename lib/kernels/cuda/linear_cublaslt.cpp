@@ -155,10 +155,12 @@ struct GemmContext::State {
                                                        &result, &count));
       if (count == 0)
         fail(
-            "cuBLASLt has no fp32 algorithm for the column-major product m = {}, n = {}, k = {} (op(A) {}, "
-            "op(B) {}, bias {}, alignments {}/{}/{} bytes); hint: report the shape",
-            g.m, g.n, g.k, g.transpose_a ? "T" : "N", g.transpose_b ? "T" : "N",
-            bias != nullptr ? "yes" : "no", align_a, align_b, align_c);
+            "cuBLASLt has no {} algorithm for the column-major product m = {}, n = {}, k = {} (op(A) {}, "
+            "op(B) {}, bias {}, alignments {}/{}/{} bytes); hint: report the shape, or try --precision {}",
+            compute_type == CUBLAS_COMPUTE_32F ? "fp32" : "bf16", g.m, g.n, g.k, g.transpose_a ? "T" : "N",
+            g.transpose_b ? "T" : "N",
+            bias != nullptr ? "yes" : "no", align_a, align_b, align_c,
+            compute_type == CUBLAS_COMPUTE_32F ? "bf16" : "fp32");
       found = algorithms.emplace(key, result.algo).first;
     }
     const float alpha = 1.f;

@@ -2,9 +2,9 @@
 //   y (N, out) = x (N, in) W^T + b,   W (out, in);
 //   backward: dx = dy W (overwritten), dW += dy^T x, db += sum_n dy (accumulated); any may be null.
 // The products go through cuBLASLt (linear_cublaslt.cpp) in one of two precisions (GemmPrecision): fp32
-// (CUBLAS_COMPUTE_32F, no TF32: results match the CPU within fp32 rounding), or bf16 tensor cores
-// (CUBLAS_COMPUTE_32F_FAST_16BF: cuBLASLt rounds the fp32 operands to bf16 and accumulates in fp32; inputs,
-// outputs and the bias stay fp32). Forward adds a 16-byte-aligned
+// (CUBLAS_COMPUTE_32F, no TF32: results match the CPU within fp32 rounding), or tensor cores
+// (CUBLAS_COMPUTE_32F_FAST_16BF: cuBLASLt may round the fp32 operands to bf16, or to TF32, its choice per
+// shape, and accumulates in fp32; inputs, outputs and the bias stay fp32). Forward adds a 16-byte-aligned
 // bias in cuBLASLt's BIAS epilogue, and writes any other into y before the product; db is our own column sum (column_sums_cuda.h), because cuBLASLt's BGRADB epilogue
 // overwrites the bias gradient where the layer accumulates into it.
 // Deterministic: one algorithm per shape (chosen once and cached), and only algorithms that finish the
