@@ -533,6 +533,7 @@ TEST_F(RaceBench, AttentionWritesAJsonReport) {
   EXPECT_EQ(options.at("tables"), 2);
   EXPECT_EQ(options.at("seq_len"), 300);
   EXPECT_EQ(options.at("repeats"), 2);
+  EXPECT_EQ(options.at("in_place"), false);
   EXPECT_EQ(json.at("stop_reason"), "single");
   ASSERT_EQ(json.at("results").size(), 1u);
   const auto& result = json.at("results")[0];
@@ -636,6 +637,13 @@ TEST_F(RaceBench, DeviceAndDtypeMistakesAreUsageErrors) {
   const Outcome softmax_bf16 = bench("attention --impl softmax --dtype bf16 -T 64");
   EXPECT_EQ(softmax_bf16.status, 2);
   EXPECT_TRUE(contains(softmax_bf16.err, "--dtype bf16 needs --device cuda")) << softmax_bf16.err;
+  // Gradients over the inputs are the CUDA RACE kernels' contract, not the CPU's nor softmax's.
+  for (const char* command : {"attention --in-place -T 64", "attention --impl softmax --device cuda --in-place -T 64"}) {
+    const Outcome in_place = bench(command);
+    EXPECT_EQ(in_place.status, 2) << command;
+    EXPECT_TRUE(contains(in_place.err, "--in-place needs --device cuda and --impl race")) << command << ": "
+                                                                                           << in_place.err;
+  }
   const Outcome check = bench("check --device tpu --in x.h5 --out y.h5");
   EXPECT_EQ(check.status, 2);
   EXPECT_TRUE(contains(check.err, "--device")) << check.err;

@@ -26,7 +26,7 @@ nlohmann::ordered_json to_json(const LayerConfig& c) {
           {"causal", c.causal},     {"batch", c.batch},   {"heads", c.heads},
           {"head_dim", c.head_dim}, {"tables", c.tables}, {"bits", c.bits},     {"estimator", c.estimator},
           {"beta", c.beta},         {"eps", c.eps},       {"window", c.window}, {"threads", c.threads},
-          {"repeats", c.repeats},   {"seed", c.seed}};
+          {"repeats", c.repeats},   {"seed", c.seed},     {"in_place", c.in_place}};
 }
 
 LayerConfig layer_config_from_json(const nlohmann::json& json) {
@@ -48,6 +48,7 @@ LayerConfig layer_config_from_json(const nlohmann::json& json) {
     json.at("threads").get_to(c.threads);
     json.at("repeats").get_to(c.repeats);
     json.at("seed").get_to(c.seed);
+    json.at("in_place").get_to(c.in_place);
     return c;
   } catch (const nlohmann::json::exception& e) {
     fail("layer configuration {}: {}", json.dump(), e.what());
@@ -114,6 +115,9 @@ void validate(const LayerConfig& c) {
   if (c.device != "cpu" && c.device != "cuda") throw UsageError(fmt::format("unknown device \"{}\"", c.device));
   if (c.dtype != "fp32" && c.dtype != "bf16") throw UsageError(fmt::format("unknown dtype \"{}\"", c.dtype));
   if (!c.on_cuda() && c.dtype != "fp32") throw UsageError("--dtype bf16 needs --device cuda (the CPU kernels are fp32)");
+  if (c.in_place && !(c.on_cuda() && c.is_race()))
+    throw UsageError("--in-place needs --device cuda and --impl race (the CUDA RACE kernels allow gradients over "
+                     "their inputs)");
   if (c.estimator != "bucket" && c.estimator != "ratio")
     throw UsageError(fmt::format("unknown estimator \"{}\"", c.estimator));
   if (c.is_race()) {
@@ -132,7 +136,7 @@ void validate(const LayerConfig& c) {
 }
 
 std::int64_t io_bytes(const LayerConfig& c, std::int64_t seq_len) {
-  std::int64_t bytes = 8 * static_cast<std::int64_t>(sizeof(float));
+  std::int64_t bytes = (c.in_place ? 4 : 8) * c.element_bytes();
   for (const std::int64_t factor : {c.batch, c.heads, seq_len, c.head_dim})
     if (__builtin_mul_overflow(bytes, factor, &bytes))
       throw UsageError(fmt::format("B={} H={} T={} D={}: the layer's size overflows 64 bits", c.batch, c.heads,

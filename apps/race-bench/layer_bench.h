@@ -26,6 +26,9 @@ struct LayerConfig {
   int threads = 1;
   int repeats = 3;
   std::uint64_t seed = 0;
+  // cuda race: the backward writes dq, dk, dv over q, k, v and the forward's out is the backward's dout, so
+  // the layer holds 4 tensors instead of 8 (the kernels allow it: race_attention_cuda.h)
+  bool in_place = false;
 
   bool is_race() const { return impl == "race"; }
   bool on_cuda() const { return device == "cuda"; }
@@ -40,8 +43,8 @@ LayerConfig layer_config_from_json(const nlohmann::json& json);
 // Throws race::UsageError for a configuration the kernels would reject, before any child is started.
 void validate(const LayerConfig& config);
 
-// The layer's own inputs and outputs, q, k, v, out, dout, dq, dk, dv: 8 * B*H*T*D fp32 values. The
-// yardstick for peak memory: a layer can hardly use less.
+// The layer's own inputs and outputs, q, k, v, out, dout, dq, dk, dv: 8 * B*H*T*D values of the dtype, or
+// 4 with in_place. The yardstick for peak memory: a layer can hardly use less.
 std::int64_t io_bytes(const LayerConfig& config, std::int64_t seq_len);
 
 // Work of one pass at seq_len, up to a constant: T for RACE, T times the keys a query sees for softmax.

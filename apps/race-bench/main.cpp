@@ -59,6 +59,8 @@ void add_layer_options(CLI::App& app, LayerConfig& c, bool& bidirectional) {
       ->check(CLI::Range(1, 1 << 20))
       ->capture_default_str();
   app.add_option("--seed", c.seed, "Seed of the synthetic inputs")->capture_default_str();
+  app.add_flag("--in-place", c.in_place,
+               "cuda race: gradients written over q, k, v and dout over out (4 tensors instead of 8)");
 }
 
 void add_model_options(CLI::App& app, ModelBenchConfig& c) {

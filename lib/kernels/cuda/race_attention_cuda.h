@@ -33,6 +33,9 @@ struct RaceCudaGradients {
   float* dbeta = nullptr;  // (H) or null; overwritten, not accumulated
 };
 
+// In place: dq may be q, dk may be k and dv may be v (each block reads a chunk of q, or of k and v, into shared
+// memory before it writes that chunk's gradient, and no later launch of the call reads them), so a layer
+// that no longer needs its inputs can hold 4 tensors instead of 8. dout may be the forward's out.
 // Device scratch (stream-ordered allocations, freed before return) beyond the arguments:
 // forward 16 * B * H * spans * S * (D + 1) bytes; backward twice that plus 8 * B * H * T * S.
 // Both throw race::Error from kernels::validate, std::invalid_argument for a missing tensor or a shape
