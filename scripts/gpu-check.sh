@@ -21,33 +21,36 @@
 #                                step `locate_<library>` (CUDA runs then find it only if the build machine's
 #                                toolkit folder exists there too). Then runs one part, each step under a timeout,
 #                                and writes into
-#                                $OUT (default ./gpu-check-out) three files: gpu-check-<part>.log,
-#                                steps-<part>.json (each step's exit status and seconds) and
-#                                gpu-check-<part>.tar.gz with the results (the device runner returns at most 8
-#                                files). Each part stays under 8 minutes:
-#     kernels (470 s of limits)  tests_*.json: gtest reports of test_cuda_device, test_race_attention_cuda and
+#                                $OUT (default ./gpu-check-out): gpu-check-<part>.log, steps-<part>.json (each
+#                                step's exit status and seconds, rewritten after every step), the most important
+#                                results as soon as their step ends, and at the end gpu-check-<part>.tar.gz with
+#                                all of them (the device runner returns at most 8 files; a part keeps at most 7).
+#                                Each part's step limits fit one 10-minute runner call:
+#     kernels (530 s of limits)  tests_*.json: gtest reports of test_cuda_device, test_race_attention_cuda and
 #                                test_softmax_attention_cuda (the kernels on the GPU against the fp64 CPU
 #                                references), test_cuda_ops (every model::Ops method and a tiny Gpt on CUDA
 #                                against CpuOps), test_race_tile (host emulation); race_bench_*.json:
 #                                race-bench attention --device cuda at B=1 H=4 D=128 L=3 P=3 bf16 causal at
-#                                T = 2^20 and a doubling sweep from T = 4096; softmax_bench_sweep.json: our CUDA
+#                                T = 2^20, at T = 20 x 2^20 with --in-place, and a doubling sweep from T = 4096;
+#                                softmax_bench_sweep.json: our CUDA
 #                                flash softmax at the same shape; sdpa_flash.json: torch
 #                                scaled_dot_product_attention (flash backend) at the same shapes, with the
 #                                race-bench timings beside it (scripts/sdpa_bench.py)
-#     trainer (565 s of limits)  tests_trainer_cuda.json: CPU against CUDA training (fp32 and bf16 products)
+#     trainer (525 s of limits)  tests_trainer_cuda.json: CPU against CUDA training (fp32 and bf16 products)
 #                                from one initialisation, a CPU checkpoint resumed on CUDA; runs/mqar_64 and
-#                                eval_mqar_64.json: MQAR at context 64 generated there, trained 1200 steps and
-#                                evaluated on the GPU; model_*.json: race-bench model (GPT-2 124M shape, bf16
+#                                eval_mqar_64.json: MQAR at context 64 (made by build and carried: the GPU
+#                                machine may lack h5py), trained 1200 steps and evaluated on the GPU; model_*.json: race-bench model (GPT-2 124M shape, bf16
 #                                products) tokens/s and MFU, RACE at 4K (also fp32), 64K and 256K (recomputed),
 #                                softmax at 4K; torch_gpt_*.json: the PyTorch
 #                                reference of the same model (scripts/torch_gpt_bench.py) at 4K and 64K
 #
 # build-gpu-check/ is ignored by git (build*/), so a tool that copies only the tracked and untracked-but-not-
 # ignored files of the working tree must be told to carry the bundle, e.g. with the device runner:
-#   run(command="scripts/gpu-check.sh run kernels", carry=["build-gpu-check/bundle"], timeout_s=540)
-#   run(command="scripts/gpu-check.sh run trainer", carry=["build-gpu-check/bundle"], timeout_s=590)
-# Both parts at their limits pass one 15-minute device session (machine start included): run the kernels
-# part first, and the trainer part in the time left or in a later session.
+#   run(command="scripts/gpu-check.sh run kernels", carry=["build-gpu-check/bundle"], timeout_s=600)
+#   run(command="scripts/gpu-check.sh run trainer", carry=["build-gpu-check/bundle"], timeout_s=600)
+# Both parts at their limits do not fit one 15-minute device session with the machine's start: run the
+# kernels part first; the trainer part usually takes far less than its limits, so try it in the time left,
+# and otherwise in a later session.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=build-gpu-check
@@ -83,6 +86,10 @@ build_bundle() {
   mkdir -p "$BUNDLE/bin" "$BUNDLE/lib"
   for b in "${BINARIES[@]}"; do cp "$BUILD/$b" "$BUNDLE/bin/"; done
   cp scripts/sdpa_bench.py "$BUNDLE/"
+  # The MQAR data for the trainer part, made here: the GPU machine's python3 (PyTorch's) may lack h5py.
+  mkdir -p "$BUNDLE/data"
+  /usr/bin/python3 data/scripts/mqar_to_h5.py --output "$BUNDLE/data/mqar_64.h5" --pairs 2,4,8,16 --context 64 \
+    --train-examples 80000 --val-examples 512
   local needed
   needed=$(for b in "$BUNDLE"/bin/*; do ldd "$b" | awk '$3 ~ /^\// {print $3}'; done | sort -u)
   local lib
@@ -101,7 +108,7 @@ build_bundle() {
   for b in race-bench race-train race-eval; do LD_LIBRARY_PATH="$BUNDLE/lib" "$BUNDLE/bin/$b" --help >/dev/null; done
   # Every binary holds OpenBLAS's archive (about 30 MB, mostly kernels for every x86 CPU): together they
   # would pass 64 MiB many times over. xz shrinks each to a few MB; `run` unpacks them with python3's lzma.
-  xz -6 -T"$(nproc)" "$BUNDLE"/bin/*
+  xz -6 -T"$(nproc)" "$BUNDLE"/bin/* "$BUNDLE/data/mqar_64.h5"
   local bytes
   bytes=$(du -sb "$BUNDLE" | cut -f1)
   echo "gpu-check: bundle $BUNDLE: $((bytes / 1024 / 1024)) MiB ($bytes bytes), $(ls "$BUNDLE/lib" | wc -l) libraries"
@@ -120,6 +127,16 @@ record() {
   if [ "$2" = 124 ] || [ "$2" = 137 ]; then timed_out=true; fi
   STEPS+=("{\"step\": \"$1\", \"status\": $2, \"seconds\": $3, \"timed_out\": $timed_out}")
   echo "gpu-check: $1: status $2 in ${3}s"
+  # Rewritten after every step, so a run cut short by the runner's own limit still brings back what ran.
+  (
+    IFS=,
+    echo "[${STEPS[*]}]"
+  ) >"$out/steps-$part.json"
+}
+
+# keep FILE: copies one result to $OUT at once, for the same reason (the archive is packed at the end).
+keep() {
+  if [ -f "$1" ]; then cp "$1" "$out/"; fi
 }
 
 # step NAME SECONDS COMMAND...: runs COMMAND with a timeout, recording its status and time in steps.json.
@@ -159,56 +176,67 @@ PY
 }
 
 # The attention kernels (issue 5): CUDA tests against the fp64 CPU references, race-bench sweeps and PyTorch's
-# scaled_dot_product_attention at the same shapes. About 470 s of step limits.
+# scaled_dot_product_attention at the same shapes. About 530 s of step limits.
 kernels_checks() {
   local bin=$1 work=$2
   local shape=(-B 1 -H 4 -D 128 -L 3 -P 3 --causal --device cuda --dtype bf16 --repeats 5)
   step test_cuda_device 30 "$bin/test_cuda_device" --gtest_output="json:$work/tests_cuda_device.json"
   step test_race_attention_cuda 100 "$bin/test_race_attention_cuda" \
     --gtest_output="json:$work/tests_race_attention_cuda.json"
+  keep "$work/tests_race_attention_cuda.json"
   step test_softmax_attention_cuda 40 "$bin/test_softmax_attention_cuda" \
     --gtest_output="json:$work/tests_softmax_attention_cuda.json"
   step test_cuda_ops 20 "$bin/test_cuda_ops" --gtest_output="json:$work/tests_cuda_ops.json"
   step test_race_tile 30 "$bin/test_race_tile" --gtest_output="json:$work/tests_race_tile.json"
   step race_bench_1m 60 "$bin/race-bench" attention "${shape[@]}" -T 1048576 --json "$work/race_bench_1m.json"
+  keep "$work/race_bench_1m.json"
+  # One layer at 20M tokens (20 x 2^20), gradients written over the inputs: about 102 GB of the H200's 141.
+  step race_bench_20m 60 "$bin/race-bench" attention "${shape[@]}" --in-place -T 20971520 \
+    --json "$work/race_bench_20m.json"
+  keep "$work/race_bench_20m.json"
   step race_bench_sweep 80 "$bin/race-bench" attention "${shape[@]}" --sweep --t-min 4096 --max-seconds 60 \
     --json "$work/race_bench_sweep.json"
   step softmax_bench_sweep 40 "$bin/race-bench" attention --impl softmax -B 1 -H 4 -D 128 --causal --device cuda \
     --dtype bf16 --repeats 3 --sweep --t-min 4096 --max-seconds 30 --json "$work/softmax_bench_sweep.json"
   step sdpa_flash 70 python3 "$BUNDLE/sdpa_bench.py" --t-min 4096 --t-max 1048576 --max-seconds 55 \
     --race-json "$work/race_bench_sweep.json" --json "$work/sdpa_flash.json"
+  keep "$work/sdpa_flash.json"
 }
 
 # The trainer on CUDA (issues 6 and 7): CPU against CUDA training and the device errors (test_trainer), MQAR
 # at context 64 trained and evaluated on the GPU (the CPU's numbers are in docs/experiments.md), and
 # race-bench model's tokens/s and MFU for the GPT-2 124M shape, beside the PyTorch reference of the same model
 # (scripts/torch_gpt_bench.py, SDPA flash, bf16 autocast). race-bench model runs bf16 products (its default on
-# CUDA), and once fp32 at 4K for the difference. 565 s of step limits.
+# CUDA), and once fp32 at 4K for the difference. 525 s of step limits.
 trainer_checks() {
   local bin=$1 work=$2
   step test_trainer_cuda 80 "$bin/test_trainer" --gtest_filter='Trainer.Cuda*:Trainer.Device*' \
     --gtest_output="json:$work/tests_trainer_cuda.json"
+  keep "$work/tests_trainer_cuda.json"
   mkdir -p "$work/data"
-  step mqar_data 40 python3 data/scripts/mqar_to_h5.py --output "$work/data/mqar_64.h5" --pairs 2,4,8,16 \
-    --context 64 --train-examples 80000 --val-examples 512
-  step train_mqar_64 100 "$bin/race-train" --config configs/mqar_64.json --device cuda \
+  step mqar_data 20 python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
+    "$BUNDLE/data/mqar_64.h5.xz" "$work/data/mqar_64.h5"
+  step train_mqar_64 90 "$bin/race-train" --config configs/mqar_64.json --device cuda \
     --set data.path="$work/data/mqar_64.h5" --set run.root="$work/runs"
   step eval_mqar_64 20 "$bin/race-eval" --checkpoint "$work/runs/mqar_64" --device cuda \
     --json "$work/eval_mqar_64.json"
   local model=(--device cuda --layers 12 --d-model 768 --heads 12)
   step model_race_4k 45 "$bin/race-bench" model "${model[@]}" -T 4096 -B 8 --steps 3 --json "$work/model_race_4k.json"
+  keep "$work/model_race_4k.json"
   step model_race_4k_fp32 35 "$bin/race-bench" model "${model[@]}" --precision fp32 -T 4096 -B 8 --steps 2 \
     --json "$work/model_race_4k_fp32.json"
   step model_softmax_4k 45 "$bin/race-bench" model "${model[@]}" --attention softmax -T 4096 -B 8 --steps 3 \
     --json "$work/model_softmax_4k.json"
   step model_race_64k 45 "$bin/race-bench" model "${model[@]}" -T 65536 -B 1 --steps 2 \
     --json "$work/model_race_64k.json"
-  step model_race_256k 60 "$bin/race-bench" model "${model[@]}" -T 262144 -B 1 --recompute --steps 2 \
+  keep "$work/model_race_64k.json"
+  step model_race_256k 55 "$bin/race-bench" model "${model[@]}" -T 262144 -B 1 --recompute --steps 2 \
     --json "$work/model_race_256k.json"
-  step torch_gpt_4k 45 python3 scripts/torch_gpt_bench.py -T 4096 -B 8 --warmup 2 --steps 5 \
+  step torch_gpt_4k 40 python3 scripts/torch_gpt_bench.py -T 4096 -B 8 --warmup 2 --steps 5 \
     --json "$work/torch_gpt_4k.json"
   step torch_gpt_64k 50 python3 scripts/torch_gpt_bench.py -T 65536 -B 1 --warmup 2 --steps 3 \
     --json "$work/torch_gpt_64k.json"
+  keep "$work/torch_gpt_64k.json"
 }
 
 run_checks() {
@@ -266,8 +294,7 @@ run_checks() {
     echo "[${STEPS[*]}]"
   ) >"$work/steps.json"
   cp "$work/steps.json" "$out/steps-$part.json"
-  # The generated dataset can be made again (mqar_data's command) and would only crowd the 16 MiB a file
-  # may bring back.
+  # The dataset is the bundle's and would only crowd the 16 MiB a file may bring back.
   tar -C "$work" --exclude=./data -czf "$out/gpu-check-$part.tar.gz" .
   echo "gpu-check: results in $out/gpu-check-$part.tar.gz"
   # Let tee write the log's last lines before the runner collects $OUT.
