@@ -783,6 +783,33 @@ TEST_F(RaceBench, ModelWritesAConsistentJsonReport) {
     EXPECT_NEAR(loss.get<double>(), std::log(64.0), 0.5);
 }
 
+// --profile: one more step with each operation timed; the linear layers' FLOPs add up to 6 per matrix weight
+// per token (the tied head included), and every operation's time lies within the step's.
+TEST_F(RaceBench, ModelProfileTimesEachOperation) {
+  const Outcome r = bench(kTinyModel + "--steps 1 --warmup 0 --peak-seconds 0.1 --profile --json -");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, "profile of one more step")) << r.err;
+  const auto json = nlohmann::json::parse(r.out);
+  EXPECT_EQ(json.at("options").at("profile"), true);
+  const auto& profile = json.at("results").at("profile");
+  const double step = profile.at("step_seconds").get<double>();
+  EXPECT_GT(step, 0.0);
+  EXPECT_LE(profile.at("ops_seconds").get<double>(), step);
+  double linear_flops = 0.0;
+  std::vector<std::string> names;
+  for (const auto& op : profile.at("ops")) {
+    names.push_back(op.at("op"));
+    EXPECT_GE(op.at("calls").get<int64_t>(), 1);
+    EXPECT_LE(op.at("seconds").get<double>(), step);
+    if (op.contains("flops")) linear_flops += op.at("flops").get<double>();
+  }
+  for (const std::string op : {"linear_forward", "linear_backward", "race_attention_forward", "adamw"})
+    EXPECT_NE(std::find(names.begin(), names.end(), op), names.end()) << op;
+  // Weights: per layer qkv, proj, fc, fc2 (4 x 32 x 32 + 2 x 32 x 128); the tied head 64 x 32. B T = 128 rows.
+  const double weights = 2 * (3 * 32 * 32 + 32 * 32 + 2 * 32 * 128) + 64 * 32;
+  EXPECT_DOUBLE_EQ(linear_flops, 6.0 * weights * 2 * 64);
+}
+
 TEST_F(RaceBench, ModelSoftmaxCountsTheKeysEachQuerySees) {
   // Causal, full: T / 2 keys per query on average, 12 (T / 2) D per head.
   const Outcome causal =

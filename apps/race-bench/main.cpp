@@ -102,6 +102,9 @@ void add_model_options(CLI::App& app, ModelBenchConfig& c) {
   app.add_option("--window", c.window, "Softmax sliding window W (0 = full attention)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  app.add_flag("--profile", c.profile,
+               "After the timed steps, one more with every operation timed between device synchronisations "
+               "(results.profile: seconds, share and the linear layers' TFLOP/s per operation)");
   app.add_flag("--recompute", c.recompute,
                "Keep only each layer's input; re-run its forward before its backward");
   app.add_option("--steps", c.steps, "Timed optimizer steps")

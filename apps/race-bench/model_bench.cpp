@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "layer_bench.h"
 #include "model/flops.h"
+#include "model/profiled_ops.h"
 #include "peak.h"
 #include "system_info.h"
 #include "train/device.h"
@@ -117,6 +118,7 @@ Json options_json(const ModelBenchConfig& c) {
     o["window"] = c.window;
   }
   o["recompute"] = c.recompute;
+  o["profile"] = c.profile;
   o["steps"] = c.steps;
   o["warmup"] = c.warmup;
   o["seed"] = c.seed;
@@ -128,6 +130,37 @@ Json options_json(const ModelBenchConfig& c) {
     o["fp32_peak_tflops"] = c.fp32_peak_tflops > 0.0 ? Json(c.fp32_peak_tflops) : Json(nullptr);
   }
   return o;
+}
+
+// One more optimizer step with every Ops call timed: where a step's time goes. The per-op times include the
+// synchronisations around each call, so they add up to more than an unprofiled step on a GPU.
+template <class Step>
+Json profile_step(model::ProfiledOps& profiled, Step& optimizer_step, std::FILE* log) {
+  profiled.clear();
+  profiled.set_enabled(true);
+  const double step_seconds = optimizer_step().first;
+  profiled.set_enabled(false);
+  std::vector<model::ProfiledOps::OpTotal> totals = profiled.totals();
+  std::stable_sort(totals.begin(), totals.end(), [](const auto& a, const auto& b) { return a.seconds > b.seconds; });
+  double timed = 0.0;
+  for (const auto& t : totals) timed += t.seconds;
+  fmt::print(log, "profile of one more step: {:.1f} ms, of which {:.1f} ms inside operations\n",
+             step_seconds * 1e3, timed * 1e3);
+  Json ops = Json::array();
+  for (const auto& t : totals) {
+    Json op = {{"op", t.op}, {"calls", t.calls}, {"seconds", t.seconds}, {"share", t.seconds / step_seconds}};
+    std::string rate;
+    if (t.flops > 0.0) {
+      op["flops"] = t.flops;
+      op["tflops"] = t.flops / t.seconds / 1e12;
+      rate = fmt::format(", {:.4g} TFLOP/s", t.flops / t.seconds / 1e12);
+    }
+    fmt::print(log, "  {:<28} {:>5} calls {:>10.3f} ms {:>6.1f}%{}\n", t.op, t.calls, t.seconds * 1e3,
+               100.0 * t.seconds / step_seconds, rate);
+    ops.push_back(op);
+  }
+  std::fflush(log);
+  return {{"step_seconds", step_seconds}, {"ops_seconds", timed}, {"ops", ops}};
 }
 
 }  // namespace
@@ -171,7 +204,9 @@ Json run_model_bench(const ModelBenchConfig& c, const std::string& command, std:
     peaks.push_back({"bf16_tensor_cores_dense", c.peak_tflops, "--peak-tflops"});
   }
 #endif
-  model::Ops& ops = *device.ops;
+  // Every call goes through the profiler; it only forwards until --profile's extra step enables it.
+  model::ProfiledOps profiled(*device.ops);
+  model::Ops& ops = profiled;
 
   // The memory plan, against the device's memory before anything is allocated, with race-train's budget.
   const model::MemoryPlan plan = model::plan_memory(spec, c.batch, c.context);
@@ -260,6 +295,9 @@ Json run_model_bench(const ModelBenchConfig& c, const std::string& command, std:
   const double tokens_per_s = static_cast<double>(tokens_per_step * c.steps) / seconds;
   const double achieved_tflops = flops_per_token * tokens_per_s / 1e12;
 
+  Json profile;
+  if (c.profile) profile = profile_step(profiled, optimizer_step, log);
+
   // The CPU's peak is measured after the steps, in the same run, so both see the same load on a shared
   // machine.
   if (!cuda) {
@@ -292,6 +330,7 @@ Json run_model_bench(const ModelBenchConfig& c, const std::string& command, std:
                   {"losses", losses},
                   {"achieved_tflops", achieved_tflops}};
   if (!cuda) results["peak_resident_bytes"] = peak_resident_bytes();
+  if (c.profile) results["profile"] = profile;
   Json notes = Json::array();
   notes.push_back(
       "flops_per_token: 6 per matrix weight (the tied LM head included) plus attention, as race-train logs "

@@ -26,6 +26,7 @@ struct ModelBenchConfig {
   int tables = 3, bits = 3;                             // race: L, P
   std::int64_t window = 0;                              // softmax: sliding window W, 0 = full attention
   bool recompute = false;
+  bool profile = false;  // one more step after the timed ones, each Ops call timed (model/profiled_ops.h)
   int steps = 3, warmup = 1;
   std::uint64_t seed = 0;  // the model's initialisation and hyperplanes, and the random tokens
   int threads = 1;

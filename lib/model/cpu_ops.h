@@ -22,6 +22,7 @@ class CpuOps final : public Ops {
   void copy_to_host(float* host, const float* device, int64_t count) override;
   void copy_ints_from_host(int32_t* device, const int32_t* host, int64_t count) override;
   void copy_bytes_from_host(uint8_t* device, const uint8_t* host, int64_t count) override;
+  void synchronize() override {}
   void fill(float* x, float value, int64_t count) override;
   void add(float* y, const float* x, int64_t count) override;
 

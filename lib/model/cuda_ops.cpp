@@ -121,6 +121,8 @@ void CudaOps::copy_bytes_from_host(uint8_t* device, const uint8_t* host, int64_t
   RACE_CUDA_CHECK(cudaMemcpy(device, host, static_cast<size_t>(count), cudaMemcpyHostToDevice));
 }
 
+void CudaOps::synchronize() { RACE_CUDA_CHECK(cudaDeviceSynchronize()); }
+
 void CudaOps::fill(float* x, float value, int64_t count) { kc::fill(x, value, count); }
 void CudaOps::add(float* y, const float* x, int64_t count) { kc::add(y, x, count); }
 

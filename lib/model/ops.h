@@ -42,6 +42,9 @@ class Ops {
   virtual void copy_to_host(float* host, const float* device, int64_t count) = 0;
   virtual void copy_ints_from_host(int32_t* device, const int32_t* host, int64_t count) = 0;
   virtual void copy_bytes_from_host(uint8_t* device, const uint8_t* host, int64_t count) = 0;
+  // Returns once every operation called so far has finished: CUDA queues its kernels, the CPU runs each
+  // call to the end before returning (so there it returns at once). For timing; results never need it.
+  virtual void synchronize() = 0;
   virtual void fill(float* x, float value, int64_t count) = 0;
   virtual void add(float* y, const float* x, int64_t count) = 0;  // y += x
 
