@@ -221,13 +221,14 @@ trainer_checks() {
   step eval_mqar_64 20 "$bin/race-eval" --checkpoint "$work/runs/mqar_64" --device cuda \
     --json "$work/eval_mqar_64.json"
   local model=(--device cuda --layers 12 --d-model 768 --heads 12)
-  step model_race_4k 45 "$bin/race-bench" model "${model[@]}" -T 4096 -B 8 --steps 3 --json "$work/model_race_4k.json"
+  step model_race_4k 45 "$bin/race-bench" model "${model[@]}" -T 4096 -B 8 --steps 3 --profile \
+    --json "$work/model_race_4k.json"
   keep "$work/model_race_4k.json"
   step model_race_4k_fp32 35 "$bin/race-bench" model "${model[@]}" --precision fp32 -T 4096 -B 8 --steps 2 \
     --json "$work/model_race_4k_fp32.json"
   step model_softmax_4k 45 "$bin/race-bench" model "${model[@]}" --attention softmax -T 4096 -B 8 --steps 3 \
     --json "$work/model_softmax_4k.json"
-  step model_race_64k 45 "$bin/race-bench" model "${model[@]}" -T 65536 -B 1 --steps 2 \
+  step model_race_64k 45 "$bin/race-bench" model "${model[@]}" -T 65536 -B 1 --steps 2 --profile \
     --json "$work/model_race_64k.json"
   keep "$work/model_race_64k.json"
   step model_race_256k 55 "$bin/race-bench" model "${model[@]}" -T 262144 -B 1 --recompute --steps 2 \
