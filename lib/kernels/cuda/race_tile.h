@@ -19,11 +19,8 @@
 
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define RACE_HD __host__ __device__ __forceinline__
-#else
-#define RACE_HD inline
-#endif
+#include "kernels/cuda/host_device.h"
+#include "kernels/cuda/warp_mma.h"
 
 namespace race::kernels::cuda::tile {
 
