@@ -6,15 +6,16 @@
 // items over lanes with `for (item = lane; item < count; item += lanes)`; the products with a D, S or chunk
 // sized reduction run on tensor cores, split over the block's warps in 16 x 8 output tiles (warp_mma.h, 3xTF32
 // for fp32 accuracy), so the block's lane count is a multiple of 32. The CUDA kernels run these functions with
-// 256 lanes; the host tests run the very same code with std::threads (32 per emulated warp) and std::barriers
-// as the block, so the algorithm is checked against the fp64 reference without a GPU (tests/test_race_tile.cpp).
+// 256 lanes; the host tests run the very same code on emulated blocks (tests/host_block.h: lanes as fibers, a
+// barrier, and the warp instruction emulated from its documented layout), so the algorithm is checked against
+// the fp64 reference without a GPU (tests/test_race_tile.cpp).
 //
 // Notation (docs/race-attention.md): S = L * 2^P buckets, LP = L * P projections, n <= kChunk tokens,
 // phi_q / phi_k the soft hash of queries / keys, w the query features, A_t the key sums query t sees.
 // A chunk never contains a document start except at its first token, so within a chunk every query
 // sees every earlier key (causal) or every key (bidirectional) of the chunk.
 //
-// C++17 and no CUDA headers: the host compiler includes this file too (RACE_HD is empty there).
+// C++17 and no CUDA headers: the host compiler includes this file too (RACE_HD is plain inline there).
 #pragma once
 
 #include <math.h>
