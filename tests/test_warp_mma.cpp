@@ -130,4 +130,20 @@ TEST(WarpMma, TwoTermsAndAnyWarpCount) {
   }
 }
 
+// On the GPU a warp whose lanes disagree on the number of mma.sync calls (or a barrier some lane skips) hangs
+// or is undefined; the emulation stops with a message instead.
+TEST(WarpMmaDeathTest, TheHostBlockStopsALaneThatWaitsForever) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(race::test::run_lanes(64, [](const race::test::HostBlock& blk) {
+                 if (blk.lane() != 5) blk.sync();
+               }),
+               "deadlock");
+  EXPECT_DEATH(race::test::run_lanes(32, [](const race::test::HostBlock& blk) {
+                 float d[4] = {};
+                 const uint32_t a[4] = {}, b[2] = {};
+                 if (blk.warp_lane() < 31) blk.mma_tf32(d, a, b);
+               }),
+               "deadlock");
+}
+
 }  // namespace
