@@ -1,19 +1,19 @@
 // The CUDA RACE attention kernels' math, checked on the host: the chunk functions of
 // kernels/cuda/race_tile.h against the fp64 reference, the span scan on a hand-made example, and the whole
 // algorithm (race_span.h's block programs in the launch order of race_attention_cuda.cu) executed by a host
-// emulation of CUDA blocks: each block is a few std::threads (the lanes; 3, and 256 as on the GPU in two
-// cases) sharing a NaN-filled buffer (the shared memory, so a read before a write shows) with a std::barrier
-// as __syncthreads. The kernels run the same functions on the GPU with 256 lanes. Runs in every build, with or without the CUDA toolkit.
+// emulation of CUDA blocks (host_block.h): each block is whole warps of lanes (fibers; 64 lanes, and 256 as on
+// the GPU in two cases) sharing a NaN-filled buffer (the shared memory, so a read before a write shows) with a
+// barrier as __syncthreads, and each warp emulates the tensor-core instruction of the tile products. The kernels
+// run the same functions on the GPU with 256 lanes. Runs in every build, with or without the CUDA toolkit.
 #include <gtest/gtest.h>
 
-#include <barrier>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <random>
-#include <thread>
 #include <vector>
 
+#include "host_block.h"
 #include "kernels/cuda/race_span.h"
 #include "kernels/cuda/race_tile.h"
 #include "race_cuda_cases.h"
@@ -28,21 +28,7 @@ using race::kernels::cuda::SpanSums;
 namespace tile = race::kernels::cuda::tile;
 namespace kc = race::kernels::cuda;
 
-// One lane and no barrier: for calling single tile functions.
-struct SerialBlock {
-  int lane() const { return 0; }
-  int lanes() const { return 1; }
-  void sync() const {}
-};
-
-// A CUDA block emulated by `lanes` host threads.
-struct HostBlock {
-  int id, count;
-  std::barrier<>* barrier;
-  int lane() const { return id; }
-  int lanes() const { return count; }
-  void sync() const { barrier->arrive_and_wait(); }
-};
+using race::test::HostBlock;
 
 // Runs program(block, shared memory) on one emulated block.
 template <class Program>
@@ -50,11 +36,13 @@ void run_block(int lanes, const tile::Dims& dims, Program program) {
   Shared layout;
   const int64_t bytes = kc::carve_shared(nullptr, dims, lanes, &layout);
   std::vector<double> memory(static_cast<size_t>(bytes / 8 + 1), std::numeric_limits<double>::quiet_NaN());
-  std::barrier<> barrier(lanes);
-  std::vector<std::thread> threads;
-  for (int lane = 0; lane < lanes; ++lane)
-    threads.emplace_back([&, lane] { program(HostBlock{lane, lanes, &barrier}, reinterpret_cast<char*>(memory.data())); });
-  for (auto& t : threads) t.join();
+  race::test::run_lanes(lanes, [&](const HostBlock& blk) { program(blk, reinterpret_cast<char*>(memory.data())); });
+}
+
+// A single tile function on one emulated warp (32 lanes).
+template <class Function>
+void on_one_warp(Function function) {
+  race::test::run_lanes(race::test::kWarpLanes, function);
 }
 
 // Scratch of a Problem, NaN-filled so that a read of something never written shows.
@@ -139,8 +127,8 @@ TEST(RaceTile, SoftHashMatchesTheReference) {
   const std::vector<uint8_t> pad = {1, 1, 0, 1, 1, 1, 1, 0, 1};
   const float beta = 0.7f;
   std::vector<float> u(n * lp), phi(n * S);
-  tile::hash_projections(SerialBlock{}, d, planes.data(), x.data(), n, u.data());
-  tile::hash_features(SerialBlock{}, d, beta, u.data(), n, pad.data(), phi.data());
+  on_one_warp([&](const HostBlock& blk) { tile::hash_projections(blk, d, planes.data(), x.data(), n, u.data()); });
+  on_one_warp([&](const HostBlock& blk) { tile::hash_features(blk, d, beta, u.data(), n, pad.data(), phi.data()); });
   const auto planes64 = race::test::widen(planes);
   for (int64_t i = 0; i < n; ++i) {
     const auto x64 = race::test::widen(std::vector<float>(x.begin() + i * D, x.begin() + (i + 1) * D));
@@ -158,10 +146,16 @@ TEST(RaceTile, SoftHashBackwardMatchesTheReference) {
   const auto dphi = race::test::normal(rng, n * S);
   const float beta = 1.3f;
   std::vector<float> u(n * lp), phi(n * S), dz(n * lp), dx(n * D);
-  tile::hash_projections(SerialBlock{}, d, planes.data(), x.data(), n, u.data());
-  tile::hash_features(SerialBlock{}, d, beta, u.data(), n, nullptr, phi.data());
-  const double dbeta = tile::hash_backward_projections(SerialBlock{}, d, beta, dphi.data(), phi.data(), u.data(), n, dz.data());
-  tile::hash_backward_input(SerialBlock{}, d, planes.data(), dz.data(), n, dx.data());
+  std::vector<double> lane_dbeta(race::test::kWarpLanes);
+  on_one_warp([&](const HostBlock& blk) { tile::hash_projections(blk, d, planes.data(), x.data(), n, u.data()); });
+  on_one_warp([&](const HostBlock& blk) { tile::hash_features(blk, d, beta, u.data(), n, nullptr, phi.data()); });
+  on_one_warp([&](const HostBlock& blk) {
+    lane_dbeta[blk.lane()] =
+        tile::hash_backward_projections(blk, d, beta, dphi.data(), phi.data(), u.data(), n, dz.data());
+  });
+  on_one_warp([&](const HostBlock& blk) { tile::hash_backward_input(blk, d, planes.data(), dz.data(), n, dx.data()); });
+  double dbeta = 0.0;
+  for (double part : lane_dbeta) dbeta += part;
   const auto planes64 = race::test::widen(planes);
   const auto dphi64 = race::test::widen(dphi);
   std::vector<double> want_dx(n * D, 0.0);
@@ -198,12 +192,13 @@ TEST(RaceTile, PlanCoversTheRowWithAbout1024Blocks) {
 
 class RaceCudaEmulation : public ::testing::TestWithParam<race::test::RaceCase> {};
 
-// Spans of 1 to 3 chunks so that every case crosses spans (and documents cross span edges); 3 lanes.
+// Spans of 1 to 3 chunks so that every case crosses spans (and documents cross span edges); two warps, so the
+// tile products' split over warps is exercised.
 TEST_P(RaceCudaEmulation, MatchesTheFp64Reference) {
   const race::test::RaceCase& c = GetParam();
   const auto d = race::test::make_race_case(c, 0x5EED + static_cast<uint64_t>(c.T * 31 + c.D));
   const int64_t span_chunks = 1 + c.T % 3;
-  const auto got = emulate(d, 3, span_chunks);
+  const auto got = emulate(d, 64, span_chunks);
   std::string label = c.name();
   label += "_span";
   label += std::to_string(span_chunks);

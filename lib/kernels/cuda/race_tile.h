@@ -1,29 +1,29 @@
 // Per-chunk math of the CUDA RACE attention kernels, written once for the device and the host.
 //
 // Every function here works on one chunk of at most kChunk tokens of one (batch, head) row, held in shared
-// memory, and is executed by all lanes (threads) of a block: each function splits its work items over
-// lanes with `for (item = lane; item < count; item += lanes)` and never synchronises; the caller puts a
-// block barrier between functions whose items depend on each other. The CUDA kernels run these functions
-// with 256 lanes; the host tests run the very same code with a few std::threads and a std::barrier as the
-// block, so the algorithm is checked against the fp64 reference without a GPU (tests/test_race_tile.cpp).
+// memory, and is executed by all lanes (threads) of a block and never synchronises; the caller puts a block
+// barrier between functions whose items depend on each other. Elementwise and small steps split their work
+// items over lanes with `for (item = lane; item < count; item += lanes)`; the products with a D, S or chunk
+// sized reduction run on tensor cores, split over the block's warps in 16 x 8 output tiles (warp_mma.h, 3xTF32
+// for fp32 accuracy), so the block's lane count is a multiple of 32. The CUDA kernels run these functions with
+// 256 lanes; the host tests run the very same code on emulated blocks (tests/host_block.h: lanes as fibers, a
+// barrier, and the warp instruction emulated from its documented layout), so the algorithm is checked against
+// the fp64 reference without a GPU (tests/test_race_tile.cpp).
 //
 // Notation (docs/race-attention.md): S = L * 2^P buckets, LP = L * P projections, n <= kChunk tokens,
 // phi_q / phi_k the soft hash of queries / keys, w the query features, A_t the key sums query t sees.
 // A chunk never contains a document start except at its first token, so within a chunk every query
 // sees every earlier key (causal) or every key (bidirectional) of the chunk.
 //
-// C++17 and no CUDA headers: the host compiler includes this file too (RACE_HD is empty there).
+// C++17 and no CUDA headers: the host compiler includes this file too (RACE_HD is plain inline there).
 #pragma once
 
 #include <math.h>
 
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define RACE_HD __host__ __device__ __forceinline__
-#else
-#define RACE_HD inline
-#endif
+#include "kernels/cuda/host_device.h"
+#include "kernels/cuda/warp_mma.h"
 
 namespace race::kernels::cuda::tile {
 
@@ -83,12 +83,8 @@ RACE_HD void hash_projections(const Block& blk, const Dims& d, const float* plan
                               float* u) {
   const int lp = d.projections();
   const int64_t D = d.head_dim;
-  for (int64_t item = blk.lane(); item < n * lp; item += blk.lanes()) {
-    const int64_t i = item / lp, p = item % lp;
-    float acc = 0.f;
-    for (int64_t c = 0; c < D; ++c) acc += x[i * D + c] * planes[p * D + c];
-    u[item] = tanhf(acc);
-  }
+  const mma::Term term{mma::row_major(x, n, D), mma::transposed(planes, lp, D)};
+  mma::gemm(blk, n, lp, &term, 1, [&](int64_t i, int64_t p, float acc) { u[i * lp + p] = tanhf(acc); });
 }
 
 // phi (n, S) from u (n, LP): phi_l(x)_r = prod_b sigmoid(2 beta u_{l,b} c_{r,b}), c_{r,b} = +1 when bit
@@ -148,12 +144,8 @@ RACE_HD void hash_backward_input(const Block& blk, const Dims& d, const float* p
   if (dx == nullptr) return;
   const int lp = d.projections();
   const int64_t D = d.head_dim;
-  for (int64_t item = blk.lane(); item < n * D; item += blk.lanes()) {
-    const int64_t i = item / D, c = item % D;
-    float acc = 0.f;
-    for (int p = 0; p < lp; ++p) acc += dz[i * lp + p] * planes[p * D + c];
-    Element<T>::store(dx + item, acc);
-  }
+  const mma::Term term{mma::row_major(dz, n, lp), mma::row_major(planes, lp, D)};
+  mma::gemm(blk, n, D, &term, 1, [&](int64_t i, int64_t c, float acc) { Element<T>::store(dx + i * D + c, acc); });
 }
 
 // a_t (n, S): the key sums each query of the chunk sees. Causal: the state's A plus the inclusive cumulative
@@ -195,30 +187,24 @@ RACE_HD void query_features(const Block& blk, const Dims& d, bool ratio, float e
 template <class Block>
 RACE_HD void pair_dots(const Block& blk, Pairs pairs, const float* a, const float* b, int64_t width, int64_t n,
                        float* out) {
-  for (int64_t item = blk.lane(); item < n * n; item += blk.lanes()) {
-    const int64_t i = item / n, j = item % n;
-    float acc = 0.f;
-    if (pairs == Pairs::all || j <= i)
-      for (int64_t c = 0; c < width; ++c) acc += a[i * width + c] * b[j * width + c];
-    out[item] = acc;
-  }
+  const mma::Term term{mma::row_major(a, n, width), mma::transposed(b, n, width)};
+  mma::gemm(blk, n, n, &term, 1, [&](int64_t i, int64_t j, float acc) {
+    out[i * n + j] = pairs == Pairs::all || j <= i ? acc : 0.f;
+  });
 }
 
 // out (n, D) = w B (the state's matrix) + scores v (causal: the chunk's own keys), stored to global memory.
-// scores (n, n) is lower-triangular; bidirectional passes null scores.
+// scores (n, n) is lower-triangular with zeros stored above the diagonal (pair_dots), so the full product is the
+// causal sum over j <= i; bidirectional passes null scores.
 template <class Block, class T>
 RACE_HD void chunk_output(const Block& blk, const Dims& d, const float* w, const float* state,
                           const float* scores, const float* v, int64_t n, T* out) {
   const int S = d.buckets();
   const int64_t D = d.head_dim;
-  for (int64_t item = blk.lane(); item < n * D; item += blk.lanes()) {
-    const int64_t i = item / D, c = item % D;
-    float acc = 0.f;
-    for (int s = 0; s < S; ++s) acc += w[i * S + s] * state[s * D + c];
-    if (scores != nullptr)
-      for (int64_t j = 0; j <= i; ++j) acc += scores[i * n + j] * v[j * D + c];
-    Element<T>::store(out + item, acc);
-  }
+  const mma::Term terms[2] = {{mma::row_major(w, n, S), mma::row_major(state, S, D)},
+                              {mma::row_major(scores, n, n), mma::row_major(v, n, D)}};
+  mma::gemm(blk, n, D, terms, scores != nullptr ? 2 : 1,
+            [&](int64_t i, int64_t c, float acc) { Element<T>::store(out + i * D + c, acc); });
 }
 
 // state += (left^T right, column sums of vec_terms): the matrix (S, D) += left (n, S)^T right (n, D) and
@@ -228,34 +214,27 @@ RACE_HD void add_to_state(const Block& blk, const Dims& d, const float* left, co
                           const float* vec_terms, int64_t n, float* state) {
   const int S = d.buckets();
   const int64_t D = d.head_dim;
-  for (int64_t item = blk.lane(); item < d.state_size(); item += blk.lanes()) {
+  const mma::Term term{mma::transposed(left, n, S), mma::row_major(right, n, D)};
+  mma::gemm(blk, S, D, &term, 1, [&](int64_t s, int64_t c, float acc) { state[s * D + c] += acc; });
+  float* vec = state + S * D;  // (S)
+  for (int64_t s = blk.lane(); s < S; s += blk.lanes()) {
     float acc = 0.f;
-    if (item < S * D) {
-      const int64_t s = item / D, c = item % D;
-      for (int64_t i = 0; i < n; ++i) acc += left[i * S + s] * right[i * D + c];
-    } else {
-      const int64_t s = item - S * D;
-      for (int64_t i = 0; i < n; ++i) acc += vec_terms[i * S + s];
-    }
-    state[item] += acc;
+    for (int64_t i = 0; i < n; ++i) acc += vec_terms[i * S + s];
+    vec[s] += acc;
   }
 }
 
 // gb (n, S) = B_t g_t per query: g B^T over the state's matrix, plus (causal) sum_{j <= i} vg[i, j] phi_k[j]
 // with vg[i, j] = g_i . v_j.
+// vg (n, n) is lower-triangular with zeros stored above the diagonal (pair_dots).
 template <class Block>
 RACE_HD void query_state_dots(const Block& blk, const Dims& d, const float* state, const float* g,
                               const float* vg, const float* phi_k, int64_t n, float* gb) {
   const int S = d.buckets();
   const int64_t D = d.head_dim;
-  for (int64_t item = blk.lane(); item < n * S; item += blk.lanes()) {
-    const int64_t i = item / S, s = item % S;
-    float acc = 0.f;
-    for (int64_t c = 0; c < D; ++c) acc += state[s * D + c] * g[i * D + c];
-    if (vg != nullptr)
-      for (int64_t j = 0; j <= i; ++j) acc += vg[i * n + j] * phi_k[j * S + s];
-    gb[item] = acc;
-  }
+  const mma::Term terms[2] = {{mma::row_major(g, n, D), mma::transposed(state, S, D)},
+                              {mma::row_major(vg, n, n), mma::row_major(phi_k, n, S)}};
+  mma::gemm(blk, n, S, terms, vg != nullptr ? 2 : 1, [&](int64_t i, int64_t s, float acc) { gb[i * S + s] = acc; });
 }
 
 // From gb = B_t g_t: dphi_q (n, S) and the local gradient of the key sums, dA (n, S).
@@ -283,38 +262,37 @@ RACE_HD void query_feature_backward(const Block& blk, const Dims& d, bool ratio,
 
 // dphi_k (n, S) for the chunk's keys, from the state of later queries (sum dA (S), G (S, D)):
 //   dphi_k[j] = sum dA + G v_j  +  (causal) sum_{i >= j} (dA_i + w_i vg[i, j]),   vg[i, j] = g_i . v_j.
+// The products v G^T + vg^T w run on tensor cores (vg is lower-triangular with zeros above the diagonal, so
+// vg^T w sums over i >= j); the suffix sums of dA are additions, done by the lane that stores the element.
 template <class Block>
 RACE_HD void key_feature_grads(const Block& blk, const Dims& d, const float* state, const float* w,
                                const float* da, const float* v, const float* vg, int64_t n, float* dphi_k) {
   const int S = d.buckets();
   const int64_t D = d.head_dim;
-  const float* da_sum = state + S * D;
-  for (int64_t item = blk.lane(); item < n * S; item += blk.lanes()) {
-    const int64_t j = item / S, s = item % S;
-    float acc = da_sum[s];
-    for (int64_t c = 0; c < D; ++c) acc += state[s * D + c] * v[j * D + c];
+  const float* da_sum = state + S * D;  // (S)
+  const mma::Term terms[2] = {{mma::row_major(v, n, D), mma::transposed(state, S, D)},
+                              {mma::transposed(vg, n, n), mma::row_major(w, n, S)}};
+  mma::gemm(blk, n, S, terms, vg != nullptr ? 2 : 1, [&](int64_t j, int64_t s, float acc) {
+    acc += da_sum[s];
     if (vg != nullptr)
-      for (int64_t i = j; i < n; ++i) acc += da[i * S + s] + w[i * S + s] * vg[i * n + j];
-    dphi_k[item] = acc;
-  }
+      for (int64_t i = j; i < n; ++i) acc += da[i * S + s];
+    dphi_k[j * S + s] = acc;
+  });
 }
 
 // dv (n, D) = G^T phi_k_j  +  (causal) sum_{i >= j} scores[i, j] g_i with scores[i, j] = w_i . phi_k_j,
 // stored to global memory; nothing when dv is null.
+// scores (n, n) is lower-triangular with zeros above the diagonal, so scores^T g sums over i >= j.
 template <class Block, class T>
 RACE_HD void value_grads(const Block& blk, const Dims& d, const float* state, const float* phi_k,
                          const float* scores, const float* g, int64_t n, T* dv) {
   if (dv == nullptr) return;
   const int S = d.buckets();
   const int64_t D = d.head_dim;
-  for (int64_t item = blk.lane(); item < n * D; item += blk.lanes()) {
-    const int64_t j = item / D, c = item % D;
-    float acc = 0.f;
-    for (int s = 0; s < S; ++s) acc += phi_k[j * S + s] * state[s * D + c];
-    if (scores != nullptr)
-      for (int64_t i = j; i < n; ++i) acc += scores[i * n + j] * g[i * D + c];
-    Element<T>::store(dv + item, acc);
-  }
+  const mma::Term terms[2] = {{mma::row_major(phi_k, n, S), mma::row_major(state, S, D)},
+                              {mma::transposed(scores, n, n), mma::row_major(g, n, D)}};
+  mma::gemm(blk, n, D, terms, scores != nullptr ? 2 : 1,
+            [&](int64_t j, int64_t c, float acc) { Element<T>::store(dv + j * D + c, acc); });
 }
 
 }  // namespace race::kernels::cuda::tile
