@@ -38,7 +38,8 @@ race::test::RaceCaseData rounded_to_bf16(race::test::RaceCaseData d) {
   return d;
 }
 
-race::test::RaceResult run_on_device(const race::test::RaceCaseData& d, DType dtype) {
+// in_place: the backward writes dq, dk, dv over q, k, v (race_attention_cuda.h allows it).
+race::test::RaceResult run_on_device(const race::test::RaceCaseData& d, DType dtype, bool in_place = false) {
   const int64_t n = d.size(), esize = dtype == DType::bf16 ? 2 : 4;
   auto q = upload(d.q, dtype), k = upload(d.k, dtype), v = upload(d.v, dtype), dout = upload(d.dout, dtype);
   auto planes = upload_raw(d.planes), beta = upload_raw(d.beta);
@@ -56,11 +57,12 @@ race::test::RaceResult run_on_device(const race::test::RaceCaseData& d, DType dt
   in.key_mask = d.key_mask.empty() ? nullptr : static_cast<const uint8_t*>(mask->data());
   in.segment_ids = d.segment_ids.empty() ? nullptr : static_cast<const int32_t*>(segments->data());
   kc::race_attention_forward(d.shape, d.options, in, out.data());
-  kc::race_attention_backward(d.shape, d.options, in, dout->data(),
-                              {dq.data(), dk.data(), dv.data(), static_cast<float*>(dbeta.data())});
+  const kc::RaceCudaGradients grads{in_place ? q->data() : dq.data(), in_place ? k->data() : dk.data(),
+                                    in_place ? v->data() : dv.data(), static_cast<float*>(dbeta.data())};
+  kc::race_attention_backward(d.shape, d.options, in, dout->data(), grads);
   kc::synchronize_device();
-  return {download(out, n, dtype), download(dq, n, dtype), download(dk, n, dtype), download(dv, n, dtype),
-          download(dbeta, d.shape.heads, DType::f32)};
+  return {download(out, n, dtype), download(in_place ? *q : dq, n, dtype), download(in_place ? *k : dk, n, dtype),
+          download(in_place ? *v : dv, n, dtype), download(dbeta, d.shape.heads, DType::f32)};
 }
 
 std::vector<race::test::RaceCase> device_cases() {
@@ -115,6 +117,22 @@ TEST(RaceAttentionCudaRuns, AreBitIdentical) {
   const auto a = run_on_device(d, DType::f32), b = run_on_device(d, DType::f32);
   for (auto [x, y] : {std::pair{&a.out, &b.out}, {&a.dq, &b.dq}, {&a.dk, &b.dk}, {&a.dv, &b.dv}, {&a.dbeta, &b.dbeta}})
     EXPECT_TRUE(race::test::bit_equal(*x, *y));
+}
+
+// Gradients over the inputs give the same bits as into separate buffers, in both directions and dtypes.
+TEST(RaceAttentionCudaInPlace, GivesTheSameBitsAsSeparateGradients) {
+  std::string why;
+  if (!race::test::have_cuda_device(&why)) GTEST_SKIP() << "no GPU: " << why;
+  for (const bool causal : {true, false})
+    for (const DType dtype : {DType::f32, DType::bf16}) {
+      const race::test::RaceCase c{.B = 2, .H = 2, .T = 3001, .D = 32, .causal = causal, .mask = true,
+                                   .segments = true};
+      const auto d = rounded_to_bf16(race::test::make_race_case(c, 78));
+      const auto separate = run_on_device(d, dtype), in_place = run_on_device(d, dtype, true);
+      for (auto [x, y] : {std::pair{&separate.dq, &in_place.dq}, {&separate.dk, &in_place.dk},
+                          {&separate.dv, &in_place.dv}, {&separate.dbeta, &in_place.dbeta}})
+        EXPECT_TRUE(race::test::bit_equal(*x, *y)) << c.name() << (dtype == DType::bf16 ? " bf16" : " fp32");
+    }
 }
 
 TEST(RaceAttentionCudaArguments, AreValidatedBeforeAnyDeviceWork) {

@@ -90,8 +90,10 @@ void scan(const Problem<float>& p, const SpanSums& sums) {
     for (int64_t e = 0; e < p.dims.state_size(); ++e) kc::scan_spans(sums, p.spans, p.dims.state_size(), row, e);
 }
 
-// The forward and backward launch sequences of race_attention_cuda.cu, on emulated blocks.
-race::test::RaceResult emulate(const race::test::RaceCaseData& d, int lanes, int64_t span_chunks) {
+// The forward and backward launch sequences of race_attention_cuda.cu, on emulated blocks. in_place: the
+// backward writes dq, dk, dv over its own copies of q, k, v, as race_attention_cuda.h allows.
+race::test::RaceResult emulate(const race::test::RaceCaseData& d, int lanes, int64_t span_chunks,
+                               bool in_place = false) {
   race::test::RaceResult r;
   const int64_t n = d.size();
   r.out = r.dq = r.dk = r.dv = race::test::nan_filled(n);
@@ -106,6 +108,14 @@ race::test::RaceResult emulate(const race::test::RaceCaseData& d, int lanes, int
   }
   Problem<float> p = problem_of(d, span_chunks);
   HostScratch scratch(true, &p);
+  if (in_place) {
+    r.dq = d.q;
+    r.dk = d.k;
+    r.dv = d.v;
+    p.q = r.dq.data();
+    p.k = r.dk.data();
+    p.v = r.dv.data();
+  }
   p.dq = r.dq.data();
   p.dk = r.dk.data();
   p.dv = r.dv.data();
@@ -214,6 +224,18 @@ TEST(RaceCudaEmulationLanes, TheKernelsLaneCountGivesTheSameResults) {
     const auto d = race::test::make_race_case(c, 99);
     const auto got = emulate(d, 256, 1);
     race::test::expect_matches_reference(c.name() + "_lanes256", d, got, race::test::race_reference(d), 1e-4);
+  }
+}
+
+// Gradients written over the inputs (race-bench --in-place): each block must read a chunk of q, or of k and
+// v, before it writes that chunk's gradient, and no later launch may read them. Both directions, documents
+// crossing spans, a mask. (Aliasing k with dq instead, which breaks that order, fails here.)
+TEST(RaceCudaEmulationInPlace, GradientsOverTheInputsMatchTheReference) {
+  for (bool causal : {true, false}) {
+    const race::test::RaceCase c{.B = 2, .H = 1, .T = 101, .causal = causal, .mask = true, .segments = true};
+    const auto d = race::test::make_race_case(c, 7);
+    const auto got = emulate(d, 64, 2, true);
+    race::test::expect_matches_reference(c.name() + "_in_place", d, got, race::test::race_reference(d), 1e-4);
   }
 }
 
