@@ -38,11 +38,12 @@
 #                                race-bench timings beside it (scripts/sdpa_bench.py)
 #     trainer (525 s of limits)  tests_trainer_cuda.json: CPU against CUDA training (fp32 and bf16 products)
 #                                from one initialisation, a CPU checkpoint resumed on CUDA; runs/mqar_64 and
-#                                eval_mqar_64.json: MQAR at context 64 (made by build and carried: the GPU
-#                                machine may lack h5py), trained 1200 steps and evaluated on the GPU; model_*.json: race-bench model (GPT-2 124M shape, bf16
-#                                products) tokens/s and MFU, RACE at 4K (also fp32), 64K and 256K (recomputed),
-#                                softmax at 4K; torch_gpt_*.json: the PyTorch
-#                                reference of the same model (scripts/torch_gpt_bench.py) at 4K and 64K
+#                                eval_mqar_64.json: MQAR at context 64 (made by build and carried, so the step
+#                                needs no Python package there), trained 1200 steps and evaluated on the GPU;
+#                                model_*.json: race-bench model (GPT-2 124M shape, bf16 products) tokens/s and
+#                                MFU, RACE at 4K (also fp32), 64K and 256K (recomputed), softmax at 4K;
+#                                torch_gpt_*.json: the PyTorch reference of the same model
+#                                (scripts/torch_gpt_bench.py) at 4K and 64K
 #
 # build-gpu-check/ is ignored by git (build*/), so a tool that copies only the tracked and untracked-but-not-
 # ignored files of the working tree must be told to carry the bundle, e.g. with the device runner:
@@ -86,7 +87,8 @@ build_bundle() {
   mkdir -p "$BUNDLE/bin" "$BUNDLE/lib"
   for b in "${BINARIES[@]}"; do cp "$BUILD/$b" "$BUNDLE/bin/"; done
   cp scripts/sdpa_bench.py "$BUNDLE/"
-  # The MQAR data for the trainer part, made here: the GPU machine's python3 (PyTorch's) may lack h5py.
+  # The MQAR data for the trainer part, made here with Debian's python3 and h5py, so that the GPU machine needs
+  # none of the generator's packages.
   mkdir -p "$BUNDLE/data"
   /usr/bin/python3 data/scripts/mqar_to_h5.py --output "$BUNDLE/data/mqar_64.h5" --pairs 2,4,8,16 --context 64 \
     --train-examples 80000 --val-examples 512
