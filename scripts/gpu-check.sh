@@ -121,6 +121,9 @@ build_bundle() {
   echo "gpu-check: every binary starts; carry $BUNDLE to the GPU machine and run: scripts/gpu-check.sh run"
 }
 
+# python3 -c "$UNXZ" SOURCE TARGET: unpacks an .xz file (the GPU machine may have no xz; python3 has lzma).
+UNXZ='import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))'
+
 # record NAME STATUS SECONDS: one entry of steps.json.
 STEPS=()
 record() {
@@ -216,8 +219,7 @@ trainer_checks() {
     --gtest_output="json:$work/tests_trainer_cuda.json"
   keep "$work/tests_trainer_cuda.json"
   mkdir -p "$work/data"
-  step mqar_data 20 python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
-    "$BUNDLE/data/mqar_64.h5.xz" "$work/data/mqar_64.h5"
+  step mqar_data 20 python3 -c "$UNXZ" "$BUNDLE/data/mqar_64.h5.xz" "$work/data/mqar_64.h5"
   step train_mqar_64 90 "$bin/race-train" --config configs/mqar_64.json --device cuda \
     --set data.path="$work/data/mqar_64.h5" --set run.root="$work/runs"
   step eval_mqar_64 20 "$bin/race-eval" --checkpoint "$work/runs/mqar_64" --device cuda \
@@ -284,8 +286,7 @@ run_checks() {
   bin=$(mktemp -d)
   for packed in "$BUNDLE"/bin/*.xz; do
     name=$(basename "$packed" .xz)
-    if python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
-      "$packed" "$bin/$name"; then
+    if python3 -c "$UNXZ" "$packed" "$bin/$name"; then
       chmod +x "$bin/$name"
     else
       echo "gpu-check: could not unpack $packed" >&2
