@@ -24,16 +24,17 @@
 #                                $OUT (default ./gpu-check-out): gpu-check-<part>.log, steps-<part>.json (each
 #                                step's exit status and seconds, rewritten after every step), the most important
 #                                results as soon as their step ends, and at the end gpu-check-<part>.tar.gz with
-#                                all of them (the device runner returns at most 8 files; a part keeps at most 7).
+#                                all of them (the device runner returns at most 8 files; a part returns at most 8).
 #                                Each part's step limits fit one 10-minute runner call:
-#     kernels (530 s of limits)  tests_*.json: gtest reports of test_cuda_device, test_race_attention_cuda and
+#     kernels (550 s of limits)  tests_*.json: gtest reports of test_cuda_device, test_race_attention_cuda and
 #                                test_softmax_attention_cuda (the kernels on the GPU against the fp64 CPU
 #                                references), test_cuda_ops (every model::Ops method and a tiny Gpt on CUDA
 #                                against CpuOps), test_race_tile (host emulation); race_bench_*.json:
 #                                race-bench attention --device cuda at B=1 H=4 D=128 L=3 P=3 bf16 causal at
 #                                T = 2^20, at T = 20 x 2^20 with --in-place, and a doubling sweep from T = 4096;
-#                                softmax_bench_sweep.json: our CUDA
-#                                flash softmax at the same shape; sdpa_flash.json: torch
+#                                ncu_race_64k.csv: Nsight Compute's speed of light per RACE kernel at T = 65536
+#                                (racecheck.log and memcheck.log instead when the kernels fail their test);
+#                                softmax_bench_sweep.json: our CUDA flash softmax at the same shape; sdpa_flash.json: torch
 #                                scaled_dot_product_attention (flash backend) at the same shapes, with the
 #                                race-bench timings beside it (scripts/sdpa_bench.py)
 #     trainer (525 s of limits)  tests_trainer_cuda.json: CPU against CUDA training (fp32 and bf16 products)
@@ -144,7 +145,9 @@ keep() {
   if [ -f "$1" ]; then cp "$1" "$out/"; fi
 }
 
-# step NAME SECONDS COMMAND...: runs COMMAND with a timeout, recording its status and time in steps.json.
+# step NAME SECONDS COMMAND...: runs COMMAND with a timeout, recording its status and time in steps.json; the
+# status is also left in LAST_STATUS.
+LAST_STATUS=0
 step() {
   local name=$1 limit=$2
   shift 2
@@ -153,6 +156,7 @@ step() {
   echo "gpu-check: $name (at most ${limit}s)"
   timeout --kill-after=10 "$limit" "$@" || status=$?
   record "$name" "$status" "$(awk -v ns=$(($(date +%s%N) - start)) 'BEGIN { printf "%.3f", ns / 1e9 }')"
+  LAST_STATUS=$status
 }
 
 # pip_library_dir NAME: prints the folder holding NAME (libcublasLt.so.13, libnccl.so.2) in the GPU machine's
@@ -181,13 +185,17 @@ PY
 }
 
 # The attention kernels (issue 5): CUDA tests against the fp64 CPU references, race-bench sweeps and PyTorch's
-# scaled_dot_product_attention at the same shapes. About 530 s of step limits.
+# scaled_dot_product_attention at the same shapes. When the kernels match the references: the 20M-token layer
+# and Nsight Compute's speed-of-light figures per kernel at 64K; when they do not: compute-sanitizer's
+# racecheck and memcheck on small cases with every feature, to find what the host emulation cannot (shared-
+# memory races, out-of-bounds accesses). 550 s of step limits either way.
 kernels_checks() {
   local bin=$1 work=$2
   local shape=(-B 1 -H 4 -D 128 -L 3 -P 3 --causal --device cuda --dtype bf16 --repeats 5)
   step test_cuda_device 30 "$bin/test_cuda_device" --gtest_output="json:$work/tests_cuda_device.json"
   step test_race_attention_cuda 100 "$bin/test_race_attention_cuda" \
     --gtest_output="json:$work/tests_race_attention_cuda.json"
+  local attention_status=$LAST_STATUS
   keep "$work/tests_race_attention_cuda.json"
   step test_softmax_attention_cuda 40 "$bin/test_softmax_attention_cuda" \
     --gtest_output="json:$work/tests_softmax_attention_cuda.json"
@@ -195,11 +203,24 @@ kernels_checks() {
   step test_race_tile 30 "$bin/test_race_tile" --gtest_output="json:$work/tests_race_tile.json"
   step race_bench_1m 60 "$bin/race-bench" attention "${shape[@]}" -T 1048576 --json "$work/race_bench_1m.json"
   keep "$work/race_bench_1m.json"
-  # One layer at 20M tokens (20 x 2^20), gradients written over the inputs: about 102 GB of the H200's 141.
-  step race_bench_20m 60 "$bin/race-bench" attention "${shape[@]}" --in-place -T 20971520 \
-    --json "$work/race_bench_20m.json"
-  keep "$work/race_bench_20m.json"
-  step race_bench_sweep 80 "$bin/race-bench" attention "${shape[@]}" --sweep --t-min 4096 --max-seconds 60 \
+  if [ "$attention_status" = 0 ]; then
+    # One layer at 20M tokens (20 x 2^20), gradients written over the inputs: about 102 GB of the H200's 141.
+    step race_bench_20m 60 "$bin/race-bench" attention "${shape[@]}" --in-place -T 20971520 \
+      --json "$work/race_bench_20m.json"
+    keep "$work/race_bench_20m.json"
+    # Duration, memory and compute throughput (% of peak) of each RACE kernel's first forward and backward.
+    step ncu_race_64k 30 ncu --clock-control none --target-processes all --kernel-name regex:'span|scan|backward|dbeta' \
+      --launch-count 8 --section SpeedOfLight --csv --log-file "$work/ncu_race_64k.csv" \
+      "$bin/race-bench" attention "${shape[@]}" -T 65536
+    keep "$work/ncu_race_64k.csv"
+  else
+    local small='Cases/RaceAttentionCuda.MatchesTheFp64Reference/T150_D24_L2P4_*_mask_seg_perhead_learned_B2H3_*'
+    step racecheck 50 compute-sanitizer --tool racecheck --error-exitcode 86 --log-file "$work/racecheck.log" \
+      "$bin/test_race_attention_cuda" --gtest_filter="$small"
+    step memcheck 40 compute-sanitizer --tool memcheck --error-exitcode 86 --log-file "$work/memcheck.log" \
+      "$bin/test_race_attention_cuda" --gtest_filter="$small"
+  fi
+  step race_bench_sweep 70 "$bin/race-bench" attention "${shape[@]}" --sweep --t-min 4096 --max-seconds 50 \
     --json "$work/race_bench_sweep.json"
   step softmax_bench_sweep 40 "$bin/race-bench" attention --impl softmax -B 1 -H 4 -D 128 --causal --device cuda \
     --dtype bf16 --repeats 3 --sweep --t-min 4096 --max-seconds 30 --json "$work/softmax_bench_sweep.json"
