@@ -1017,9 +1017,15 @@ TEST_F(CudaOpsTest, OutOfMemoryIsAnErrorNamingTheRequest) {
   EXPECT_NE(after, nullptr);
 }
 
+// How close the CUDA run must stay to the CPU's: relative loss at every step, relative RMS of every
+// gradient at step 1, relative RMS of the parameters after the 10 steps (< 0: not compared).
+struct Agreement {
+  double loss, gradients, parameters;
+};
+
 // A hybrid model (RACE with learned beta, windowed softmax, RoPE, tied embeddings) on both backends from the
 // same initialisation and batch: the loss, every gradient, then 10 AdamW steps.
-TEST_F(CudaOpsTest, TinyGptTrainsTheSameOnBothBackends) {
+void train_tiny_gpt_on_both(CpuOps& cpu, CudaOps& gpu, const Agreement& within) {
   using race::model::AttentionKind;
   race::model::ModelSpec spec;
   spec.vocab_size = 61;
@@ -1045,14 +1051,14 @@ TEST_F(CudaOpsTest, TinyGptTrainsTheSameOnBothBackends) {
   race::model::Batch batch;
   batch.tokens = tokens.data();
   batch.targets = targets.data();
-  race::model::Gpt cpu_model(cpu_, spec, B, T), gpu_model(*gpu_, spec, B, T);
+  race::model::Gpt cpu_model(cpu, spec, B, T), gpu_model(gpu, spec, B, T);
   cpu_model.initialize();
   gpu_model.initialize();
   const int64_t n = cpu_model.parameter_count();
-  float* cpu_m = cpu_.allocate(n);
-  float* cpu_v = cpu_.allocate(n);
-  float* gpu_m = gpu_->allocate(n);
-  float* gpu_v = gpu_->allocate(n);
+  float* cpu_m = cpu.allocate(n);
+  float* cpu_v = cpu.allocate(n);
+  float* gpu_m = gpu.allocate(n);
+  float* gpu_v = gpu.allocate(n);
   std::vector<float> gpu_host(static_cast<size_t>(n));
   for (int64_t step = 1; step <= 10; ++step) {
     cpu_model.zero_gradients();
@@ -1060,24 +1066,37 @@ TEST_F(CudaOpsTest, TinyGptTrainsTheSameOnBothBackends) {
     const auto cpu_loss = cpu_model.forward_backward(batch, 1.f / 30.f);
     const auto gpu_loss = gpu_model.forward_backward(batch, 1.f / 30.f);
     ASSERT_EQ(gpu_loss.count, cpu_loss.count);
-    EXPECT_NEAR(gpu_loss.sum, cpu_loss.sum, 1e-4 * std::fabs(cpu_loss.sum)) << "step " << step;
+    EXPECT_NEAR(gpu_loss.sum, cpu_loss.sum, within.loss * std::fabs(cpu_loss.sum)) << "step " << step;
     if (step == 1) {
-      gpu_->copy_to_host(gpu_host.data(), gpu_model.gradients(), n);
+      gpu.copy_to_host(gpu_host.data(), gpu_model.gradients(), n);
       for (const auto& p : cpu_model.params()) {
         const std::vector<float> got(gpu_host.begin() + p.offset, gpu_host.begin() + p.offset + p.size);
         const std::vector<float> want(cpu_model.gradients() + p.offset, cpu_model.gradients() + p.offset + p.size);
-        EXPECT_LE(relative_rms(got, widen(want)), 1e-4) << p.name;
+        EXPECT_LE(relative_rms(got, widen(want)), within.gradients) << p.name;
       }
     }
     race::model::AdamWStep adam;
     adam.lr = 1e-2f;
     adam.step = step;
-    cpu_.adamw(cpu_model.parameters(), cpu_model.gradients(), cpu_m, cpu_v, {{0, n, false}}, adam);
-    gpu_->adamw(gpu_model.parameters(), gpu_model.gradients(), gpu_m, gpu_v, {{0, n, false}}, adam);
+    cpu.adamw(cpu_model.parameters(), cpu_model.gradients(), cpu_m, cpu_v, {{0, n, false}}, adam);
+    gpu.adamw(gpu_model.parameters(), gpu_model.gradients(), gpu_m, gpu_v, {{0, n, false}}, adam);
   }
-  gpu_->copy_to_host(gpu_host.data(), gpu_model.parameters(), n);
+  if (within.parameters < 0) return;
+  gpu.copy_to_host(gpu_host.data(), gpu_model.parameters(), n);
   const std::vector<float> cpu_params(cpu_model.parameters(), cpu_model.parameters() + n);
-  EXPECT_LE(relative_rms(gpu_host, widen(cpu_params)), 1e-4);
+  EXPECT_LE(relative_rms(gpu_host, widen(cpu_params)), within.parameters);
+}
+
+TEST_F(CudaOpsTest, TinyGptTrainsTheSameOnBothBackends) { train_tiny_gpt_on_both(cpu_, *gpu_, {1e-4, 1e-4, 1e-4}); }
+
+// With bf16 products: the loss within 2% at every step and every gradient within 2e-2 (issue 5's bf16 bound).
+// Emulated on the CPU (every linear operand rounded to bf16, to nearest even), this model stayed within
+// 5.2e-3 in loss over the 10 steps and 6.2e-3 on every gradient: room for cuBLASLt rounding another way.
+// After 10 steps AdamW's sign-like updates can differ where a gradient is near zero, so the parameters are
+// not compared.
+TEST_F(CudaOpsTest, TinyGptTrainsWithBf16ProductsWithinBf16Tolerance) {
+  CudaOps bf16(0, race::kernels::cuda::GemmPrecision::bf16);
+  train_tiny_gpt_on_both(cpu_, bf16, {2e-2, 2e-2, -1.0});
 }
 
 }  // namespace
