@@ -6,7 +6,6 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
-#include <utility>
 
 #include "core/error.h"
 #include "kernels/cuda/adamw_cuda.h"
@@ -307,7 +306,7 @@ void CudaOps::adamw(float* params, const float* grads, float* m, float* v, const
   std::vector<kc::AdamWRange> table;
   table.reserve(ranges.size());
   for (const ParamRange& r : ranges) table.push_back({r.offset, r.count, 0, r.decay ? 1 : 0});
-  kc::adamw(params, grads, m, v, std::move(table),
+  adam_table_.adamw(params, grads, m, v, table,
             kc::math::adamw_constants(step.lr, step.beta1, step.beta2, step.eps, step.weight_decay, step.step,
                                       step.grad_scale));
 }

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cuda/adamw_cuda.h"
 #include "kernels/cuda/linear_cuda.h"
 #include "model/ops.h"
 
@@ -112,6 +113,7 @@ class CudaOps final : public Ops {
 
   std::vector<void*> buffers_;
   int64_t allocated_bytes_ = 0;
+  kernels::cuda::AdamWTable adam_table_;  // the parameter ranges on the device, uploaded once
   // cuBLASLt's handle, workspace and chosen algorithms for the linear layer; created once a device is known.
   std::unique_ptr<kernels::cuda::GemmContext> gemm_;
   float* lse_scratch_ = nullptr;  // (B, H, T) for a softmax forward called without lse (the kernel needs one)

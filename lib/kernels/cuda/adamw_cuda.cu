@@ -1,7 +1,9 @@
 // AdamW and the gradient norm on CUDA: a grid-stride elementwise update, and a two-pass fixed-shape reduction.
 #include "kernels/cuda/adamw_cuda.h"
 
+#include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "kernels/cuda/block_programs.h"
 #include "kernels/cuda/cuda_block.h"
@@ -59,18 +61,38 @@ double grad_norm(const float* grads, int64_t n) {
   return std::sqrt(total);
 }
 
-void adamw(float* params, const float* grads, float* m, float* v, std::vector<AdamWRange> ranges,
-           const math::AdamWConstants& constants) {
-  const int64_t chunks = number_adamw_chunks(ranges);
-  if (chunks == 0) return;
-  const int64_t table_bytes = static_cast<int64_t>(ranges.size() * sizeof(AdamWRange));
-  const StreamScratch table(table_bytes);  // (ranges)
-  // From pageable memory the copy returns once the table is staged, so `ranges` may go right after.
-  RACE_CUDA_CHECK(cudaMemcpyAsync(table.data(), ranges.data(), static_cast<size_t>(table_bytes),
-                                  cudaMemcpyHostToDevice));
-  const unsigned blocks = static_cast<unsigned>(chunks < 65536 ? chunks : 65536);
-  adamw_kernel<<<blocks, kThreads>>>(params, grads, m, v, reinterpret_cast<const AdamWRange*>(table.data()),
-                                     static_cast<int64_t>(ranges.size()), chunks, constants);
+AdamWTable::~AdamWTable() {
+  // Errors are ignored: a destructor cannot throw, and a failed free after a fault changes nothing.
+  if (device_ != nullptr) cudaFree(device_);
+}
+
+void AdamWTable::adamw(float* params, const float* grads, float* m, float* v,
+                       const std::vector<AdamWRange>& ranges, const math::AdamWConstants& constants) {
+  const auto same = [](const AdamWRange& a, const AdamWRange& b) {
+    return a.offset == b.offset && a.count == b.count && a.decay == b.decay;
+  };
+  if (ranges.size() != ranges_.size() || !std::equal(ranges.begin(), ranges.end(), ranges_.begin(), same)) {
+    std::vector<AdamWRange> numbered = ranges;
+    const int64_t chunks = number_adamw_chunks(numbered);
+    AdamWRange* device = nullptr;
+    if (!numbered.empty()) {
+      const size_t bytes = numbered.size() * sizeof(AdamWRange);
+      RACE_CUDA_CHECK(cudaMalloc(&device, bytes));
+      // cudaMemcpy from pageable memory and cudaFree both wait for queued work, so no queued update reads
+      // a table after it is freed.
+      const cudaError_t copied = cudaMemcpy(device, numbered.data(), bytes, cudaMemcpyHostToDevice);
+      if (copied != cudaSuccess) cudaFree(device);
+      RACE_CUDA_CHECK(copied);
+    }
+    if (device_ != nullptr) cudaFree(device_);
+    device_ = device;
+    ranges_ = std::move(numbered);
+    chunks_ = chunks;
+  }
+  if (chunks_ == 0) return;
+  const auto blocks = static_cast<unsigned>(chunks_ < kMaxBlocks ? chunks_ : kMaxBlocks);
+  adamw_kernel<<<blocks, kThreads>>>(params, grads, m, v, device_, static_cast<int64_t>(ranges_.size()), chunks_,
+                                     constants);
   RACE_CUDA_CHECK(cudaGetLastError());
 }
 

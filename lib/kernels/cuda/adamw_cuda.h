@@ -47,9 +47,25 @@ RACE_HD int64_t adamw_range_of_chunk(const AdamWRange* ranges, int64_t count, in
   return lo;
 }
 
-// params, m, v updated in place from grads over every range, in one launch; weight decay
-// (constants.lr_wd) only where a range's decay is set. Does not synchronise.
-void adamw(float* params, const float* grads, float* m, float* v, std::vector<AdamWRange> ranges,
-           const math::AdamWConstants& constants);
+// The ranges of the last update, numbered, and their device copy: a model's parameter ranges do not change
+// between steps, so the table is uploaded once, not every step. Owns its device memory; one per CudaOps.
+class AdamWTable {
+ public:
+  AdamWTable() = default;
+  ~AdamWTable();
+  AdamWTable(const AdamWTable&) = delete;
+  AdamWTable& operator=(const AdamWTable&) = delete;
+
+  // params, m, v updated in place from grads over every range, in one launch; weight decay
+  // (constants.lr_wd) only where a range's decay is set. Uploads the table only when `ranges` (offset,
+  // count, decay) differ from the last call's. Does not synchronise.
+  void adamw(float* params, const float* grads, float* m, float* v, const std::vector<AdamWRange>& ranges,
+             const math::AdamWConstants& constants);
+
+ private:
+  std::vector<AdamWRange> ranges_;  // numbered
+  int64_t chunks_ = 0;
+  AdamWRange* device_ = nullptr;    // (ranges_.size())
+};
 
 }  // namespace race::kernels::cuda
