@@ -134,18 +134,24 @@ void CudaOps::linear_backward(float* dx, float* dw, float* db, const float* dy, 
   gemm_->linear_backward(dx, dw, db, dy, x, w, rows, in, out);
 }
 
+namespace {
+// The CPU kernel's checks of a LayerNorm forward's sizes and eps, for `function`'s messages.
+void check_layernorm_forward(const char* function, int64_t rows, int64_t channels, float eps) {
+  if (channels < 1 || rows < 0)
+    fail("{} (CUDA): rows = {}, channels = {} must be >= 0, >= 1", function, rows, channels);
+  if (!(eps > 0.f)) fail("{} (CUDA): eps = {} must be > 0", function, eps);
+}
+}  // namespace
+
 void CudaOps::layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w,
                                 const float* b, int64_t rows, int64_t channels, float eps) {
-  if (channels < 1 || rows < 0) fail("layernorm_forward (CUDA): rows = {}, channels = {} must be >= 0, >= 1", rows, channels);
-  if (!(eps > 0.f)) fail("layernorm_forward (CUDA): eps = {} must be > 0", eps);
+  check_layernorm_forward("layernorm_forward", rows, channels, eps);
   kc::layernorm_forward(y, mean, rstd, x, w, b, rows, channels, eps);
 }
 void CudaOps::residual_layernorm_forward(float* residual, float* y, float* mean, float* rstd, const float* x,
                                          const float* r, const float* w, const float* b, int64_t rows,
                                          int64_t channels, float eps) {
-  if (channels < 1 || rows < 0)
-    fail("residual_layernorm_forward (CUDA): rows = {}, channels = {} must be >= 0, >= 1", rows, channels);
-  if (!(eps > 0.f)) fail("residual_layernorm_forward (CUDA): eps = {} must be > 0", eps);
+  check_layernorm_forward("residual_layernorm_forward", rows, channels, eps);
   kc::residual_layernorm_forward(residual, y, mean, rstd, x, r, w, b, rows, channels, eps);
 }
 void CudaOps::layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
