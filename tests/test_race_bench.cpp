@@ -810,6 +810,17 @@ TEST_F(RaceBench, ModelProfileTimesEachOperation) {
   EXPECT_DOUBLE_EQ(linear_flops, 6.0 * weights * 2 * 64);
 }
 
+// --precision: an unknown value is a usage error; bf16 on the CPU says why it cannot run and what to use.
+TEST_F(RaceBench, ModelPrecisionMistakesAreClearErrors) {
+  const Outcome unknown = bench(kTinyModel + "--precision fp16 --steps 1");
+  EXPECT_EQ(unknown.status, 2);
+  EXPECT_TRUE(contains(unknown.err, "--precision")) << unknown.err;
+  const Outcome bf16_on_cpu = bench(kTinyModel + "--precision bf16 --steps 1");
+  EXPECT_EQ(bf16_on_cpu.status, 1);
+  EXPECT_TRUE(contains(bf16_on_cpu.err, "--precision = \"bf16\" needs the CUDA device")) << bf16_on_cpu.err;
+  EXPECT_TRUE(contains(bf16_on_cpu.err, "--device = \"cuda\"")) << bf16_on_cpu.err;
+}
+
 TEST_F(RaceBench, ModelSoftmaxCountsTheKeysEachQuerySees) {
   // Causal, full: T / 2 keys per query on average, 12 (T / 2) D per head.
   const Outcome causal =
