@@ -64,31 +64,40 @@ void CpuOps::add(float* y, const float* x, int64_t count) {
   for (int64_t i = 0; i < count; ++i) y[i] += x[i];
 }
 
-void CpuOps::linear_forward(float* y, const float* x, const float* w, const float* b, int64_t rows,
-                            int64_t in, int64_t out) {
-  cpu::linear_forward(y, x, w, b, rows, in, out);
+void CpuOps::to_operands(OperandOut y, const float* x, int64_t count) {
+  std::copy_n(x, count, fp32_data(y, "to_operands: y"));
 }
-void CpuOps::linear_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
-                             const float* w, int64_t rows, int64_t in, int64_t out) {
-  cpu::linear_backward(dx, dw, db, dy, x, w, rows, in, out);
+
+void CpuOps::linear_forward(float* y, Operand x, Operand w, const float* b, int64_t rows, int64_t in,
+                            int64_t out) {
+  cpu::linear_forward(y, fp32_data(x, "linear_forward: x"), fp32_data(w, "linear_forward: w"), b, rows, in,
+                      out);
 }
-void CpuOps::layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w,
+void CpuOps::linear_backward(float* dx, float* dw, float* db, Operand dy, Operand x, Operand w, int64_t rows,
+                             int64_t in, int64_t out) {
+  cpu::linear_backward(dx, dw, db, fp32_data(dy, "linear_backward: dy"), fp32_data(x, "linear_backward: x"),
+                       fp32_data(w, "linear_backward: w"), rows, in, out);
+}
+void CpuOps::layernorm_forward(OperandOut y, float* mean, float* rstd, const float* x, const float* w,
                                const float* b, int64_t rows, int64_t channels, float eps) {
-  cpu::layernorm_forward(y, mean, rstd, x, w, b, rows, channels, eps);
+  cpu::layernorm_forward(fp32_data(y, "layernorm_forward: y"), mean, rstd, x, w, b, rows, channels, eps);
 }
-void CpuOps::residual_layernorm_forward(float* residual, float* y, float* mean, float* rstd, const float* x,
+void CpuOps::residual_layernorm_forward(float* residual, OperandOut y, float* mean, float* rstd, const float* x,
                                         const float* r, const float* w, const float* b, int64_t rows,
                                         int64_t channels, float eps) {
-  cpu::residual_layernorm_forward(residual, y, mean, rstd, x, r, w, b, rows, channels, eps);
+  cpu::residual_layernorm_forward(residual, fp32_data(y, "residual_layernorm_forward: y"), mean, rstd, x, r, w, b,
+                                  rows, channels, eps);
 }
 void CpuOps::layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
                                 const float* w, const float* mean, const float* rstd, int64_t rows,
                                 int64_t channels) {
   cpu::layernorm_backward(dx, dw, db, dy, x, w, mean, rstd, rows, channels);
 }
-void CpuOps::gelu_forward(float* y, const float* x, int64_t count) { cpu::gelu_forward(y, x, count); }
-void CpuOps::gelu_backward(float* dx, const float* dy, const float* x, int64_t count) {
-  cpu::gelu_backward(dx, dy, x, count);
+void CpuOps::gelu_forward(OperandOut y, const float* x, int64_t count) {
+  cpu::gelu_forward(fp32_data(y, "gelu_forward: y"), x, count);
+}
+void CpuOps::gelu_backward(OperandOut dx, const float* dy, const float* x, int64_t count) {
+  cpu::gelu_backward(fp32_data(dx, "gelu_backward: dx"), dy, x, count);
 }
 void CpuOps::embedding_forward(float* out, const int32_t* ids, const float* table, int64_t n, int64_t vocab,
                                int64_t channels, bool accumulate) {
@@ -98,9 +107,10 @@ void CpuOps::embedding_backward(float* dtable, const int32_t* ids, const float* 
                                 int64_t vocab, int64_t channels) {
   cpu::embedding_backward(dtable, ids, dout, n, vocab, channels);
 }
-double CpuOps::cross_entropy(float* dlogits, const float* logits, const int32_t* targets, int64_t rows,
+double CpuOps::cross_entropy(OperandOut dlogits, const float* logits, const int32_t* targets, int64_t rows,
                              int64_t vocab, float grad_scale, int64_t* count) {
-  const auto stats = cpu::softmax_cross_entropy(dlogits, nullptr, logits, targets, rows, vocab, grad_scale);
+  float* gradient = dlogits.data != nullptr ? fp32_data(dlogits, "cross_entropy: dlogits") : nullptr;
+  const auto stats = cpu::softmax_cross_entropy(gradient, nullptr, logits, targets, rows, vocab, grad_scale);
   *count = stats.count;
   return stats.loss_sum;
 }
@@ -121,8 +131,9 @@ void CpuOps::split_heads(float* q, float* k, float* v, const float* qkv, int64_t
     }
 }
 
-void CpuOps::merge_heads(float* qkv, const float* q, const float* k, const float* v, int64_t batch,
+void CpuOps::merge_heads(OperandOut merged, const float* q, const float* k, const float* v, int64_t batch,
                          int64_t seq_len, int64_t heads, int64_t head_dim) {
+  float* qkv = fp32_data(merged, "merge_heads: qkv");
   const int64_t C = heads * head_dim;
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t b = 0; b < batch; ++b)
@@ -137,8 +148,9 @@ void CpuOps::merge_heads(float* qkv, const float* q, const float* k, const float
     }
 }
 
-void CpuOps::heads_to_rows(float* rows, const float* heads, int64_t batch, int64_t seq_len,
+void CpuOps::heads_to_rows(OperandOut rows_out, const float* heads, int64_t batch, int64_t seq_len,
                            int64_t head_count, int64_t head_dim) {
+  float* rows = fp32_data(rows_out, "heads_to_rows: rows");
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t b = 0; b < batch; ++b)
     for (int64_t t = 0; t < seq_len; ++t)
@@ -215,8 +227,9 @@ static int64_t real_tokens(const uint8_t* key_mask, int64_t b, int64_t seq_len) 
   return count;
 }
 
-void CpuOps::pool_forward(float* pooled, const float* rows, const uint8_t* key_mask, int64_t batch, int64_t seq_len,
+void CpuOps::pool_forward(float* pooled, Operand rows_in, const uint8_t* key_mask, int64_t batch, int64_t seq_len,
                           int64_t channels, bool cls) {
+  const float* rows = fp32_data(rows_in, "pool_forward: rows");
   for (int64_t b = 0; b < batch; ++b) {
     float* out = pooled + b * channels;
     if (cls) {

@@ -25,31 +25,35 @@ class CpuOps final : public Ops {
   void synchronize() override {}
   void fill(float* x, float value, int64_t count) override;
   void add(float* y, const float* x, int64_t count) override;
+  // fp32: the CPU kernels compute in fp32 throughout.
+  ElementType operand_type() const override { return ElementType::fp32; }
+  OperandOut allocate_operands(int64_t count) override { return allocate(count); }
+  void to_operands(OperandOut y, const float* x, int64_t count) override;
 
-  void linear_forward(float* y, const float* x, const float* w, const float* b, int64_t rows, int64_t in,
+  void linear_forward(float* y, Operand x, Operand w, const float* b, int64_t rows, int64_t in,
                       int64_t out) override;
-  void linear_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
-                       int64_t rows, int64_t in, int64_t out) override;
-  void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b,
+  void linear_backward(float* dx, float* dw, float* db, Operand dy, Operand x, Operand w, int64_t rows,
+                       int64_t in, int64_t out) override;
+  void layernorm_forward(OperandOut y, float* mean, float* rstd, const float* x, const float* w, const float* b,
                          int64_t rows, int64_t channels, float eps) override;
-  void residual_layernorm_forward(float* residual, float* y, float* mean, float* rstd, const float* x,
+  void residual_layernorm_forward(float* residual, OperandOut y, float* mean, float* rstd, const float* x,
                                   const float* r, const float* w, const float* b, int64_t rows, int64_t channels,
                                   float eps) override;
   void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
                           const float* mean, const float* rstd, int64_t rows, int64_t channels) override;
-  void gelu_forward(float* y, const float* x, int64_t count) override;
-  void gelu_backward(float* dx, const float* dy, const float* x, int64_t count) override;
+  void gelu_forward(OperandOut y, const float* x, int64_t count) override;
+  void gelu_backward(OperandOut dx, const float* dy, const float* x, int64_t count) override;
   void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t n, int64_t vocab,
                          int64_t channels, bool accumulate) override;
   void embedding_backward(float* dtable, const int32_t* ids, const float* dout, int64_t n, int64_t vocab,
                           int64_t channels) override;
-  double cross_entropy(float* dlogits, const float* logits, const int32_t* targets, int64_t rows,
+  double cross_entropy(OperandOut dlogits, const float* logits, const int32_t* targets, int64_t rows,
                        int64_t vocab, float grad_scale, int64_t* count) override;
   void split_heads(float* q, float* k, float* v, const float* qkv, int64_t batch, int64_t seq_len,
                    int64_t heads, int64_t head_dim) override;
-  void merge_heads(float* qkv, const float* q, const float* k, const float* v, int64_t batch,
+  void merge_heads(OperandOut qkv, const float* q, const float* k, const float* v, int64_t batch,
                    int64_t seq_len, int64_t heads, int64_t head_dim) override;
-  void heads_to_rows(float* rows, const float* heads, int64_t batch, int64_t seq_len, int64_t head_count,
+  void heads_to_rows(OperandOut rows, const float* heads, int64_t batch, int64_t seq_len, int64_t head_count,
                      int64_t head_dim) override;
   void rows_to_heads(float* heads, const float* rows, int64_t batch, int64_t seq_len, int64_t head_count,
                      int64_t head_dim) override;
@@ -80,7 +84,7 @@ class CpuOps final : public Ops {
   void softmax_attention_decode(int64_t heads, int64_t head_dim, int64_t window, float scale, const float* q,
                                 const float* k, const float* v, float* keys, float* values, int64_t capacity,
                                 int64_t position, float* out) override;
-  void pool_forward(float* pooled, const float* rows, const uint8_t* key_mask, int64_t batch, int64_t seq_len,
+  void pool_forward(float* pooled, Operand rows, const uint8_t* key_mask, int64_t batch, int64_t seq_len,
                     int64_t channels, bool cls) override;
   void pool_backward(float* drows, const float* dpooled, const uint8_t* key_mask, int64_t batch,
                      int64_t seq_len, int64_t channels, bool cls) override;

@@ -5,6 +5,29 @@
 
 namespace race::model {
 
+int64_t element_bytes(ElementType type) { return type == ElementType::bf16 ? 2 : 4; }
+
+const char* element_type_name(ElementType type) { return type == ElementType::bf16 ? "bf16" : "fp32"; }
+
+Operand Operand::at(int64_t index) const {
+  return {static_cast<const char*>(data) + index * element_bytes(type), type};
+}
+
+const float* fp32_data(Operand x, const char* what) {
+  if (x.type != ElementType::fp32)
+    fail("{} is a {} operand where this backend computes in fp32 only; hint: use --precision fp32", what,
+         element_type_name(x.type));
+  return static_cast<const float*>(x.data);
+}
+
+float* fp32_data(OperandOut x, const char* what) {
+  return const_cast<float*>(fp32_data(Operand(x), what));
+}
+
+OperandOut OperandOut::at(int64_t index) const {
+  return {static_cast<char*>(data) + index * element_bytes(type), type};
+}
+
 void check_param_ranges(const std::vector<ParamRange>& ranges) {
   int64_t end = 0;
   for (size_t i = 0; i < ranges.size(); ++i) {

@@ -3,6 +3,10 @@
 // in lib/kernels/cpu, and a CUDA implementation will do the same with lib/kernels/cuda. Pointers returned by
 // allocate() and passed to the kernels are device pointers; host data crosses only through copy_*.
 // Shapes follow the kernels: rows of C channels are (N, C), heads are (B, H, T, D).
+// Matrix products read Operands: fp32, or bf16 where the device multiplies bf16 on tensor cores
+// (operand_type()). The model stores what only products read (LayerNorm outputs, GELU outputs, attention rows,
+// the gradients fed back through a product, a copy of the weights) in that type; everything else, the
+// parameters, their gradients and optimizer moments, and every reduction, stays fp32.
 #pragma once
 
 #include <cstdint>
@@ -12,6 +16,38 @@
 #include "kernels/softmax_attention.h"
 
 namespace race::model {
+
+// How a product's operand is stored: fp32, or bf16 (fp32's top 16 bits, rounded to nearest even).
+enum class ElementType : uint8_t { fp32, bf16 };
+int64_t element_bytes(ElementType type);
+const char* element_type_name(ElementType type);
+
+// A matrix a product reads (x, dy, a weight), on the device, with its element type. A float pointer
+// converts to an fp32 Operand, so fp32 callers pass plain pointers.
+struct Operand {
+  const void* data = nullptr;
+  ElementType type = ElementType::fp32;
+  Operand() = default;
+  Operand(const float* fp32) : data(fp32) {}  // NOLINT(google-explicit-constructor): fp32 is the plain case
+  Operand(const void* data_, ElementType type_) : data(data_), type(type_) {}
+  Operand at(int64_t index) const;  // the element `index` further on
+};
+
+// A matrix a kernel writes for a product to read: as Operand, writable.
+struct OperandOut {
+  void* data = nullptr;
+  ElementType type = ElementType::fp32;
+  OperandOut() = default;
+  OperandOut(float* fp32) : data(fp32) {}  // NOLINT(google-explicit-constructor)
+  OperandOut(void* data_, ElementType type_) : data(data_), type(type_) {}
+  operator Operand() const { return {data, type}; }  // NOLINT(google-explicit-constructor)
+  OperandOut at(int64_t index) const;
+};
+
+// The fp32 data of an operand; race::Error naming `what` when it is stored in another type (for backends
+// that compute in fp32 only).
+const float* fp32_data(Operand x, const char* what);
+float* fp32_data(OperandOut x, const char* what);
 
 struct AdamWStep {
   float lr = 0.f, beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, weight_decay = 0.f;
@@ -48,41 +84,52 @@ class Ops {
   virtual void fill(float* x, float value, int64_t count) = 0;
   virtual void add(float* y, const float* x, int64_t count) = 0;  // y += x
 
+  // The element type of the model's product operands on this device: fp32 where the products multiply fp32
+  // (or round fp32 operands themselves), bf16 where they multiply stored bf16 operands.
+  virtual ElementType operand_type() const = 0;
+  // Zero-filled operand_type() buffer, owned like allocate()'s.
+  virtual OperandOut allocate_operands(int64_t count) = 0;
+  // y = x rounded to y.type (a copy when fp32).
+  virtual void to_operands(OperandOut y, const float* x, int64_t count) = 0;
+
   // y (N, out) = x (N, in) W^T + b; backward: dx overwritten, dW and db accumulated; any may be null.
-  virtual void linear_forward(float* y, const float* x, const float* w, const float* b, int64_t rows,
-                              int64_t in, int64_t out) = 0;
-  virtual void linear_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
-                               const float* w, int64_t rows, int64_t in, int64_t out) = 0;
-  // LayerNorm over C; backward accumulates dx, dw, db.
-  virtual void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w,
+  // x, w and dy are all fp32 or all operand_type(); the bias, y and the gradients are fp32.
+  virtual void linear_forward(float* y, Operand x, Operand w, const float* b, int64_t rows, int64_t in,
+                              int64_t out) = 0;
+  virtual void linear_backward(float* dx, float* dw, float* db, Operand dy, Operand x, Operand w, int64_t rows,
+                               int64_t in, int64_t out) = 0;
+  // LayerNorm over C; y in fp32 or operand_type(); backward accumulates dx, dw, db.
+  virtual void layernorm_forward(OperandOut y, float* mean, float* rstd, const float* x, const float* w,
                                  const float* b, int64_t rows, int64_t channels, float eps) = 0;
   // The residual add fused with the LayerNorm after it: residual (N, C) = x + r, then y, mean, rstd as
   // layernorm_forward of residual, in one pass. residual may be x or r. The backward needs no fused twin:
   // layernorm_backward accumulates dx into the residual stream's gradient.
-  virtual void residual_layernorm_forward(float* residual, float* y, float* mean, float* rstd, const float* x,
-                                          const float* r, const float* w, const float* b, int64_t rows,
-                                          int64_t channels, float eps) = 0;
+  virtual void residual_layernorm_forward(float* residual, OperandOut y, float* mean, float* rstd,
+                                          const float* x, const float* r, const float* w, const float* b,
+                                          int64_t rows, int64_t channels, float eps) = 0;
   virtual void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
                                   const float* w, const float* mean, const float* rstd, int64_t rows,
                                   int64_t channels) = 0;
-  virtual void gelu_forward(float* y, const float* x, int64_t count) = 0;
-  virtual void gelu_backward(float* dx, const float* dy, const float* x, int64_t count) = 0;
+  // y and dx in fp32 or operand_type().
+  virtual void gelu_forward(OperandOut y, const float* x, int64_t count) = 0;
+  virtual void gelu_backward(OperandOut dx, const float* dy, const float* x, int64_t count) = 0;
   // out (N, C) (+)= table[ids]; backward accumulates into dtable.
   virtual void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t n,
                                  int64_t vocab, int64_t channels, bool accumulate) = 0;
   virtual void embedding_backward(float* dtable, const int32_t* ids, const float* dout, int64_t n,
                                   int64_t vocab, int64_t channels) = 0;
-  // Softmax cross-entropy over rows with targets (-1: ignored); writes dlogits * grad_scale when not null.
+  // Softmax cross-entropy over rows with targets (-1: ignored); writes dlogits * grad_scale (fp32 or
+  // operand_type()) when dlogits.data is not null; an fp32 dlogits may be logits itself.
   // Returns the sum of the counted rows' losses (fp64) and sets *count.
-  virtual double cross_entropy(float* dlogits, const float* logits, const int32_t* targets, int64_t rows,
+  virtual double cross_entropy(OperandOut dlogits, const float* logits, const int32_t* targets, int64_t rows,
                                int64_t vocab, float grad_scale, int64_t* count) = 0;
-  // (rows, 3, H, D) of a fused qkv projection <-> q, k, v (B, H, T, D).
+  // (rows, 3, H, D) of a fused qkv projection <-> q, k, v (B, H, T, D); merged qkv in fp32 or operand_type().
   virtual void split_heads(float* q, float* k, float* v, const float* qkv, int64_t batch, int64_t seq_len,
                            int64_t heads, int64_t head_dim) = 0;
-  virtual void merge_heads(float* qkv, const float* q, const float* k, const float* v, int64_t batch,
+  virtual void merge_heads(OperandOut qkv, const float* q, const float* k, const float* v, int64_t batch,
                            int64_t seq_len, int64_t heads, int64_t head_dim) = 0;
-  // (B, H, T, D) <-> (B, T, H * D)
-  virtual void heads_to_rows(float* rows, const float* heads, int64_t batch, int64_t seq_len,
+  // (B, H, T, D) <-> (B, T, H * D); rows written in fp32 or operand_type().
+  virtual void heads_to_rows(OperandOut rows, const float* heads, int64_t batch, int64_t seq_len,
                              int64_t head_count, int64_t head_dim) = 0;
   virtual void rows_to_heads(float* heads, const float* rows, int64_t batch, int64_t seq_len,
                              int64_t head_count, int64_t head_dim) = 0;
@@ -116,9 +163,10 @@ class Ops {
                                         const float* q, const float* k, const float* v, float* keys,
                                         float* values, int64_t capacity, int64_t position, float* out) = 0;
 
-  // Pooling of rows (B, T, C) into (B, C): the mean over real tokens (key_mask, null: all), or token 0
-  // (cls). Backward writes drows (overwritten; zero where the pool does not look).
-  virtual void pool_forward(float* pooled, const float* rows, const uint8_t* key_mask, int64_t batch,
+  // Pooling of rows (B, T, C) (fp32 or operand_type()) into fp32 (B, C): the mean over real tokens
+  // (key_mask, null: all), or token 0 (cls). Backward writes drows (overwritten; zero where the pool does not
+  // look).
+  virtual void pool_forward(float* pooled, Operand rows, const uint8_t* key_mask, int64_t batch,
                             int64_t seq_len, int64_t channels, bool cls) = 0;
   virtual void pool_backward(float* drows, const float* dpooled, const uint8_t* key_mask, int64_t batch,
                              int64_t seq_len, int64_t channels, bool cls) = 0;

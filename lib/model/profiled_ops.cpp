@@ -47,23 +47,29 @@ void ProfiledOps::fill(float* x, float value, int64_t count) {
   timed("fill", 0.0, [&] { return inner_.fill(x, value, count); });
 }
 
+OperandOut ProfiledOps::allocate_operands(int64_t count) { return inner_.allocate_operands(count); }
+
+void ProfiledOps::to_operands(OperandOut y, const float* x, int64_t count) {
+  timed("to_operands", 0.0, [&] { return inner_.to_operands(y, x, count); });
+}
+
 void ProfiledOps::add(float* y, const float* x, int64_t count) {
   timed("add", 0.0, [&] { return inner_.add(y, x, count); });
 }
 
-void ProfiledOps::linear_forward(float* y, const float* x, const float* w, const float* b, int64_t rows, int64_t in, int64_t out) {
+void ProfiledOps::linear_forward(float* y, Operand x, Operand w, const float* b, int64_t rows, int64_t in, int64_t out) {
   timed("linear_forward", linear_flops(rows, in, out), [&] { return inner_.linear_forward(y, x, w, b, rows, in, out); });
 }
 
-void ProfiledOps::linear_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w, int64_t rows, int64_t in, int64_t out) {
+void ProfiledOps::linear_backward(float* dx, float* dw, float* db, Operand dy, Operand x, Operand w, int64_t rows, int64_t in, int64_t out) {
   timed("linear_backward", linear_flops(rows, in, out) * ((dx != nullptr) + (dw != nullptr)), [&] { return inner_.linear_backward(dx, dw, db, dy, x, w, rows, in, out); });
 }
 
-void ProfiledOps::layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w, const float* b, int64_t rows, int64_t channels, float eps) {
+void ProfiledOps::layernorm_forward(OperandOut y, float* mean, float* rstd, const float* x, const float* w, const float* b, int64_t rows, int64_t channels, float eps) {
   timed("layernorm_forward", 0.0, [&] { return inner_.layernorm_forward(y, mean, rstd, x, w, b, rows, channels, eps); });
 }
 
-void ProfiledOps::residual_layernorm_forward(float* residual, float* y, float* mean, float* rstd, const float* x, const float* r, const float* w, const float* b, int64_t rows, int64_t channels, float eps) {
+void ProfiledOps::residual_layernorm_forward(float* residual, OperandOut y, float* mean, float* rstd, const float* x, const float* r, const float* w, const float* b, int64_t rows, int64_t channels, float eps) {
   timed("residual_layernorm_forward", 0.0, [&] { return inner_.residual_layernorm_forward(residual, y, mean, rstd, x, r, w, b, rows, channels, eps); });
 }
 
@@ -71,11 +77,11 @@ void ProfiledOps::layernorm_backward(float* dx, float* dw, float* db, const floa
   timed("layernorm_backward", 0.0, [&] { return inner_.layernorm_backward(dx, dw, db, dy, x, w, mean, rstd, rows, channels); });
 }
 
-void ProfiledOps::gelu_forward(float* y, const float* x, int64_t count) {
+void ProfiledOps::gelu_forward(OperandOut y, const float* x, int64_t count) {
   timed("gelu_forward", 0.0, [&] { return inner_.gelu_forward(y, x, count); });
 }
 
-void ProfiledOps::gelu_backward(float* dx, const float* dy, const float* x, int64_t count) {
+void ProfiledOps::gelu_backward(OperandOut dx, const float* dy, const float* x, int64_t count) {
   timed("gelu_backward", 0.0, [&] { return inner_.gelu_backward(dx, dy, x, count); });
 }
 
@@ -87,7 +93,7 @@ void ProfiledOps::embedding_backward(float* dtable, const int32_t* ids, const fl
   timed("embedding_backward", 0.0, [&] { return inner_.embedding_backward(dtable, ids, dout, n, vocab, channels); });
 }
 
-double ProfiledOps::cross_entropy(float* dlogits, const float* logits, const int32_t* targets, int64_t rows, int64_t vocab, float grad_scale, int64_t* count) {
+double ProfiledOps::cross_entropy(OperandOut dlogits, const float* logits, const int32_t* targets, int64_t rows, int64_t vocab, float grad_scale, int64_t* count) {
   return timed("cross_entropy", 0.0, [&] { return inner_.cross_entropy(dlogits, logits, targets, rows, vocab, grad_scale, count); });
 }
 
@@ -95,11 +101,11 @@ void ProfiledOps::split_heads(float* q, float* k, float* v, const float* qkv, in
   timed("split_heads", 0.0, [&] { return inner_.split_heads(q, k, v, qkv, batch, seq_len, heads, head_dim); });
 }
 
-void ProfiledOps::merge_heads(float* qkv, const float* q, const float* k, const float* v, int64_t batch, int64_t seq_len, int64_t heads, int64_t head_dim) {
+void ProfiledOps::merge_heads(OperandOut qkv, const float* q, const float* k, const float* v, int64_t batch, int64_t seq_len, int64_t heads, int64_t head_dim) {
   timed("merge_heads", 0.0, [&] { return inner_.merge_heads(qkv, q, k, v, batch, seq_len, heads, head_dim); });
 }
 
-void ProfiledOps::heads_to_rows(float* rows, const float* heads, int64_t batch, int64_t seq_len, int64_t head_count, int64_t head_dim) {
+void ProfiledOps::heads_to_rows(OperandOut rows, const float* heads, int64_t batch, int64_t seq_len, int64_t head_count, int64_t head_dim) {
   timed("heads_to_rows", 0.0, [&] { return inner_.heads_to_rows(rows, heads, batch, seq_len, head_count, head_dim); });
 }
 
@@ -139,7 +145,7 @@ void ProfiledOps::softmax_attention_decode(int64_t heads, int64_t head_dim, int6
   timed("softmax_attention_decode", 0.0, [&] { return inner_.softmax_attention_decode(heads, head_dim, window, scale, q, k, v, keys, values, capacity, position, out); });
 }
 
-void ProfiledOps::pool_forward(float* pooled, const float* rows, const uint8_t* key_mask, int64_t batch, int64_t seq_len, int64_t channels, bool cls) {
+void ProfiledOps::pool_forward(float* pooled, Operand rows, const uint8_t* key_mask, int64_t batch, int64_t seq_len, int64_t channels, bool cls) {
   timed("pool_forward", 0.0, [&] { return inner_.pool_forward(pooled, rows, key_mask, batch, seq_len, channels, cls); });
 }
 
