@@ -209,7 +209,7 @@ Json run_model_bench(const ModelBenchConfig& c, const std::string& command, std:
   model::Ops& ops = profiled;
 
   // The memory plan, against the device's memory before anything is allocated, with race-train's budget.
-  const model::MemoryPlan plan = model::plan_memory(spec, c.batch, c.context);
+  const model::MemoryPlan plan = model::plan_memory(spec, c.batch, c.context, ops.operand_type());
   const int64_t plan_bytes = plan.bytes(c.batch, c.context);
   const int64_t optimizer_bytes = 2 * int64_t{sizeof(float)} * plan.parameters;  // AdamW's m and v
   const double budget = device.budget_bytes(1);
@@ -338,10 +338,9 @@ Json run_model_bench(const ModelBenchConfig& c, const std::string& command, std:
       "--recompute's repeated forwards are not counted (the MFU convention)");
   if (cuda && device.precision == "bf16")
     notes.push_back(
-        "the linear layers' products run on tensor cores (cuBLASLt CUBLAS_COMPUTE_32F_FAST_16BF: fp32 "
-        "tensors rounded to bf16, or TF32 where cuBLASLt picks it, with fp32 sums); everything else is the "
-        "project's own fp32 kernels: "
-        "bf16_tensor_cores_dense is the peak the products are held to");
+        "the linear layers' products run on tensor cores (cuBLASLt, bf16 operands stored in bf16: the "
+        "activations only products read and a weight copy; fp32 sums); everything else is the project's own "
+        "fp32 kernels: bf16_tensor_cores_dense is the peak the products are held to");
   else if (cuda)
     notes.push_back(
         "the model computes in fp32 on CUDA cores (cuBLASLt with CUBLAS_COMPUTE_32F and the project's own "

@@ -44,14 +44,18 @@ struct Gpt::Layer {
       *d_fc2_w, *d_fc2_b, *d_log_beta = nullptr;
   float* beta = nullptr;  // (H) exp(log_beta), or the fixed temperature
   // Saved for the backward.
-  float* x_in;                       // (B*T, C) residual stream entering the layer
-  float *ln1, *ln1_mean, *ln1_rstd;  // (B*T, C), (B*T), (B*T)
-  float *q, *k, *v;                  // (B, H, T, D), q and k after RoPE
-  float *att, *lse = nullptr;        // (B, H, T, D); softmax: (B, H, T)
-  float* att_rows;                   // (B*T, C)
-  float* x_mid;                      // (B*T, C) after the attention residual
-  float *ln2, *ln2_mean, *ln2_rstd;  // (B*T, C), (B*T), (B*T)
-  float *fc, *gelu;                  // (B*T, M)
+  // What only the layer's products read (ln1, att_rows, ln2, gelu) is in the Ops's operand type.
+  float* x_in;                  // (B*T, C) residual stream entering the layer
+  OperandOut ln1;               // (B*T, C)
+  float *ln1_mean, *ln1_rstd;   // (B*T), (B*T)
+  float *q, *k, *v;             // (B, H, T, D), q and k after RoPE
+  float *att, *lse = nullptr;   // (B, H, T, D); softmax: (B, H, T)
+  OperandOut att_rows;          // (B*T, C)
+  float* x_mid;                 // (B*T, C) after the attention residual
+  OperandOut ln2;               // (B*T, C)
+  float *ln2_mean, *ln2_rstd;   // (B*T), (B*T)
+  float* fc;                    // (B*T, M) before the GELU
+  OperandOut gelu;              // (B*T, M)
 };
 
 // Generation state and one token's activations.
@@ -61,7 +65,8 @@ struct Gpt::Decoder {
   std::vector<float*> keys, values;          // softmax layers: (H, capacity, D); null for RACE layers
   std::vector<int64_t> capacity;
   int32_t *token = nullptr, *position_id = nullptr;  // (1)
-  float *x, *ln, *qkv, *q, *k, *v, *att, *att_rows, *mid, *fc, *gelu, *logits, *ln_mean, *ln_rstd;
+  float *x, *qkv, *q, *k, *v, *att, *mid, *fc, *logits, *ln_mean, *ln_rstd;
+  OperandOut ln, att_rows, gelu;  // (C), (C), (M) in the operand type
 };
 
 Gpt::~Gpt() = default;
@@ -142,44 +147,54 @@ int64_t logits_block_rows(const ModelSpec& spec, int64_t rows) {
 
 int64_t MemoryPlan::bytes(int64_t batch, int64_t seq_len) const {
   const int64_t f = sizeof(float);
-  return (2 * parameters + buffers) * f + bytes_per_token() * batch * seq_len + per_row_bytes * batch +
-         fixed_bytes;
+  return (2 * parameters + buffers) * f + weight_operand_bytes + bytes_per_token() * batch * seq_len +
+         per_row_bytes * batch + fixed_bytes;
 }
 
 // Mirrors the constructor's allocations; test_gpt checks that the two agree byte for byte.
-MemoryPlan plan_memory(const ModelSpec& spec, int64_t batch, int64_t seq_len) {
+MemoryPlan plan_memory(const ModelSpec& spec, int64_t batch, int64_t seq_len, ElementType operands) {
   check_shape(spec, batch, seq_len);
   const int64_t C = spec.d_model, M = spec.mlp_hidden, H = spec.heads, f = sizeof(float);
+  const int64_t e = element_bytes(operands);
+  const bool copies = operands != ElementType::fp32;  // fp32 operands are the fp32 buffers themselves
   const ParameterLayout layout = parameter_layout(spec);
   MemoryPlan plan;
   plan.parameters = layout.param_count;
   plan.buffers = layout.buffer_count;
+  if (copies) plan.weight_operand_bytes = layout.param_count * e;
   // tokens, targets, positions, segment ids (int32) and the key mask (one byte)
   plan.batch_bytes_per_token = 4 * int64_t{sizeof(int32_t)} + 1;
   plan.per_row_bytes = int64_t{sizeof(int32_t)};  // labels
   if (spec.num_classes > 0) plan.per_row_bytes += (2 * C + spec.num_classes) * f;
-  int64_t activations = 0;  // floats per token
+  int64_t activations = 0, operand_activations = 0;  // floats and operand elements per token
   for (size_t l = 0; l < spec.layers.size(); ++l) {
     if (spec.layers[l].kind == AttentionKind::race) plan.fixed_bytes += H * f;  // temperatures
-    // ln1, q, k, v, att, att_rows, x_mid, ln2; fc and gelu; two LayerNorms' mean and rstd. With recomputation
-    // the layers share the first layer's set.
-    if (!spec.recompute || l == 0) activations += 8 * C + 2 * M + 4;
+    // q, k, v, att, x_mid, fc and two LayerNorms' mean and rstd in fp32; ln1, att_rows, ln2 and gelu as
+    // operands. With recomputation the layers share the first layer's set.
+    if (!spec.recompute || l == 0) {
+      activations += 5 * C + M + 4;
+      operand_activations += 3 * C + M;
+    }
     if (spec.layers[l].kind == AttentionKind::softmax) activations += H;  // log-sum-exp rows
   }
   const auto layers = static_cast<int64_t>(spec.layers.size());
-  activations += C * (layers + 1) + C + 2;  // the residual stream between layers, the final LayerNorm
-  plan.activation_bytes_per_token = activations * f;
+  activations += C * (layers + 1) + 2;  // the residual stream between layers, the final LayerNorm's statistics
+  operand_activations += C;             // the final LayerNorm's output
+  plan.activation_bytes_per_token = activations * f + operand_activations * e;
   // qkv and its gradient, the gradient rows, two MLP hidden buffers, dq dk dv and the heads' gradient, the
   // residual gradient
   plan.scratch_bytes_per_token = (12 * C + 2 * M) * f;
   plan.fixed_bytes += H * f;  // the learned temperatures' gradient
-  plan.fixed_bytes += logits_block_rows(spec, batch * seq_len) * spec.vocab_size * f;
+  const int64_t logits_block = logits_block_rows(spec, batch * seq_len) * spec.vocab_size;
+  plan.fixed_bytes += logits_block * f;
+  if (copies) plan.fixed_bytes += logits_block * e;  // the block's gradient; fp32 writes it over the logits
   return plan;
 }
 
 Gpt::Gpt(Ops& ops, ModelSpec spec, int64_t batch, int64_t seq_len)
     : ops_(ops), spec_(std::move(spec)), batch_(batch), seq_len_(seq_len), rows_(batch * seq_len) {
-  plan_ = plan_memory(spec_, batch, seq_len);
+  const ElementType operand_type = ops_.operand_type();
+  plan_ = plan_memory(spec_, batch, seq_len, operand_type);
   const int64_t C = spec_.d_model, M = spec_.mlp_hidden, V = spec_.vocab_size, H = spec_.heads;
   head_dim_ = C / H;
   ParameterLayout layout = parameter_layout(spec_);
@@ -192,6 +207,7 @@ Gpt::Gpt(Ops& ops, ModelSpec spec, int64_t batch, int64_t seq_len)
   params_data_ = ops_.allocate(param_count_);
   grads_data_ = ops_.allocate(param_count_);
   buffers_data_ = buffer_count_ > 0 ? ops_.allocate(buffer_count_) : nullptr;
+  weight_operands_ = operand_type == ElementType::fp32 ? OperandOut(params_data_) : ops_.allocate_operands(param_count_);
 
   tokens_ = ops_.allocate_ints(rows_);
   targets_ = ops_.allocate_ints(rows_);
@@ -242,13 +258,13 @@ Gpt::Gpt(Ops& ops, ModelSpec spec, int64_t batch, int64_t seq_len)
       L.x_mid = first.x_mid, L.ln2 = first.ln2, L.ln2_mean = first.ln2_mean, L.ln2_rstd = first.ln2_rstd;
       L.fc = first.fc, L.gelu = first.gelu;
     } else {
-      L.ln1 = ops_.allocate(BT * C), L.ln1_mean = ops_.allocate(BT), L.ln1_rstd = ops_.allocate(BT);
+      L.ln1 = ops_.allocate_operands(BT * C), L.ln1_mean = ops_.allocate(BT), L.ln1_rstd = ops_.allocate(BT);
       L.q = ops_.allocate(heads_size), L.k = ops_.allocate(heads_size), L.v = ops_.allocate(heads_size);
       L.att = ops_.allocate(heads_size);
-      L.att_rows = ops_.allocate(BT * C);
+      L.att_rows = ops_.allocate_operands(BT * C);
       L.x_mid = ops_.allocate(BT * C);
-      L.ln2 = ops_.allocate(BT * C), L.ln2_mean = ops_.allocate(BT), L.ln2_rstd = ops_.allocate(BT);
-      L.fc = ops_.allocate(BT * M), L.gelu = ops_.allocate(BT * M);
+      L.ln2 = ops_.allocate_operands(BT * C), L.ln2_mean = ops_.allocate(BT), L.ln2_rstd = ops_.allocate(BT);
+      L.fc = ops_.allocate(BT * M), L.gelu = ops_.allocate_operands(BT * M);
     }
     if (L.attention->kind == AttentionKind::softmax) {
       L.lse = ops_.allocate(batch_ * H * seq_len_);
@@ -257,7 +273,7 @@ Gpt::Gpt(Ops& ops, ModelSpec spec, int64_t batch, int64_t seq_len)
   // Residual stream: layer l + 1 reads layer l's output; the last output feeds the final LayerNorm.
   for (size_t l = 0; l < layers_.size(); ++l) layers_[l].x_in = l == 0 ? embed_ : ops_.allocate(BT * C);
   final_ = ops_.allocate(BT * C);
-  lnf_ = ops_.allocate(BT * C), lnf_mean_ = ops_.allocate(BT), lnf_rstd_ = ops_.allocate(BT);
+  lnf_ = ops_.allocate_operands(BT * C), lnf_mean_ = ops_.allocate(BT), lnf_rstd_ = ops_.allocate(BT);
 
   qkv_ = ops_.allocate(BT * 3 * C);
   d_qkv_ = ops_.allocate(BT * 3 * C);
@@ -269,6 +285,27 @@ Gpt::Gpt(Ops& ops, ModelSpec spec, int64_t batch, int64_t seq_len)
   dbeta_ = ops_.allocate(H);
   head_block_rows_ = logits_block_rows(spec_, BT);
   logits_ = ops_.allocate(head_block_rows_ * V);
+  // Operand views of fp32 scratch, which holds as many operands or more: d_qkv_ for the qkv projection's
+  // output gradient, its last two thirds for a cast of the residual stream's gradient (its first third may
+  // hold a dropout's output that the cast reads), d_hidden_b_ for the fc projection's.
+  d_qkv_operands_ = OperandOut(d_qkv_, operand_type);
+  dy_operands_ = OperandOut(d_qkv_ + BT * C, operand_type);
+  d_hidden_operands_ = OperandOut(d_hidden_b_, operand_type);
+  dlogits_ = operand_type == ElementType::fp32 ? OperandOut(logits_) : ops_.allocate_operands(head_block_rows_ * V);
+}
+
+Operand Gpt::weight(const float* w) const { return weight_operands_.at(w - params_data_); }
+
+void Gpt::update_weight_operands() {
+  if (weight_operands_current_ || weight_operands_.data == params_data_) return;
+  ops_.to_operands(weight_operands_, params_data_, param_count_);
+  weight_operands_current_ = true;
+}
+
+Operand Gpt::product_input(const float* x, int64_t count) {
+  if (ops_.operand_type() == ElementType::fp32) return x;
+  ops_.to_operands(dy_operands_, x, count);
+  return dy_operands_;
 }
 
 float* Gpt::param(const std::string& name) {
@@ -284,6 +321,7 @@ float* Gpt::grad(const std::string& name) {
 }
 
 void Gpt::initialize() {
+  weight_operands_current_ = false;
   std::mt19937_64 rng(spec_.seed);
   std::normal_distribution<double> normal(0.0, 1.0);
   std::vector<float> host(static_cast<size_t>(param_count_), 0.f);
@@ -371,7 +409,7 @@ void Gpt::forward_layer(size_t l, bool drop, bool normalise_input, float* mlp_ou
   const AttentionSpec& a = *L.attention;
   if (normalise_input)
     ops_.layernorm_forward(L.ln1, L.ln1_mean, L.ln1_rstd, L.x_in, L.ln1_w, L.ln1_b, BT, C, spec_.layernorm_eps);
-  ops_.linear_forward(qkv_, L.ln1, L.qkv_w, L.qkv_b, BT, C, 3 * C);
+  ops_.linear_forward(qkv_, L.ln1, weight(L.qkv_w), L.qkv_b, BT, C, 3 * C);
   ops_.split_heads(L.q, L.k, L.v, qkv_, batch_, seq_len_, H, D);
   if (spec_.positions == Positions::rope) {
     ops_.rope_forward(L.q, L.q, positions_, batch_, H, seq_len_, D, spec_.rope_base);
@@ -392,13 +430,13 @@ void Gpt::forward_layer(size_t l, bool drop, bool normalise_input, float* mlp_ou
                                    {L.q, L.k, L.v, mask, segments}, L.att, L.lse);
   }
   ops_.heads_to_rows(L.att_rows, L.att, batch_, seq_len_, H, D);
-  ops_.linear_forward(L.x_mid, L.att_rows, L.proj_w, L.proj_b, BT, C, C);
+  ops_.linear_forward(L.x_mid, L.att_rows, weight(L.proj_w), L.proj_b, BT, C, C);
   if (drop) ops_.dropout(L.x_mid, L.x_mid, BT * C, spec_.dropout, dropout_site(li, 1));
   ops_.residual_layernorm_forward(L.x_mid, L.ln2, L.ln2_mean, L.ln2_rstd, L.x_mid, L.x_in, L.ln2_w, L.ln2_b, BT, C,
                                   spec_.layernorm_eps);
-  ops_.linear_forward(L.fc, L.ln2, L.fc_w, L.fc_b, BT, C, M);
+  ops_.linear_forward(L.fc, L.ln2, weight(L.fc_w), L.fc_b, BT, C, M);
   ops_.gelu_forward(L.gelu, L.fc, BT * M);
-  ops_.linear_forward(mlp_out, L.gelu, L.fc2_w, L.fc2_b, BT, M, C);
+  ops_.linear_forward(mlp_out, L.gelu, weight(L.fc2_w), L.fc2_b, BT, M, C);
   if (drop) ops_.dropout(mlp_out, mlp_out, BT * C, spec_.dropout, dropout_site(li, 2));
 }
 
@@ -406,6 +444,7 @@ void Gpt::forward(bool training) {
   const bool drop = training && spec_.dropout > 0.f;
   const int64_t C = spec_.d_model, V = spec_.vocab_size;
   const int64_t BT = rows_;
+  update_weight_operands();
   ops_.embedding_forward(embed_, tokens_, params_data_, BT, V, C, false);
   if (spec_.positions == Positions::learned)
     ops_.embedding_forward(embed_, positions_, param("wpe"), BT, spec_.max_seq_len, C, true);
@@ -436,8 +475,9 @@ LossSum Gpt::head(bool backward, float loss_scale) {
     ops_.linear_forward(class_logits_, pooled_, param("classifier.weight"), param("classifier.bias"), batch_,
                         C, K);
     LossSum loss;
-    loss.sum = ops_.cross_entropy(backward ? class_logits_ : nullptr, class_logits_, labels_, batch_, K,
-                                  loss_scale, &loss.count);
+    // The classifier's products are small: they multiply fp32 operands (the master weights) on any device.
+    loss.sum = ops_.cross_entropy(backward ? OperandOut(class_logits_) : OperandOut(), class_logits_, labels_,
+                                  batch_, K, loss_scale, &loss.count);
     if (backward) {
       ops_.linear_backward(d_pooled_, grad("classifier.weight"), grad("classifier.bias"), class_logits_,
                            pooled_, param("classifier.weight"), batch_, C, K);
@@ -445,17 +485,17 @@ LossSum Gpt::head(bool backward, float loss_scale) {
     }
     return loss;
   }
-  const float* w = spec_.tie_embeddings ? params_data_ : param("lm_head.weight");
+  const Operand w = weight(spec_.tie_embeddings ? params_data_ : param("lm_head.weight"));
   float* dw = spec_.tie_embeddings ? grads_data_ : grad("lm_head.weight");
   LossSum loss;
   for (int64_t r0 = 0; r0 < rows_; r0 += head_block_rows_) {
     const int64_t n = std::min(head_block_rows_, rows_ - r0);
-    ops_.linear_forward(logits_, lnf_ + r0 * C, w, nullptr, n, C, V);
+    ops_.linear_forward(logits_, lnf_.at(r0 * C), w, nullptr, n, C, V);
     int64_t count = 0;
-    loss.sum +=
-        ops_.cross_entropy(backward ? logits_ : nullptr, logits_, targets_ + r0, n, V, loss_scale, &count);
+    loss.sum += ops_.cross_entropy(backward ? dlogits_ : OperandOut(), logits_, targets_ + r0, n, V, loss_scale,
+                                   &count);
     loss.count += count;
-    if (backward) ops_.linear_backward(d_rows_ + r0 * C, dw, nullptr, logits_, lnf_ + r0 * C, w, n, C, V);
+    if (backward) ops_.linear_backward(d_rows_ + r0 * C, dw, nullptr, dlogits_, lnf_.at(r0 * C), w, n, C, V);
   }
   return loss;
 }
@@ -487,19 +527,21 @@ void Gpt::backward(const GradientsReady& gradients_ready) {
       ops_.dropout(d_rows_, residual_grad_, BT * C, spec_.dropout, dropout_site(li, 2));
       d_branch = d_rows_;
     }
-    ops_.linear_backward(d_hidden_a_, L.d_fc2_w, L.d_fc2_b, d_branch, L.gelu, L.fc2_w, BT, M, C);
-    ops_.gelu_backward(d_hidden_b_, d_hidden_a_, L.fc, BT * M);
-    ops_.linear_backward(d_rows_, L.d_fc_w, L.d_fc_b, d_hidden_b_, L.ln2, L.fc_w, BT, C, M);
+    ops_.linear_backward(d_hidden_a_, L.d_fc2_w, L.d_fc2_b, product_input(d_branch, BT * C), L.gelu,
+                         weight(L.fc2_w), BT, M, C);
+    ops_.gelu_backward(d_hidden_operands_, d_hidden_a_, L.fc, BT * M);
+    ops_.linear_backward(d_rows_, L.d_fc_w, L.d_fc_b, d_hidden_operands_, L.ln2, weight(L.fc_w), BT, C, M);
     ops_.layernorm_backward(residual_grad_, L.d_ln2_w, L.d_ln2_b, d_rows_, L.x_mid, L.ln2_w, L.ln2_mean,
                             L.ln2_rstd, BT, C);
     // Attention
+    const float* d_attention_branch = residual_grad_;
     if (drop) {
       ops_.dropout(d_qkv_, residual_grad_, BT * C, spec_.dropout,
                    dropout_site(li, 1));  // d_qkv_ is free here
-      ops_.linear_backward(d_rows_, L.d_proj_w, L.d_proj_b, d_qkv_, L.att_rows, L.proj_w, BT, C, C);
-    } else {
-      ops_.linear_backward(d_rows_, L.d_proj_w, L.d_proj_b, residual_grad_, L.att_rows, L.proj_w, BT, C, C);
+      d_attention_branch = d_qkv_;
     }
+    ops_.linear_backward(d_rows_, L.d_proj_w, L.d_proj_b, product_input(d_attention_branch, BT * C), L.att_rows,
+                         weight(L.proj_w), BT, C, C);
     ops_.rows_to_heads(d_heads_, d_rows_, batch_, seq_len_, H, D);
     const int32_t* segments = has_segments_ ? segments_ : nullptr;
     const uint8_t* mask = has_key_mask_ ? key_mask_ : nullptr;
@@ -518,8 +560,8 @@ void Gpt::backward(const GradientsReady& gradients_ready) {
       ops_.rope_backward(dq_, dq_, positions_, batch_, H, seq_len_, D, spec_.rope_base);
       ops_.rope_backward(dk_, dk_, positions_, batch_, H, seq_len_, D, spec_.rope_base);
     }
-    ops_.merge_heads(d_qkv_, dq_, dk_, dv_, batch_, seq_len_, H, D);
-    ops_.linear_backward(d_rows_, L.d_qkv_w, L.d_qkv_b, d_qkv_, L.ln1, L.qkv_w, BT, C, 3 * C);
+    ops_.merge_heads(d_qkv_operands_, dq_, dk_, dv_, batch_, seq_len_, H, D);
+    ops_.linear_backward(d_rows_, L.d_qkv_w, L.d_qkv_b, d_qkv_operands_, L.ln1, weight(L.qkv_w), BT, C, 3 * C);
     ops_.layernorm_backward(residual_grad_, L.d_ln1_w, L.d_ln1_b, d_rows_, L.x_in, L.ln1_w, L.ln1_mean,
                             L.ln1_rstd, BT, C);
     ready(layer_param_begin_[l], layer_param_begin_[l + 1]);
@@ -548,11 +590,11 @@ std::vector<float> Gpt::forward_logits(const Batch& batch) {
   const int64_t C = spec_.d_model, V = spec_.vocab_size;
   upload(batch);
   forward(false);
-  const float* w = spec_.tie_embeddings ? params_data_ : param("lm_head.weight");
+  const Operand w = weight(spec_.tie_embeddings ? params_data_ : param("lm_head.weight"));
   std::vector<float> logits(static_cast<size_t>(rows_ * V));
   for (int64_t r0 = 0; r0 < rows_; r0 += head_block_rows_) {
     const int64_t n = std::min(head_block_rows_, rows_ - r0);
-    ops_.linear_forward(logits_, lnf_ + r0 * C, w, nullptr, n, C, V);
+    ops_.linear_forward(logits_, lnf_.at(r0 * C), w, nullptr, n, C, V);
     ops_.copy_to_host(logits.data() + r0 * V, logits_, n * V);
   }
   return logits;
@@ -566,10 +608,10 @@ void Gpt::start_decoding(int64_t max_tokens) {
     decoder_ = std::make_unique<Decoder>();
     Decoder& d = *decoder_;
     d.token = ops_.allocate_ints(1), d.position_id = ops_.allocate_ints(1);
-    d.x = ops_.allocate(C), d.ln = ops_.allocate(C), d.qkv = ops_.allocate(3 * C);
+    d.x = ops_.allocate(C), d.ln = ops_.allocate_operands(C), d.qkv = ops_.allocate(3 * C);
     d.q = ops_.allocate(C), d.k = ops_.allocate(C), d.v = ops_.allocate(C), d.att = ops_.allocate(C);
-    d.att_rows = ops_.allocate(C), d.mid = ops_.allocate(C), d.fc = ops_.allocate(M),
-    d.gelu = ops_.allocate(M);
+    d.att_rows = ops_.allocate_operands(C), d.mid = ops_.allocate(C), d.fc = ops_.allocate(M),
+    d.gelu = ops_.allocate_operands(M);
     d.logits = ops_.allocate(V), d.ln_mean = ops_.allocate(1), d.ln_rstd = ops_.allocate(1);
   }
   Decoder& d = *decoder_;
@@ -608,6 +650,7 @@ const float* Gpt::decode_step(int32_t token) {
     fail("model: position {} is beyond the learned position table ({} rows)", d.position, spec_.max_seq_len);
   const int64_t C = spec_.d_model, M = spec_.mlp_hidden, V = spec_.vocab_size, H = spec_.heads, D = head_dim_;
   const auto position = static_cast<int32_t>(d.position);
+  update_weight_operands();
   ops_.copy_ints_from_host(d.token, &token, 1);
   ops_.copy_ints_from_host(d.position_id, &position, 1);
   ops_.embedding_forward(d.x, d.token, params_data_, 1, V, C, false);
@@ -617,7 +660,7 @@ const float* Gpt::decode_step(int32_t token) {
     Layer& L = layers_[l];
     const AttentionSpec& a = *L.attention;
     ops_.layernorm_forward(d.ln, d.ln_mean, d.ln_rstd, d.x, L.ln1_w, L.ln1_b, 1, C, spec_.layernorm_eps);
-    ops_.linear_forward(d.qkv, d.ln, L.qkv_w, L.qkv_b, 1, C, 3 * C);
+    ops_.linear_forward(d.qkv, d.ln, weight(L.qkv_w), L.qkv_b, 1, C, 3 * C);
     ops_.split_heads(d.q, d.k, d.v, d.qkv, 1, 1, H, D);
     if (spec_.positions == Positions::rope) {
       ops_.rope_forward(d.q, d.q, d.position_id, 1, H, 1, D, spec_.rope_base);
@@ -636,18 +679,18 @@ const float* Gpt::decode_step(int32_t token) {
                                     d.keys[l], d.values[l], d.capacity[l], d.position, d.att);
     }
     ops_.heads_to_rows(d.att_rows, d.att, 1, 1, H, D);
-    ops_.linear_forward(d.mid, d.att_rows, L.proj_w, L.proj_b, 1, C, C);
+    ops_.linear_forward(d.mid, d.att_rows, weight(L.proj_w), L.proj_b, 1, C, C);
     ops_.add(d.mid, d.x, C);
     ops_.layernorm_forward(d.ln, d.ln_mean, d.ln_rstd, d.mid, L.ln2_w, L.ln2_b, 1, C, spec_.layernorm_eps);
-    ops_.linear_forward(d.fc, d.ln, L.fc_w, L.fc_b, 1, C, M);
+    ops_.linear_forward(d.fc, d.ln, weight(L.fc_w), L.fc_b, 1, C, M);
     ops_.gelu_forward(d.gelu, d.fc, M);
-    ops_.linear_forward(d.x, d.gelu, L.fc2_w, L.fc2_b, 1, M, C);
+    ops_.linear_forward(d.x, d.gelu, weight(L.fc2_w), L.fc2_b, 1, M, C);
     ops_.add(d.x, d.mid, C);
   }
   ops_.layernorm_forward(d.ln, d.ln_mean, d.ln_rstd, d.x, param("lnf.weight"), param("lnf.bias"), 1, C,
                          spec_.layernorm_eps);
-  ops_.linear_forward(d.logits, d.ln, spec_.tie_embeddings ? params_data_ : param("lm_head.weight"), nullptr,
-                      1, C, V);
+  ops_.linear_forward(d.logits, d.ln, weight(spec_.tie_embeddings ? params_data_ : param("lm_head.weight")),
+                      nullptr, 1, C, V);
   ++d.position;
   return d.logits;
 }

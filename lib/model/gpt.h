@@ -103,6 +103,7 @@ struct LossSum {
 // (start_decoding) and the kernels' own per-call scratch are not included.
 struct MemoryPlan {
   int64_t parameters = 0;  // floats of parameters; the gradients are as many again
+  int64_t weight_operand_bytes = 0;  // the parameters' copy in the products' operand type (none for fp32)
   int64_t buffers = 0;     // floats of frozen buffers (RACE hyperplanes)
   int64_t activation_bytes_per_token = 0;  // kept from the forward for the backward, over all layers
   int64_t scratch_bytes_per_token = 0;     // reused by every layer: qkv, the backward's gradient buffers
@@ -116,8 +117,8 @@ struct MemoryPlan {
   }
 };
 
-// Throws race::Error like the Gpt constructor for a bad spec or shape.
-MemoryPlan plan_memory(const ModelSpec& spec, int64_t batch, int64_t seq_len);
+// Throws race::Error like the Gpt constructor for a bad spec or shape. `operands`: the Ops's operand_type().
+MemoryPlan plan_memory(const ModelSpec& spec, int64_t batch, int64_t seq_len, ElementType operands);
 
 // Called by the backward with (offset, count) of gradients() once no later work of that call writes them:
 // the head and final LayerNorm first, then each layer from the last to the first, then the embeddings. The
@@ -139,7 +140,12 @@ class Gpt {
   int64_t parameter_count() const { return param_count_; }
   int64_t batch_size() const { return batch_; }
   int64_t seq_len() const { return seq_len_; }
-  float* parameters() { return params_data_; }  // device
+  // Device. Writing through this pointer is how parameters change (the optimizer, a checkpoint), so taking it
+  // marks their copy in the products' operand type stale: the next forward pass rounds it again.
+  float* parameters() {
+    weight_operands_current_ = false;
+    return params_data_;
+  }
   float* gradients() { return grads_data_; }    // device
   float* buffer_data() { return buffers_data_; }
   int64_t buffer_count() const { return buffer_count_; }
@@ -179,6 +185,12 @@ class Gpt {
   void backward(const GradientsReady& gradients_ready);
   float* param(const std::string& name);
   float* grad(const std::string& name);
+  // The product operand of the parameter at w (a pointer into parameters()).
+  Operand weight(const float* w) const;
+  // Rounds the parameters into weight_operands_ unless nothing has written them since the last time.
+  void update_weight_operands();
+  // x (count) as a product operand: x itself when operands are fp32, else rounded into dy_operands_.
+  Operand product_input(const float* x, int64_t count);
 
   Ops& ops_;
   ModelSpec spec_;
@@ -191,6 +203,10 @@ class Gpt {
   float* params_data_ = nullptr;
   float* grads_data_ = nullptr;
   float* buffers_data_ = nullptr;
+  // The parameters in the operand type: params_data_ itself for fp32, else a copy rounded before each forward
+  // pass that follows a write through parameters().
+  OperandOut weight_operands_;
+  bool weight_operands_current_ = false;
   std::vector<Layer> layers_;
   MemoryPlan plan_;
   // Batch on the device.
@@ -200,11 +216,15 @@ class Gpt {
   uint8_t* key_mask_ = nullptr;
   bool has_segments_ = false, has_key_mask_ = false;
   // Activations shared by all layers.
-  float *embed_ = nullptr, *final_ = nullptr, *lnf_ = nullptr, *lnf_mean_ = nullptr, *lnf_rstd_ = nullptr;
+  float *embed_ = nullptr, *final_ = nullptr, *lnf_mean_ = nullptr, *lnf_rstd_ = nullptr;
+  OperandOut lnf_;  // (B*T, C) the final LayerNorm's output, read by the head's products
   // Scratch.
   float *qkv_ = nullptr, *d_rows_ = nullptr, *d_hidden_a_ = nullptr,
         *d_hidden_b_ = nullptr, *dq_ = nullptr, *dk_ = nullptr, *dv_ = nullptr, *d_heads_ = nullptr,
         *d_qkv_ = nullptr, *residual_grad_ = nullptr, *logits_ = nullptr, *dbeta_ = nullptr;
+  // Operand views of the scratch above (see the constructor), and the logits block's gradient: logits_
+  // itself for fp32 operands, else its own buffer.
+  OperandOut d_qkv_operands_, dy_operands_, d_hidden_operands_, dlogits_;
   int64_t head_block_rows_ = 0;
   uint64_t dropout_seed_ = 0;
   // The seed of one dropout site: (call seed, layer, site) -> distinct masks.

@@ -25,8 +25,9 @@ struct ComputeDevice {
   // model::ModelSpec::logits_block_bytes suited to the device: a CPU's cache, or matrix products large
   // enough to fill a GPU.
   int64_t logits_block_bytes = int64_t{4} << 20;
-  // The precision of the linear layers' matrix products: "fp32", or "bf16" (CUDA: bf16 operands on the
-  // tensor cores, fp32 sums; parameters, activations and optimizer state stay fp32).
+  // The precision of the linear layers' matrix products: "fp32", or "bf16" (CUDA: operands stored in bf16 and
+  // multiplied on the tensor cores with fp32 sums; the master parameters, their gradients, the optimizer
+  // state and every activation a product does not read stay fp32).
   std::string precision = "fp32";
 
   // The share of memory a memory plan may take: a tenth of a GPU's stays for the kernels' per-call scratch

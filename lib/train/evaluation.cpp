@@ -81,7 +81,7 @@ CheckpointEvaluation evaluate_checkpoint(const EvalOptions& options) {
   model::ModelSpec spec = model_spec(model_config, *data);
   spec.logits_block_bytes = device.logits_block_bytes;
   // Checked before allocating, as race-train does: a long --context could otherwise take all the memory.
-  const int64_t needed = model::plan_memory(spec, data->batch_size(), data->context())
+  const int64_t needed = model::plan_memory(spec, data->batch_size(), data->context(), ops.operand_type())
                              .bytes(data->batch_size(), data->context());
   if (static_cast<double>(needed) > device.budget_bytes(1))
     fail("race-eval: --context {} x --batch-size {} needs {:.2f} GB for the model, more than {} ({:.2f} GB); "

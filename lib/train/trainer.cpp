@@ -307,7 +307,7 @@ TrainResult run_training(const TrainOptions& options, Communicator& comm,
   // The memory plan, checked before anything is allocated: parameters, gradients and AdamW's two moments,
   // the activations kept for the backward, and the scratch the layers share, against the device's budget
   // (ComputeDevice::budget_bytes). Processes that share a machine's memory or a GPU split it.
-  const model::MemoryPlan plan = model::plan_memory(spec, batch_size, context);
+  const model::MemoryPlan plan = model::plan_memory(spec, batch_size, context, ops.operand_type());
   // Ranks on one GPU are counted by its identity, whatever CUDA_VISIBLE_DEVICES gave each of them.
   const int sharing = device.kind == DeviceKind::cuda
                           ? (comm.world_size() > 1 ? ranks_sharing_gpu(comm, device.gpu_uuid) : 1)
@@ -320,10 +320,13 @@ TrainResult run_training(const TrainOptions& options, Communicator& comm,
   const double largest_context =
       (budget - token_independent) / static_cast<double>(plan.bytes_per_token() * batch_size);
   spdlog::info(
-      "memory plan: {} for parameters, gradients and AdamW state; {:.1f} KB per token ({:.1f} KB of "
+      "memory plan ({} product operands): {} for parameters, gradients and AdamW state; {:.1f} KB per token "
+      "({:.1f} KB of "
       "activations kept for the backward, {:.1f} KB of shared scratch); {} in all for micro-batches of {} x {} "
       "tokens; largest context that fits in {} at batch {}: about {:.0f} tokens",
-      format_bytes(static_cast<double>(2 * plan.parameters + plan.buffers) * sizeof(float) + optimizer_bytes),
+      model::element_type_name(ops.operand_type()),
+      format_bytes(static_cast<double>(2 * plan.parameters + plan.buffers) * sizeof(float) +
+                   static_cast<double>(plan.weight_operand_bytes) + optimizer_bytes),
       static_cast<double>(plan.bytes_per_token()) / 1e3,
       static_cast<double>(plan.activation_bytes_per_token) / 1e3,
       static_cast<double>(plan.scratch_bytes_per_token) / 1e3, format_bytes(needed), batch_size, context,
