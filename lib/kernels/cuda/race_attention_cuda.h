@@ -6,13 +6,12 @@
 
 #include <cstdint>
 
+#include "kernels/cuda/dtype.h"
 #include "kernels/race_attention.h"
 
 struct CUstream_st;  // cudaStream_t is CUstream_st*
 
 namespace race::kernels::cuda {
-
-enum class DType { f32, bf16 };
 
 // Device pointers; q, k, v (and dout, out, dq, dk, dv) have the element type `dtype`.
 struct RaceCudaInputs {
