@@ -1,6 +1,7 @@
 // CudaOps: memory, copies and argument checks on the host; every operation forwards to its kernel in
-// lib/kernels/cuda. Checks that the CPU kernels make on their inputs are made here too, with race::Error, so
-// both backends reject the same calls: integer inputs used as indices are range-checked on the device first.
+// lib/kernels/cuda, mapping model::ElementType to the kernels' DType. Checks that the CPU kernels make on
+// their inputs are made here too, with race::Error, so both backends reject the same calls: integer inputs
+// used as indices are range-checked on the device first.
 #include "model/cuda_ops.h"
 
 #include <cuda_runtime.h>
@@ -35,7 +36,56 @@ std::string device_out_of_memory_message(int64_t requested_bytes, int64_t free_b
       requested_bytes, mib(requested_bytes), mib(free_bytes), mib(total_bytes));
 }
 
-CudaOps::CudaOps(int device, kc::GemmPrecision precision) {
+std::string mixed_operands_message(const char* function,
+                                   std::initializer_list<std::pair<const char*, Operand>> operands) {
+  std::string types;
+  bool mixed = false;
+  const Operand* first = nullptr;
+  for (const auto& [name, operand] : operands) {
+    if (operand.data == nullptr) continue;
+    if (first == nullptr) first = &operand;
+    mixed = mixed || operand.type != first->type;
+    types += fmt::format("{}{} is {}", types.empty() ? "" : ", ", name, element_type_name(operand.type));
+  }
+  if (!mixed) return {};
+  return fmt::format(
+      "{} (CUDA): a product's operands must all be fp32 or all bf16, but {}; hint: keep every operand of a "
+      "product in operand_type() (to_operands rounds an fp32 tensor to it)",
+      function, types);
+}
+
+namespace {
+
+kc::DType dtype(ElementType type) { return type == ElementType::bf16 ? kc::DType::bf16 : kc::DType::f32; }
+
+// The one element type of a product's operands (null ones aside); race::Error when they differ.
+kc::DType operands_dtype(const char* function, std::initializer_list<std::pair<const char*, Operand>> operands) {
+  if (const std::string message = mixed_operands_message(function, operands); !message.empty()) throw Error(message);
+  for (const auto& named : operands)
+    if (named.second.data != nullptr) return dtype(named.second.type);
+  return kc::DType::f32;  // nothing is read
+}
+
+// race::Error when a bf16 output of `count` elements overlaps an fp32 input of `input_count`: the kernels
+// write a bf16 element where another thread may still have to read an fp32 one. fp32 outputs may alias their
+// inputs as ops.h allows, element for element.
+void check_apart(const char* function, const char* out_name, OperandOut out, int64_t count, const char* in_name,
+                 const float* in, int64_t input_count) {
+  if (out.type != ElementType::bf16 || out.data == nullptr || in == nullptr || count <= 0 || input_count <= 0)
+    return;
+  const auto out_begin = reinterpret_cast<uintptr_t>(out.data), in_begin = reinterpret_cast<uintptr_t>(in);
+  const auto out_end = out_begin + static_cast<uintptr_t>(count * element_bytes(out.type)),
+             in_end = in_begin + static_cast<uintptr_t>(input_count) * sizeof(float);
+  if (out_begin < in_end && in_begin < out_end)
+    fail("{} (CUDA): the bf16 {} overlaps the fp32 {}; hint: only an fp32 {} may be computed in place, give a "
+         "bf16 one its own buffer",
+         function, out_name, in_name, out_name);
+}
+
+}  // namespace
+
+CudaOps::CudaOps(int device, kc::GemmPrecision precision)
+    : operand_type_(precision == kc::GemmPrecision::bf16 ? ElementType::bf16 : ElementType::fp32) {
   int devices = 0;
   const cudaError_t status = cudaGetDeviceCount(&devices);
   if (status != cudaSuccess || devices == 0) {
@@ -125,13 +175,32 @@ void CudaOps::synchronize() { RACE_CUDA_CHECK(cudaDeviceSynchronize()); }
 void CudaOps::fill(float* x, float value, int64_t count) { kc::fill(x, value, count); }
 void CudaOps::add(float* y, const float* x, int64_t count) { kc::add(y, x, count); }
 
-void CudaOps::linear_forward(float* y, const float* x, const float* w, const float* b, int64_t rows, int64_t in,
-                             int64_t out) {
-  gemm_->linear_forward(y, x, w, b, rows, in, out);
+OperandOut CudaOps::allocate_operands(int64_t count) {
+  if (count < 0) fail("CudaOps: cannot allocate {} operands", count);
+  return {allocate_device(element_bytes(operand_type_) * count), operand_type_};
 }
-void CudaOps::linear_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
-                              int64_t rows, int64_t in, int64_t out) {
-  gemm_->linear_backward(dx, dw, db, dy, x, w, rows, in, out);
+
+void CudaOps::to_operands(OperandOut y, const float* x, int64_t count) {
+  if (count < 0) fail("to_operands (CUDA): count = {} must be >= 0", count);
+  if (count == 0) return;
+  if (y.data == nullptr || x == nullptr) fail("to_operands (CUDA): y and x must not be null");
+  if (y.type == ElementType::bf16) {
+    check_apart("to_operands", "y", y, count, "x", x, count);
+    kc::round_to_bf16(y.data, x, count);
+  } else if (y.data != x) {
+    RACE_CUDA_CHECK(cudaMemcpy(y.data, x, static_cast<size_t>(count) * sizeof(float), cudaMemcpyDeviceToDevice));
+  }
+}
+
+void CudaOps::linear_forward(float* y, Operand x, Operand w, const float* b, int64_t rows, int64_t in,
+                             int64_t out) {
+  const kc::DType operands = operands_dtype("linear_forward", {{"x", x}, {"w", w}});
+  gemm_->linear_forward(y, x.data, w.data, operands, b, rows, in, out);
+}
+void CudaOps::linear_backward(float* dx, float* dw, float* db, Operand dy, Operand x, Operand w, int64_t rows,
+                              int64_t in, int64_t out) {
+  const kc::DType operands = operands_dtype("linear_backward", {{"dy", dy}, {"x", x}, {"w", w}});
+  gemm_->linear_backward(dx, dw, db, dy.data, x.data, w.data, operands, rows, in, out);
 }
 
 namespace {
@@ -143,16 +212,21 @@ void check_layernorm_forward(const char* function, int64_t rows, int64_t channel
 }
 }  // namespace
 
-void CudaOps::layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* w,
+void CudaOps::layernorm_forward(OperandOut y, float* mean, float* rstd, const float* x, const float* w,
                                 const float* b, int64_t rows, int64_t channels, float eps) {
   check_layernorm_forward("layernorm_forward", rows, channels, eps);
-  kc::layernorm_forward(y, mean, rstd, x, w, b, rows, channels, eps);
+  check_apart("layernorm_forward", "y", y, rows * channels, "x", x, rows * channels);
+  kc::layernorm_forward(y.data, dtype(y.type), mean, rstd, x, w, b, rows, channels, eps);
 }
-void CudaOps::residual_layernorm_forward(float* residual, float* y, float* mean, float* rstd, const float* x,
+void CudaOps::residual_layernorm_forward(float* residual, OperandOut y, float* mean, float* rstd, const float* x,
                                          const float* r, const float* w, const float* b, int64_t rows,
                                          int64_t channels, float eps) {
   check_layernorm_forward("residual_layernorm_forward", rows, channels, eps);
-  kc::residual_layernorm_forward(residual, y, mean, rstd, x, r, w, b, rows, channels, eps);
+  const int64_t n = rows * channels;
+  check_apart("residual_layernorm_forward", "y", y, n, "x", x, n);
+  check_apart("residual_layernorm_forward", "y", y, n, "r", r, n);
+  check_apart("residual_layernorm_forward", "y", y, n, "residual", residual, n);
+  kc::residual_layernorm_forward(residual, y.data, dtype(y.type), mean, rstd, x, r, w, b, rows, channels, eps);
 }
 void CudaOps::layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
                                  const float* mean, const float* rstd, int64_t rows, int64_t channels) {
@@ -160,9 +234,14 @@ void CudaOps::layernorm_backward(float* dx, float* dw, float* db, const float* d
   kc::layernorm_backward(dx, dw, db, dy, x, w, mean, rstd, rows, channels);
 }
 
-void CudaOps::gelu_forward(float* y, const float* x, int64_t count) { kc::gelu_forward(y, x, count); }
-void CudaOps::gelu_backward(float* dx, const float* dy, const float* x, int64_t count) {
-  kc::gelu_backward(dx, dy, x, count);
+void CudaOps::gelu_forward(OperandOut y, const float* x, int64_t count) {
+  check_apart("gelu_forward", "y", y, count, "x", x, count);
+  kc::gelu_forward(y.data, dtype(y.type), x, count);
+}
+void CudaOps::gelu_backward(OperandOut dx, const float* dy, const float* x, int64_t count) {
+  check_apart("gelu_backward", "dx", dx, count, "dy", dy, count);
+  check_apart("gelu_backward", "dx", dx, count, "x", x, count);
+  kc::gelu_backward(dx.data, dtype(dx.type), dy, x, count);
 }
 
 // race::Error naming the first value of `values` (n, on the device) outside [0, limit) (other than
@@ -185,10 +264,12 @@ void CudaOps::embedding_backward(float* dtable, const int32_t* ids, const float*
   kc::embedding_backward(dtable, ids, dout, n, vocab, channels);
 }
 
-double CudaOps::cross_entropy(float* dlogits, const float* logits, const int32_t* targets, int64_t rows,
+double CudaOps::cross_entropy(OperandOut dlogits, const float* logits, const int32_t* targets, int64_t rows,
                               int64_t vocab, float grad_scale, int64_t* count) {
   check_indices("cross_entropy", "target", targets, rows, vocab, -1);
-  const kc::CrossEntropySums sums = kc::cross_entropy(dlogits, logits, targets, rows, vocab, grad_scale);
+  check_apart("cross_entropy", "dlogits", dlogits, rows * vocab, "logits", logits, rows * vocab);
+  const kc::CrossEntropySums sums =
+      kc::cross_entropy(dlogits.data, dtype(dlogits.type), logits, targets, rows, vocab, grad_scale);
   *count = sums.count;
   return sums.loss_sum;
 }
@@ -197,13 +278,13 @@ void CudaOps::split_heads(float* q, float* k, float* v, const float* qkv, int64_
                           int64_t heads, int64_t head_dim) {
   kc::split_heads(q, k, v, qkv, batch, seq_len, heads, head_dim);
 }
-void CudaOps::merge_heads(float* qkv, const float* q, const float* k, const float* v, int64_t batch,
+void CudaOps::merge_heads(OperandOut qkv, const float* q, const float* k, const float* v, int64_t batch,
                           int64_t seq_len, int64_t heads, int64_t head_dim) {
-  kc::merge_heads(qkv, q, k, v, batch, seq_len, heads, head_dim);
+  kc::merge_heads(qkv.data, dtype(qkv.type), q, k, v, batch, seq_len, heads, head_dim);
 }
-void CudaOps::heads_to_rows(float* rows, const float* heads, int64_t batch, int64_t seq_len, int64_t head_count,
-                            int64_t head_dim) {
-  kc::heads_to_rows(rows, heads, batch, seq_len, head_count, head_dim);
+void CudaOps::heads_to_rows(OperandOut rows, const float* heads, int64_t batch, int64_t seq_len,
+                            int64_t head_count, int64_t head_dim) {
+  kc::heads_to_rows(rows.data, dtype(rows.type), heads, batch, seq_len, head_count, head_dim);
 }
 void CudaOps::rows_to_heads(float* heads, const float* rows, int64_t batch, int64_t seq_len, int64_t head_count,
                             int64_t head_dim) {
@@ -285,9 +366,9 @@ void CudaOps::softmax_attention_decode(int64_t heads, int64_t head_dim, int64_t 
   kc::softmax_attention_decode(heads, head_dim, window, scale, q, k, v, keys, values, capacity, position, out);
 }
 
-void CudaOps::pool_forward(float* pooled, const float* rows, const uint8_t* key_mask, int64_t batch,
-                           int64_t seq_len, int64_t channels, bool cls) {
-  kc::pool_forward(pooled, rows, key_mask, batch, seq_len, channels, cls);
+void CudaOps::pool_forward(float* pooled, Operand rows, const uint8_t* key_mask, int64_t batch, int64_t seq_len,
+                           int64_t channels, bool cls) {
+  kc::pool_forward(pooled, rows.data, dtype(rows.type), key_mask, batch, seq_len, channels, cls);
 }
 void CudaOps::pool_backward(float* drows, const float* dpooled, const uint8_t* key_mask, int64_t batch,
                             int64_t seq_len, int64_t channels, bool cls) {

@@ -3,7 +3,10 @@
 // Block (lane(), lanes(), sync()): the .cu kernels run it with CudaBlock (a thread block, lanes = threads),
 // the host tests with std::threads and a std::barrier, so the algorithm is checked against CpuOps without a
 // GPU. Reductions are fixed-shape trees over `lanes` (a power of two) in caller-provided shared memory, so
-// results do not depend on scheduling. C++17 and no CUDA headers: the host compiler includes this file too.
+// results do not depend on scheduling. The outputs that only matrix products read (LayerNorm's y, the
+// cross-entropy's dlogits) have the element type Y, stored through race_tile.h's Element<Y> (float, or bf16
+// rounded to nearest even: cuda_block.h's on the device, the tests' own on the host); every sum and statistic
+// stays fp32 or fp64. C++17 and no CUDA headers: the host compiler includes this file too.
 #pragma once
 
 #include <float.h>
@@ -39,9 +42,10 @@ RACE_HD double block_max(const Block& block, double x, double* shared) {
 }
 
 // LayerNorm forward of one row (kernels/cpu/layernorm_cpu.cpp's arithmetic): fp64 mean and two-pass
-// variance; y may be x. mean_out, rstd_out: this row's entries.
-template <class Block>
-RACE_HD void layernorm_forward_row(const Block& block, double* shared, float* y, float* mean_out, float* rstd_out,
+// variance, y computed in fp32 and stored as Y; an fp32 y may be x (a bf16 one would overwrite other lanes'
+// x). mean_out, rstd_out: this row's entries.
+template <class Block, class Y>
+RACE_HD void layernorm_forward_row(const Block& block, double* shared, Y* y, float* mean_out, float* rstd_out,
                                    const float* x, const float* weight, const float* bias, int64_t channels,
                                    float eps) {
   double sum = 0.0;
@@ -58,7 +62,7 @@ RACE_HD void layernorm_forward_row(const Block& block, double* shared, float* y,
   const float shift = static_cast<float>((mean - static_cast<double>(m)) * rstd);  // see layernorm_cpu.cpp
   for (int64_t c = block.lane(); c < channels; c += block.lanes()) {
     const float xhat = (x[c] - m) * s - shift;
-    y[c] = xhat * (weight != nullptr ? weight[c] : 1.f) + (bias != nullptr ? bias[c] : 0.f);
+    tile::Element<Y>::store(y + c, xhat * (weight != nullptr ? weight[c] : 1.f) + (bias != nullptr ? bias[c] : 0.f));
   }
   if (block.lane() == 0) {
     *mean_out = m;
@@ -68,9 +72,10 @@ RACE_HD void layernorm_forward_row(const Block& block, double* shared, float* y,
 
 // residual = x + r, then layernorm_forward_row of it (kernels/cpu/layernorm_cpu.h's
 // residual_layernorm_forward). Every loop of the row program gives a lane the same channels, so each lane
-// normalises only sums it wrote itself: no barrier between the two. residual may be x or r.
-template <class Block>
-RACE_HD void residual_layernorm_forward_row(const Block& block, double* shared, float* residual, float* y,
+// normalises only sums it wrote itself: no barrier between the two. residual may be x or r; y (type Y) is
+// another buffer.
+template <class Block, class Y>
+RACE_HD void residual_layernorm_forward_row(const Block& block, double* shared, float* residual, Y* y,
                                             float* mean_out, float* rstd_out, const float* x, const float* r,
                                             const float* weight, const float* bias, int64_t channels, float eps) {
   for (int64_t c = block.lane(); c < channels; c += block.lanes()) residual[c] = x[c] + r[c];
@@ -98,13 +103,14 @@ RACE_HD void layernorm_backward_row(const Block& block, double* shared, float* d
 }
 
 // Softmax cross-entropy of one row of logits (V): returns loss = logsumexp - logits[target] (0 for target -1)
-// to every lane and writes grad_scale (softmax - onehot) into dlogits (V, may be null, may be logits).
-template <class Block>
-RACE_HD double cross_entropy_row(const Block& block, double* shared, float* dlogits, const float* logits,
+// to every lane and writes grad_scale (softmax - onehot), computed in fp32, into dlogits (V, type G; may be
+// null; an fp32 dlogits may be logits, a bf16 one must not overlap them).
+template <class Block, class G>
+RACE_HD double cross_entropy_row(const Block& block, double* shared, G* dlogits, const float* logits,
                                  int32_t target, int64_t vocab, float grad_scale) {
   if (target == -1) {
     if (dlogits != nullptr)
-      for (int64_t i = block.lane(); i < vocab; i += block.lanes()) dlogits[i] = 0.f;
+      for (int64_t i = block.lane(); i < vocab; i += block.lanes()) tile::Element<G>::store(dlogits + i, 0.f);
     return 0.0;
   }
   const float target_logit = logits[target];  // read before dlogits (which may be logits) is written
@@ -118,7 +124,7 @@ RACE_HD double cross_entropy_row(const Block& block, double* shared, float* dlog
     const float inv_sum = static_cast<float>(1.0 / sum);
     for (int64_t i = block.lane(); i < vocab; i += block.lanes()) {
       const float p = expf(logits[i] - row_max) * inv_sum;
-      dlogits[i] = grad_scale * (i == target ? p - 1.f : p);
+      tile::Element<G>::store(dlogits + i, grad_scale * (i == target ? p - 1.f : p));
     }
   }
   return log(sum) + static_cast<double>(row_max) - static_cast<double>(target_logit);

@@ -2,6 +2,7 @@
 // over one chunk of rows, a thread a column, so a warp's loads of a row are 32 consecutive floats; stage 2
 // gives each column a thread. The work of both is work_items.h's, which the host tests run item by item.
 #include "kernels/cuda/column_sums_cuda.h"
+#include "kernels/cuda/cuda_block.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/launch.h"
 #include "kernels/cuda/stream_scratch.h"
@@ -53,15 +54,19 @@ void sum_columns(const Outputs<Terms::kSums>& outputs, const Terms& terms, int64
 
 }  // namespace
 
-void column_sums(float* out, const float* dy, int64_t rows, int64_t cols) {
-  sum_columns(Outputs<1>{{out}}, items::ColumnTerms{dy}, rows, cols);
+void column_sums(float* out, const void* dy, DType dy_type, int64_t rows, int64_t cols) {
+  if (dy_type == DType::bf16)
+    sum_columns(Outputs<1>{{out}}, items::ColumnTerms<__nv_bfloat16>{static_cast<const __nv_bfloat16*>(dy)}, rows,
+                cols);
+  else
+    sum_columns(Outputs<1>{{out}}, items::ColumnTerms<float>{static_cast<const float*>(dy)}, rows, cols);
 }
 
 void layernorm_param_sums(float* dweight, float* dbias, const float* dy, const float* x, const float* mean,
                           const float* rstd, int64_t rows, int64_t channels) {
   if (dweight == nullptr && dbias == nullptr) return;
   if (dweight == nullptr)  // dbias alone is dy's column sum: no need to read x
-    sum_columns(Outputs<1>{{dbias}}, items::ColumnTerms{dy}, rows, channels);
+    sum_columns(Outputs<1>{{dbias}}, items::ColumnTerms<float>{dy}, rows, channels);
   else
     sum_columns(Outputs<2>{{dweight, dbias}}, items::LayerNormParamTerms{dy, x, mean, rstd}, rows, channels);
 }

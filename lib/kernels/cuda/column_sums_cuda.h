@@ -6,10 +6,13 @@
 
 #include <cstdint>
 
+#include "kernels/cuda/dtype.h"
+
 namespace race::kernels::cuda {
 
-// out (cols) += sum over rows of dy (rows, cols).
-void column_sums(float* out, const float* dy, int64_t rows, int64_t cols);
+// out (cols) += sum over rows of dy (rows, cols) of dy_type (fp32, or bf16 where the linear layer's dy is a
+// bf16 product operand).
+void column_sums(float* out, const void* dy, DType dy_type, int64_t rows, int64_t cols);
 
 // dweight (C) += sum_n dy xhat, dbias (C) += sum_n dy, xhat = (x - mean) rstd per row; dy, x (rows, C), mean,
 // rstd (rows). Either output may be null to skip it.

@@ -1,7 +1,9 @@
 // Cross-entropy on CUDA: one block per row running block_programs.h's cross_entropy_row (row max, fp64 sum of
 // exp, loss, gradient written in place of the logits if asked), per-row losses in fp64 scratch, then one
-// block adds them by a fixed tree.
+// block adds them by a fixed tree. The row kernel is instantiated for an fp32 and a bf16 dlogits.
 #include "kernels/cuda/cross_entropy_cuda.h"
+
+#include <cuda_bf16.h>
 
 #include "kernels/cuda/block_programs.h"
 #include "kernels/cuda/cuda_block.h"
@@ -15,7 +17,8 @@ namespace {
 constexpr int32_t kIgnoreTarget = -1;
 
 // losses (N) fp64: loss_n, 0 for ignored rows.
-__global__ void row_kernel(double* losses, float* dlogits, const float* logits, const int32_t* targets,
+template <class G>
+__global__ void row_kernel(double* losses, G* dlogits, const float* logits, const int32_t* targets,
                            int64_t vocab, float grad_scale) {
   __shared__ double shared[kThreads];
   const int64_t row = blockIdx.x;
@@ -47,8 +50,8 @@ __global__ void sum_kernel(double* loss_sum, long long* count, const double* los
 
 }  // namespace
 
-CrossEntropySums cross_entropy(float* dlogits, const float* logits, const int32_t* targets, int64_t rows,
-                               int64_t vocab, float grad_scale) {
+CrossEntropySums cross_entropy(void* dlogits, DType dlogits_type, const float* logits, const int32_t* targets,
+                               int64_t rows, int64_t vocab, float grad_scale) {
   CrossEntropySums result;
   if (rows == 0) return result;
   // (N) per-row losses, then the loss sum and the count
@@ -57,7 +60,12 @@ CrossEntropySums cross_entropy(float* dlogits, const float* logits, const int32_
   auto* losses = reinterpret_cast<double*>(scratch.data());
   auto* loss_sum = losses + rows;
   auto* count = reinterpret_cast<long long*>(loss_sum + 1);
-  row_kernel<<<static_cast<unsigned>(rows), kThreads>>>(losses, dlogits, logits, targets, vocab, grad_scale);
+  const auto blocks = static_cast<unsigned>(rows);
+  if (dlogits_type == DType::bf16)
+    row_kernel<<<blocks, kThreads>>>(losses, static_cast<__nv_bfloat16*>(dlogits), logits, targets, vocab,
+                                     grad_scale);
+  else
+    row_kernel<<<blocks, kThreads>>>(losses, static_cast<float*>(dlogits), logits, targets, vocab, grad_scale);
   RACE_CUDA_CHECK(cudaGetLastError());
   sum_kernel<<<1, kSumThreads>>>(loss_sum, count, losses, targets, rows);
   RACE_CUDA_CHECK(cudaGetLastError());

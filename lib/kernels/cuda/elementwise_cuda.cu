@@ -1,6 +1,8 @@
 // Elementwise CUDA kernels: one grid-stride loop each, 64-bit indices.
 #include "kernels/cuda/elementwise_cuda.h"
 
+#include <cuda_bf16.h>
+
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/elementwise_math.h"
 #include "kernels/cuda/launch.h"
@@ -22,6 +24,18 @@ void for_each(int64_t n, Op op) {
   RACE_CUDA_CHECK(cudaGetLastError());
 }
 
+// Runs value(i) for every i < n and stores it into y (n) of y_type.
+template <class Value>
+void store_each(void* y, DType y_type, int64_t n, Value value) {
+  if (y_type == DType::bf16) {
+    auto* out = static_cast<__nv_bfloat16*>(y);
+    for_each(n, [=] __device__(int64_t i) { out[i] = __float2bfloat16_rn(value(i)); });
+  } else {
+    auto* out = static_cast<float*>(y);
+    for_each(n, [=] __device__(int64_t i) { out[i] = value(i); });
+  }
+}
+
 }  // namespace
 
 void fill(float* x, float value, int64_t n) {
@@ -33,11 +47,14 @@ void add(float* y, const float* x, int64_t n) {
 void broadcast_rows(float* y, const float* row, int64_t rows, int64_t cols) {
   for_each(rows * cols, [=] __device__(int64_t i) { y[i] = row[i % cols]; });
 }
-void gelu_forward(float* y, const float* x, int64_t n) {
-  for_each(n, [=] __device__(int64_t i) { y[i] = math::gelu_forward(x[i]); });
+void gelu_forward(void* y, DType y_type, const float* x, int64_t n) {
+  store_each(y, y_type, n, [=] __device__(int64_t i) { return math::gelu_forward(x[i]); });
 }
-void gelu_backward(float* dx, const float* dy, const float* x, int64_t n) {
-  for_each(n, [=] __device__(int64_t i) { dx[i] = math::gelu_backward(dy[i], x[i]); });
+void gelu_backward(void* dx, DType dx_type, const float* dy, const float* x, int64_t n) {
+  store_each(dx, dx_type, n, [=] __device__(int64_t i) { return math::gelu_backward(dy[i], x[i]); });
+}
+void round_to_bf16(void* y, const float* x, int64_t n) {
+  store_each(y, DType::bf16, n, [=] __device__(int64_t i) { return x[i]; });
 }
 void exp_forward(float* y, const float* x, int64_t n) {
   for_each(n, [=] __device__(int64_t i) { y[i] = expf(x[i]); });

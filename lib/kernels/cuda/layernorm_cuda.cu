@@ -1,7 +1,9 @@
 // LayerNorm on CUDA: one block per row running block_programs.h's row programs (fp64 block sums in a fixed
 // tree), and column_sums_cuda.h's two fixed-order stages for the parameter gradients, so every result is the
-// same on every run.
+// same on every run. The forward kernels are instantiated for an fp32 and a bf16 y.
 #include "kernels/cuda/layernorm_cuda.h"
+
+#include <cuda_bf16.h>
 
 #include "kernels/cuda/block_programs.h"
 #include "kernels/cuda/column_sums_cuda.h"
@@ -12,7 +14,8 @@
 namespace race::kernels::cuda {
 namespace {
 
-__global__ void forward_kernel(float* y, float* mean, float* rstd, const float* x, const float* weight,
+template <class Y>
+__global__ void forward_kernel(Y* y, float* mean, float* rstd, const float* x, const float* weight,
                                const float* bias, int64_t channels, float eps) {
   __shared__ double shared[kThreads];
   const int64_t row = blockIdx.x;
@@ -20,7 +23,8 @@ __global__ void forward_kernel(float* y, float* mean, float* rstd, const float* 
                                   x + row * channels, weight, bias, channels, eps);
 }
 
-__global__ void residual_forward_kernel(float* residual, float* y, float* mean, float* rstd, const float* x,
+template <class Y>
+__global__ void residual_forward_kernel(float* residual, Y* y, float* mean, float* rstd, const float* x,
                                         const float* r, const float* weight, const float* bias, int64_t channels,
                                         float eps) {
   __shared__ double shared[kThreads];
@@ -40,19 +44,28 @@ __global__ void backward_rows_kernel(float* dx, const float* dy, const float* x,
 
 }  // namespace
 
-void layernorm_forward(float* y, float* mean, float* rstd, const float* x, const float* weight, const float* bias,
-                       int64_t rows, int64_t channels, float eps) {
+void layernorm_forward(void* y, DType y_type, float* mean, float* rstd, const float* x, const float* weight,
+                       const float* bias, int64_t rows, int64_t channels, float eps) {
   if (rows == 0) return;
-  forward_kernel<<<static_cast<unsigned>(rows), kThreads>>>(y, mean, rstd, x, weight, bias, channels, eps);
+  const auto blocks = static_cast<unsigned>(rows);
+  if (y_type == DType::bf16)
+    forward_kernel<<<blocks, kThreads>>>(static_cast<__nv_bfloat16*>(y), mean, rstd, x, weight, bias, channels, eps);
+  else
+    forward_kernel<<<blocks, kThreads>>>(static_cast<float*>(y), mean, rstd, x, weight, bias, channels, eps);
   RACE_CUDA_CHECK(cudaGetLastError());
 }
 
-void residual_layernorm_forward(float* residual, float* y, float* mean, float* rstd, const float* x,
+void residual_layernorm_forward(float* residual, void* y, DType y_type, float* mean, float* rstd, const float* x,
                                 const float* r, const float* weight, const float* bias, int64_t rows,
                                 int64_t channels, float eps) {
   if (rows == 0) return;
-  residual_forward_kernel<<<static_cast<unsigned>(rows), kThreads>>>(residual, y, mean, rstd, x, r, weight, bias,
-                                                                     channels, eps);
+  const auto blocks = static_cast<unsigned>(rows);
+  if (y_type == DType::bf16)
+    residual_forward_kernel<<<blocks, kThreads>>>(residual, static_cast<__nv_bfloat16*>(y), mean, rstd, x, r,
+                                                  weight, bias, channels, eps);
+  else
+    residual_forward_kernel<<<blocks, kThreads>>>(residual, static_cast<float*>(y), mean, rstd, x, r, weight, bias,
+                                                  channels, eps);
   RACE_CUDA_CHECK(cudaGetLastError());
 }
 

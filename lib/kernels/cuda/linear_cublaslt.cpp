@@ -1,8 +1,11 @@
-// GemmContext: the linear layer's three products through cuBLASLt, with CUBLAS_COMPUTE_32F (fp32, no TF32)
-// or CUBLAS_COMPUTE_32F_FAST_16BF (bf16 tensor cores, fp32 sums) on fp32 matrices.
+// GemmContext: the linear layer's three products through cuBLASLt. fp32 operands: CUBLAS_COMPUTE_32F (fp32,
+// no TF32) or CUBLAS_COMPUTE_32F_FAST_16BF (bf16 tensor cores, fp32 sums), per GemmPrecision. bf16 operands:
+// A and B CUDA_R_16BF, C and D CUDA_R_32F, CUBLAS_COMPUTE_32F with fp32 alpha and beta: products of the
+// stored bf16 values with fp32 sums (on the tensor cores where the layout allows; the heuristic chooses). The
+// bias and the outputs are fp32 in both.
 // Each call describes its product with gemm_layout.h's column-major mapping, asks cuBLASLt's heuristic for
-// an algorithm the first time it sees that shape, layout and pointer alignment, and reuses the answer from
-// then on; the descriptors themselves are rebuilt per call (small host objects, microseconds).
+// an algorithm the first time it sees that shape, layout, operand type and pointer alignment, and reuses the
+// answer from then on; the descriptors themselves are rebuilt per call (small host objects, microseconds).
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
@@ -76,13 +79,15 @@ void set_preference(cublasLtMatmulPreference_t preference, cublasLtMatmulPrefere
   RACE_CUBLAS_CHECK(cublaslt().MatmulPreferenceSetAttribute(preference, attribute, &value, sizeof(value)));
 }
 
-// An fp32 column-major (rows, cols) matrix with leading dimension ld.
-Layout layout(int64_t rows, int64_t cols, int64_t ld) {
+// A column-major (rows, cols) matrix of `type` with leading dimension ld (in elements).
+Layout layout(cudaDataType_t type, int64_t rows, int64_t cols, int64_t ld) {
   cublasLtMatrixLayout_t raw = nullptr;
-  RACE_CUBLAS_CHECK(cublaslt().MatrixLayoutCreate(&raw, CUDA_R_32F, static_cast<uint64_t>(rows),
+  RACE_CUBLAS_CHECK(cublaslt().MatrixLayoutCreate(&raw, type, static_cast<uint64_t>(rows),
                                                static_cast<uint64_t>(cols), ld));
   return Layout(raw);
 }
+
+cudaDataType_t data_type(DType type) { return type == DType::bf16 ? CUDA_R_16BF : CUDA_R_32F; }
 
 uint32_t alignment_of(const void* p) { return gemm::alignment_bytes(reinterpret_cast<uintptr_t>(p)); }
 
@@ -103,12 +108,13 @@ constexpr uint32_t kReductionSchemes = CUBLASLT_REDUCTION_SCHEME_NONE |
 }  // namespace
 
 struct GemmContext::State {
-  // What the heuristic's answer depends on: the product (transposes, sizes, leading dimensions), whether
-  // the bias epilogue runs, and the alignments of A, B, C (= D) and the bias.
-  using Key = std::tuple<bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, uint32_t,
-                         uint32_t, uint32_t, uint32_t>;
+  // What the heuristic's answer depends on: the product (transposes, sizes, leading dimensions), the
+  // operands' type (which sets A's and B's types and the compute type), whether the bias epilogue runs, and
+  // the alignments of A, B, C (= D) and the bias.
+  using Key = std::tuple<bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, DType, bool,
+                         uint32_t, uint32_t, uint32_t, uint32_t>;
 
-  cublasComputeType_t compute_type = CUBLAS_COMPUTE_32F;
+  cublasComputeType_t fp32_compute_type = CUBLAS_COMPUTE_32F;  // for fp32 operands, per GemmPrecision
   cublasLtHandle_t handle = nullptr;
   void* workspace = nullptr;  // (kWorkspaceBytes) bytes
   std::map<Key, cublasLtMatmulAlgo_t> algorithms;
@@ -119,9 +125,13 @@ struct GemmContext::State {
     if (handle != nullptr) cublaslt().Destroy(handle);
   }
 
-  // c (m, n) = a b + beta c, column-major as `g` describes, plus bias (m) when given.
-  void matmul(const gemm::ColumnMajorGemm& g, const float* a, const float* b, float beta, float* c,
+  // c (m, n) fp32 = a b + beta c, column-major as `g` describes, a and b of type `operands`, plus the fp32
+  // bias (m) when given.
+  void matmul(const gemm::ColumnMajorGemm& g, const void* a, const void* b, DType operands, float beta, float* c,
               const float* bias) {
+    // bf16 operands need no FAST_16BF: plain 32F compute with bf16 A and B is cuBLASLt's bf16 tensor-core
+    // product with fp32 sums (its table of supported types: A, B CUDA_R_16BF; C, D CUDA_R_32F; scale 32F).
+    const cublasComputeType_t compute_type = operands == DType::bf16 ? CUBLAS_COMPUTE_32F : fp32_compute_type;
     cublasLtMatmulDesc_t raw_desc = nullptr;
     RACE_CUBLAS_CHECK(cublaslt().MatmulDescCreate(&raw_desc, compute_type, CUDA_R_32F));
     const MatmulDesc desc(raw_desc);
@@ -130,12 +140,16 @@ struct GemmContext::State {
     if (bias != nullptr) {
       set_attribute(desc.get(), CUBLASLT_MATMUL_DESC_EPILOGUE, CUBLASLT_EPILOGUE_BIAS);
       set_attribute(desc.get(), CUBLASLT_MATMUL_DESC_BIAS_POINTER, bias);
+      // The default (-1) already means D's type, fp32; said explicitly so bf16 A and B cannot change it.
+      set_attribute(desc.get(), CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, static_cast<int32_t>(CUDA_R_32F));
     }
-    const Layout a_layout = layout(g.a_rows(), g.a_cols(), g.lda),
-                 b_layout = layout(g.b_rows(), g.b_cols(), g.ldb), c_layout = layout(g.m, g.n, g.ldc);
+    const cudaDataType_t ab_type = data_type(operands);
+    const Layout a_layout = layout(ab_type, g.a_rows(), g.a_cols(), g.lda),
+                 b_layout = layout(ab_type, g.b_rows(), g.b_cols(), g.ldb),
+                 c_layout = layout(CUDA_R_32F, g.m, g.n, g.ldc);
 
     const uint32_t align_a = alignment_of(a), align_b = alignment_of(b), align_c = alignment_of(c);
-    const Key key = std::make_tuple(g.transpose_a, g.transpose_b, g.m, g.n, g.k, g.lda, g.ldb, g.ldc,
+    const Key key = std::make_tuple(g.transpose_a, g.transpose_b, g.m, g.n, g.k, g.lda, g.ldb, g.ldc, operands,
                                     bias != nullptr, align_a, align_b, align_c, alignment_of(bias));
     auto found = algorithms.find(key);
     if (found == algorithms.end()) {
@@ -153,14 +167,15 @@ struct GemmContext::State {
       RACE_CUBLAS_CHECK(cublaslt().MatmulAlgoGetHeuristic(handle, desc.get(), a_layout.get(), b_layout.get(),
                                                        c_layout.get(), c_layout.get(), preference.get(), 1,
                                                        &result, &count));
-      if (count == 0)
+      if (count == 0) {
+        const bool fp32 = operands == DType::f32 && compute_type == CUBLAS_COMPUTE_32F;
         fail(
             "cuBLASLt has no {} algorithm for the column-major product m = {}, n = {}, k = {} (op(A) {}, "
             "op(B) {}, bias {}, alignments {}/{}/{} bytes); hint: report the shape, or try --precision {}",
-            compute_type == CUBLAS_COMPUTE_32F ? "fp32" : "bf16", g.m, g.n, g.k, g.transpose_a ? "T" : "N",
-            g.transpose_b ? "T" : "N",
-            bias != nullptr ? "yes" : "no", align_a, align_b, align_c,
-            compute_type == CUBLAS_COMPUTE_32F ? "bf16" : "fp32");
+            operands == DType::bf16 ? "bf16-operand" : (fp32 ? "fp32" : "bf16"), g.m, g.n, g.k,
+            g.transpose_a ? "T" : "N", g.transpose_b ? "T" : "N", bias != nullptr ? "yes" : "no", align_a,
+            align_b, align_c, fp32 ? "bf16" : "fp32");
+      }
       found = algorithms.emplace(key, result.algo).first;
     }
     const float alpha = 1.f;
@@ -171,14 +186,14 @@ struct GemmContext::State {
 };
 
 GemmContext::GemmContext(GemmPrecision precision) : state_(std::make_unique<State>()) {
-  state_->compute_type = precision == GemmPrecision::bf16 ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F;
+  state_->fp32_compute_type = precision == GemmPrecision::bf16 ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F;
   RACE_CUBLAS_CHECK(cublaslt().Create(&state_->handle));
   RACE_CUDA_CHECK(cudaMalloc(&state_->workspace, kWorkspaceBytes));
 }
 
 GemmContext::~GemmContext() = default;
 
-void GemmContext::linear_forward(float* y, const float* x, const float* weight, const float* bias,
+void GemmContext::linear_forward(float* y, const void* x, const void* weight, DType operands, const float* bias,
                                  int64_t rows, int64_t in, int64_t out) {
   if (const std::string error = gemm::size_error("linear_forward", rows, in, out); !error.empty())
     throw Error(error);
@@ -188,28 +203,28 @@ void GemmContext::linear_forward(float* y, const float* x, const float* weight, 
   // cuBLASLt's bias epilogue wants an aligned vector (16 bytes is safe on every GPU), and a bias inside the
   // parameter arena can start anywhere: a misaligned one goes into y first and the product adds onto it.
   if (bias != nullptr && alignment_of(bias) < kBiasEpilogueAlignment) {
-    broadcast_rows(y, bias, rows, out);                                          // y (N, out) = b
-    state_->matmul(gemm::forward_gemm(rows, in, out), weight, x, 1.f, y, nullptr);  // y^T += W x^T
+    broadcast_rows(y, bias, rows, out);                                                    // y (N, out) = b
+    state_->matmul(gemm::forward_gemm(rows, in, out), weight, x, operands, 1.f, y, nullptr);  // y^T += W x^T
     return;
   }
-  state_->matmul(gemm::forward_gemm(rows, in, out), weight, x, 0.f, y, bias);  // y^T (out, N) = W x^T + b
+  state_->matmul(gemm::forward_gemm(rows, in, out), weight, x, operands, 0.f, y, bias);  // y^T (out, N) = W x^T + b
 }
 
-void GemmContext::linear_backward(float* dx, float* dweight, float* dbias, const float* dy, const float* x,
-                                  const float* weight, int64_t rows, int64_t in, int64_t out) {
+void GemmContext::linear_backward(float* dx, float* dweight, float* dbias, const void* dy, const void* x,
+                                  const void* weight, DType operands, int64_t rows, int64_t in, int64_t out) {
   if (const std::string error = gemm::size_error("linear_backward", rows, in, out); !error.empty())
     throw Error(error);
   if (rows == 0) return;
   if (dy == nullptr) fail("linear_backward (CUDA): dy is null");
   if (dx != nullptr) {
     if (weight == nullptr) fail("linear_backward (CUDA): weight is null (needed for dx)");
-    state_->matmul(gemm::input_grad_gemm(rows, in, out), weight, dy, 0.f, dx, nullptr);  // dx^T = W^T dy^T
+    state_->matmul(gemm::input_grad_gemm(rows, in, out), weight, dy, operands, 0.f, dx, nullptr);  // dx^T = W^T dy^T
   }
   if (dweight != nullptr) {
     if (x == nullptr) fail("linear_backward (CUDA): x is null (needed for dweight)");
-    state_->matmul(gemm::weight_grad_gemm(rows, in, out), x, dy, 1.f, dweight, nullptr);  // dW^T += x^T dy
+    state_->matmul(gemm::weight_grad_gemm(rows, in, out), x, dy, operands, 1.f, dweight, nullptr);  // dW^T += x^T dy
   }
-  if (dbias != nullptr) column_sums(dbias, dy, rows, out);
+  if (dbias != nullptr) column_sums(dbias, dy, operands, rows, out);
 }
 
 }  // namespace race::kernels::cuda

@@ -2,13 +2,15 @@
 // memory): head layouts, RoPE, the embedding backward, pooling, and the two stages of the column sums (the
 // linear layer's bias gradient, LayerNorm's weight and bias gradients). The .cu kernels call these for their
 // thread's item; the host tests call them for every item in a loop and compare with CpuOps and the fp64
-// references, so the index arithmetic is checked without a GPU. C++17 and no CUDA headers: the host
-// compiler includes this file too.
+// references, so the index arithmetic is checked without a GPU. Inputs that may be fp32 or bf16 (the
+// pooled rows, the bias gradient's dy) have the element type T, read through race_tile.h's Element<T>.
+// C++17 and no CUDA headers: the host compiler includes this file too.
 #pragma once
 
 #include <cstdint>
 
 #include "kernels/cuda/elementwise_math.h"
+#include "kernels/cuda/race_tile.h"
 
 namespace race::kernels::cuda::items {
 
@@ -48,20 +50,22 @@ RACE_HD bool is_real(const uint8_t* key_mask, int64_t b, int64_t t, int64_t seq_
   return key_mask == nullptr || key_mask[b * seq_len + t] != 0;
 }
 
-// Pooling of channel c of row b (item b * C + c): token 0 (cls), or the fp64 mean over real tokens.
-RACE_HD void pool_forward_channel(float* pooled, const float* rows, const uint8_t* key_mask, int64_t item,
+// Pooling of channel c of row b (item b * C + c) of rows (B, T, C) of type T: token 0 (cls), or the fp64 mean
+// over real tokens.
+template <class T>
+RACE_HD void pool_forward_channel(float* pooled, const T* rows, const uint8_t* key_mask, int64_t item,
                                   int64_t seq_len, int64_t channels, bool cls) {
   const int64_t b = item / channels, c = item % channels;
-  const float* row = rows + b * seq_len * channels + c;  // token t at row[t * C]
+  const T* row = rows + b * seq_len * channels + c;  // token t at row[t * C]
   if (cls) {
-    pooled[item] = row[0];
+    pooled[item] = tile::Element<T>::load(row);
     return;
   }
   double sum = 0.0;
   int64_t count = 0;
   for (int64_t t = 0; t < seq_len; ++t)
     if (is_real(key_mask, b, t, seq_len)) {
-      sum += static_cast<double>(row[t * channels]);
+      sum += static_cast<double>(tile::Element<T>::load(row + t * channels));
       ++count;
     }
   pooled[item] = count > 0 ? static_cast<float>(sum / static_cast<double>(count)) : 0.f;
@@ -95,12 +99,13 @@ constexpr int64_t kColumnChunkRows = 256;
 
 RACE_HD int64_t column_chunks(int64_t rows) { return (rows + kColumnChunkRows - 1) / kColumnChunkRows; }
 
-// The terms of the linear layer's bias gradient: dy (rows, cols) itself.
+// The terms of the linear layer's bias gradient: dy (rows, cols) of type T itself.
+template <class T>
 struct ColumnTerms {
   static constexpr int kSums = 1;
-  const float* dy;  // (rows, cols)
+  const T* dy;  // (rows, cols)
   RACE_HD void operator()(double* terms, int64_t n, int64_t c, int64_t cols) const {
-    terms[0] = static_cast<double>(dy[n * cols + c]);
+    terms[0] = static_cast<double>(tile::Element<T>::load(dy + n * cols + c));
   }
 };
 
