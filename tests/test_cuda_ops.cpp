@@ -4,18 +4,27 @@
 // Tolerances (relative RMS): 1e-6 for elementwise math (both sides fp32, different exp implementations),
 // 1e-5 for reductions and products (different summation orders), 1e-4 for attention and the whole model
 // (the attention kernels' own bound). Layout moves and the embedding backward (the CPU's order) are exact.
+// The bf16 product operands (ops.h's Operand), with a GPU: every typed output in bf16 is CpuOps' fp32 output
+// rounded to nearest even (within one bf16 ulp where the fp32 results differ in their last bits), the
+// rounding itself is the host's kernels::cuda::to_bf16 bit for bit, the linear layer on bf16 operands matches
+// an fp64 product of the same rounded values to fp32-accumulation accuracy, pooling reads bf16 rows, and
+// mixed operand types and a bf16 output over an input are errors.
 // Without a GPU: the per-element math, the per-thread work items (the column sums' two stages among them,
 // for every item) and the block programs the kernels share with the host (elementwise_math.h, work_items.h,
 // block_programs.h; the programs on blocks of host threads with a barrier), against the fp64 references and
-// CpuOps; the column-major products the linear layer asks of cuBLASLt (gemm_layout.h), computed naively,
-// against CpuOps, and its size checks; the out-of-memory message; and CudaOps' error when there is no device.
+// CpuOps, with fp32 and bf16 outputs and inputs; the column-major products the linear layer asks of cuBLASLt
+// (gemm_layout.h), computed naively, against CpuOps, and its size checks; the out-of-memory and mixed
+// operand messages; and CudaOps' error when there is no device.
 #include <gtest/gtest.h>
 
 #ifdef RACE_HAVE_CUDA
 
+#include <cuda_runtime.h>
+
 #include <barrier>
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <memory>
 #include <random>
@@ -27,6 +36,7 @@
 #include "kernels/cuda/block_programs.h"
 #include "kernels/cuda/cublaslt_api.h"
 #include "kernels/cuda/device_info.h"
+#include "kernels/cuda/device_memory.h"
 #include "kernels/cuda/elementwise_math.h"
 #include "kernels/cuda/gemm_layout.h"
 #include "kernels/cuda/work_items.h"
@@ -38,17 +48,48 @@
 #include "reference/rope_reference.h"
 #include "test_support.h"
 
+// bf16 on the host, for the block programs and work items templated on their element type: stored as
+// kernels::cuda::to_bf16 rounds (to nearest even, as the device's __float2bfloat16_rn), so a program's bf16
+// output can be compared with its fp32 output rounded.
+struct HostBf16 {
+  uint16_t bits;
+};
+
+namespace race::kernels::cuda::tile {
+template <>
+struct Element<HostBf16> {
+  static float load(const HostBf16* p) { return from_bf16({p->bits})[0]; }
+  static void store(HostBf16* p, float x) { p->bits = to_bf16({x})[0]; }
+};
+}  // namespace race::kernels::cuda::tile
+
 namespace {
 
 namespace gemm = race::kernels::cuda::gemm;
 namespace math = race::kernels::cuda::math;
 namespace items = race::kernels::cuda::items;
+using race::kernels::cuda::from_bf16;
+using race::kernels::cuda::to_bf16;
 using race::model::CpuOps;
 using race::model::CudaOps;
+using race::model::ElementType;
+using race::model::Operand;
+using race::model::OperandOut;
 using race::test::relative_rms;
 using race::test::widen;
 
 bool have_device() { return !race::kernels::cuda::query_devices().devices.empty(); }
+
+std::vector<HostBf16> host_bf16(const std::vector<float>& x) {  // rounded to nearest even
+  std::vector<HostBf16> out;
+  for (const uint16_t bits : to_bf16(x)) out.push_back({bits});
+  return out;
+}
+std::vector<uint16_t> bits_of(const std::vector<HostBf16>& x) {
+  std::vector<uint16_t> out;
+  for (const HostBf16 v : x) out.push_back(v.bits);
+  return out;
+}
 
 // ---- host: the shared per-element math ----
 
@@ -207,6 +248,25 @@ TEST(CudaOpsWorkItems, PoolingChannelsAreCpuOpsBitForBit) {
     }
 }
 
+// The forward from bf16 rows: CpuOps' pooling of the same values widened to fp32, bit for bit.
+TEST(CudaOpsWorkItems, PoolingChannelsFromBf16RowsAreCpuOpsBitForBit) {
+  std::mt19937_64 rng(17);
+  const int64_t B = 3, T = 6, C = 5;
+  std::vector<uint8_t> mask(B * T, 1);
+  for (int64_t t = 0; t < T; ++t) mask[T + t] = static_cast<uint8_t>(t % 2);
+  const auto rows = host_bf16(race::test::normal(rng, B * T * C, 3.0));
+  const auto values = from_bf16(bits_of(rows));
+  CpuOps cpu;
+  for (bool cls : {false, true})
+    for (const uint8_t* key_mask : {static_cast<const uint8_t*>(nullptr), static_cast<const uint8_t*>(mask.data())}) {
+      std::vector<float> want(B * C), got(B * C, 7.f);
+      cpu.pool_forward(want.data(), values.data(), key_mask, B, T, C, cls);
+      for (int64_t item = 0; item < B * C; ++item)
+        items::pool_forward_channel(got.data(), rows.data(), key_mask, item, T, C, cls);
+      EXPECT_TRUE(race::test::bit_equal(got, want));
+    }
+}
+
 // ---- host: the column sums' two stages (work_items.h), every item ----
 
 // Both stages for every item onto outs[k] (cols each). Stage 1 runs its items in reverse: they are
@@ -255,7 +315,30 @@ TEST(CudaOpsColumnSums, ColumnSumsMatchTheFp64Reference) {
         }
       }
       std::vector<std::vector<float>> got = {start};  // accumulated onto non-zero values
-      run_column_sums(got, items::ColumnTerms{dy.data()}, rows, cols);
+      run_column_sums(got, items::ColumnTerms<float>{dy.data()}, rows, cols);
+      expect_sums(got[0], want, magnitude, 0x1p-22);
+    }
+}
+
+// The linear layer's bias gradient from a bf16 dy: the same sums of the bf16 values, widened exactly.
+TEST(CudaOpsColumnSums, ColumnSumsOfBf16DyMatchTheFp64Reference) {
+  std::mt19937_64 rng(22);
+  for (const int64_t rows : kSumRows)
+    for (const int64_t cols : kSumCols) {
+      SCOPED_TRACE(testing::Message() << "rows " << rows << " cols " << cols);
+      const auto dy = host_bf16(race::test::normal(rng, rows * cols));
+      const auto values = from_bf16(bits_of(dy));
+      const auto start = race::test::normal(rng, cols);
+      std::vector<double> want = widen(start), magnitude(static_cast<size_t>(cols));
+      for (int64_t c = 0; c < cols; ++c) {
+        magnitude[c] = std::abs(want[c]);
+        for (int64_t n = 0; n < rows; ++n) {
+          want[c] += values[n * cols + c];
+          magnitude[c] += std::abs(values[n * cols + c]);
+        }
+      }
+      std::vector<std::vector<float>> got = {start};
+      run_column_sums(got, items::ColumnTerms<HostBf16>{dy.data()}, rows, cols);
       expect_sums(got[0], want, magnitude, 0x1p-22);
     }
 }
@@ -558,6 +641,92 @@ TEST(CudaOpsBlockPrograms, SoftmaxDecodeHeadsMatchCpuOps) {
   }
 }
 
+// With a bf16 y the row program computes the same fp32 y and rounds it: the fp32 program's y rounded to
+// nearest even, bit for bit, and the same mean and rstd (which LayerNormRowsMatchCpuOps holds to CpuOps').
+TEST(CudaOpsBlockPrograms, LayerNormRowsWithBf16YAreTheFp32RowsRounded) {
+  std::mt19937_64 rng(23);
+  const int64_t rows = 5, C = 37;
+  const auto x = race::test::normal(rng, rows * C, 2.0, 3.0), w = race::test::normal(rng, C),
+             b = race::test::normal(rng, C);
+  std::vector<float> y(rows * C), mean(rows), rstd(rows), got_mean(rows), got_rstd(rows);
+  std::vector<HostBf16> got_y(rows * C, HostBf16{0xFFFF});
+  for (int64_t r = 0; r < rows; ++r)
+    run_block<double>(kLanes, kLanes, [&](const HostBlock& block, double* shared) {
+      race::kernels::cuda::programs::layernorm_forward_row(block, shared, y.data() + r * C, &mean[r], &rstd[r],
+                                                           x.data() + r * C, w.data(), b.data(), C, 1e-5f);
+      race::kernels::cuda::programs::layernorm_forward_row(block, shared, got_y.data() + r * C, &got_mean[r],
+                                                           &got_rstd[r], x.data() + r * C, w.data(), b.data(), C,
+                                                           1e-5f);
+    });
+  EXPECT_EQ(bits_of(got_y), to_bf16(y));
+  EXPECT_TRUE(race::test::bit_equal(got_mean, mean));
+  EXPECT_TRUE(race::test::bit_equal(got_rstd, rstd));
+}
+
+// The fused residual forward with a bf16 y: CpuOps' fp32 results (which the fp32 program matches bit for
+// bit), y rounded to nearest even.
+TEST(CudaOpsBlockPrograms, ResidualLayerNormRowsWithBf16YAreCpuOpsRounded) {
+  std::mt19937_64 rng(24);
+  const int64_t rows = 4, C = 45;
+  const auto x = race::test::normal(rng, rows * C, 2.0, 1.0), r = race::test::normal(rng, rows * C, 3.0),
+             w = race::test::normal(rng, C), b = race::test::normal(rng, C);
+  CpuOps cpu;
+  std::vector<float> sum(rows * C), y(rows * C), mean(rows), rstd(rows);
+  cpu.residual_layernorm_forward(sum.data(), y.data(), mean.data(), rstd.data(), x.data(), r.data(), w.data(),
+                                 b.data(), rows, C, 1e-5f);
+  std::vector<float> stream = x, got_mean(rows), got_rstd(rows);
+  std::vector<HostBf16> got_y(rows * C, HostBf16{0xFFFF});
+  for (int64_t row = 0; row < rows; ++row)
+    run_block<double>(kLanes, kLanes, [&](const HostBlock& block, double* shared) {
+      race::kernels::cuda::programs::residual_layernorm_forward_row(
+          block, shared, stream.data() + row * C, got_y.data() + row * C, &got_mean[row], &got_rstd[row],
+          stream.data() + row * C, r.data() + row * C, w.data(), b.data(), C, 1e-5f);
+    });
+  EXPECT_TRUE(race::test::bit_equal(stream, sum));
+  EXPECT_EQ(bits_of(got_y), to_bf16(y));
+  EXPECT_TRUE(race::test::bit_equal(got_mean, mean));
+  EXPECT_TRUE(race::test::bit_equal(got_rstd, rstd));
+}
+
+// A bf16 dlogits: the fp32 program's gradient rounded to nearest even (zero rows for ignored targets), and
+// the same losses.
+TEST(CudaOpsBlockPrograms, CrossEntropyRowsWithBf16DlogitsAreTheFp32RowsRounded) {
+  std::mt19937_64 rng(25);
+  const int64_t rows = 7, V = 53;
+  const std::vector<int32_t> targets = {3, -1, 52, 0, 17, -1, 9};
+  const auto logits = race::test::normal(rng, rows * V, 4.0);
+  std::vector<float> want(rows * V, 5.f);
+  std::vector<HostBf16> got(rows * V, HostBf16{0xFFFF});
+  std::vector<double> want_loss(rows), got_loss(rows);
+  for (int64_t r = 0; r < rows; ++r)
+    run_block<double>(kLanes, kLanes, [&](const HostBlock& block, double* shared) {
+      const double loss = race::kernels::cuda::programs::cross_entropy_row(
+          block, shared, want.data() + r * V, logits.data() + r * V, targets[r], V, 0.25f);
+      const double again = race::kernels::cuda::programs::cross_entropy_row(
+          block, shared, got.data() + r * V, logits.data() + r * V, targets[r], V, 0.25f);
+      if (block.lane() == 0) want_loss[r] = loss, got_loss[r] = again;
+    });
+  EXPECT_EQ(bits_of(got), to_bf16(want));
+  EXPECT_EQ(got_loss, want_loss);
+  EXPECT_EQ(got[V].bits, 0u);  // row 1 is ignored: +0
+}
+
+TEST(CudaOps, MixedOperandsMessageNamesEveryOperandType) {
+  const float fp32[2] = {};
+  const uint16_t bf16[2] = {};
+  const Operand a(fp32), b(bf16, ElementType::bf16);
+  const std::string message = race::model::mixed_operands_message("linear_backward", {{"dy", b}, {"x", a}, {"w", b}});
+  EXPECT_TRUE(race::test::contains(message, "linear_backward (CUDA)")) << message;
+  EXPECT_TRUE(race::test::contains(message, "dy is bf16, x is fp32, w is bf16")) << message;
+  EXPECT_TRUE(race::test::contains(message, "hint: ")) << message;
+  EXPECT_EQ(race::model::mixed_operands_message("linear_forward", {{"x", b}, {"w", b}}), "");
+  EXPECT_EQ(race::model::mixed_operands_message("linear_forward", {{"x", a}, {"w", a}}), "");
+  // x unread (null): not compared
+  EXPECT_EQ(race::model::mixed_operands_message("linear_backward",
+                                                {{"dy", b}, {"x", Operand(nullptr, ElementType::fp32)}, {"w", b}}),
+            "");
+}
+
 TEST(CudaOps, OutOfMemoryMessageNamesTheRequestAndTheDevice) {
   const std::string message =
       race::model::device_out_of_memory_message(int64_t{3} << 30, int64_t{1} << 30, int64_t{80} << 30);
@@ -625,6 +794,35 @@ class CudaOpsTest : public ::testing::Test {
   std::vector<float> cpu_values(const Floats& f) { return {f.cpu, f.cpu + f.n}; }
   double error(const Floats& f) { return relative_rms(gpu_values(f), widen(cpu_values(f))); }
   bool identical(const Floats& f) { return race::test::bit_equal(gpu_values(f), cpu_values(f)); }
+
+  // Host values rounded to bf16 (to nearest even, kernels::cuda::to_bf16): on the device as a bf16 operand,
+  // and widened back to fp32 in a CpuOps buffer, so both backends compute on the very same values.
+  struct Bf16s {
+    float* cpu;
+    OperandOut gpu;
+    int64_t n;
+  };
+  Bf16s bf16s(const std::vector<float>& host) {
+    const auto n = static_cast<int64_t>(host.size());
+    const std::vector<uint16_t> bits = to_bf16(host);
+    const std::vector<float> values = from_bf16(bits);
+    Bf16s b{cpu_.allocate(n), {gpu_->allocate_bytes(2 * n), ElementType::bf16}, n};
+    cpu_.copy_from_host(b.cpu, values.data(), n);
+    EXPECT_EQ(cudaMemcpy(b.gpu.data, bits.data(), 2 * bits.size(), cudaMemcpyHostToDevice), cudaSuccess);
+    return b;
+  }
+  Bf16s random_bf16s(int64_t n, double scale = 1.0) { return bf16s(race::test::normal(rng_, n, scale)); }
+  // n bf16 elements (not yet written: 0xFFFF, a NaN, so an element a kernel misses shows) on the device.
+  OperandOut bf16_out(int64_t n) {
+    const OperandOut out{gpu_->allocate_bytes(2 * n), ElementType::bf16};
+    EXPECT_EQ(cudaMemset(out.data, 0xFF, static_cast<size_t>(2 * n)), cudaSuccess);
+    return out;
+  }
+  static std::vector<uint16_t> bits_at(const void* device, int64_t n) {
+    std::vector<uint16_t> bits(static_cast<size_t>(n));
+    EXPECT_EQ(cudaMemcpy(bits.data(), device, 2 * bits.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+    return bits;
+  }
 
   std::mt19937_64 rng_{42};
   CpuOps cpu_;
@@ -1085,6 +1283,220 @@ void train_tiny_gpt_on_both(CpuOps& cpu, CudaOps& gpu, const Agreement& within) 
   gpu.copy_to_host(gpu_host.data(), gpu_model.parameters(), n);
   const std::vector<float> cpu_params(cpu_model.parameters(), cpu_model.parameters() + n);
   EXPECT_LE(relative_rms(gpu_host, widen(cpu_params)), within.parameters);
+}
+
+// ---- device: bf16 product operands ----
+
+// A bf16 value's place on a line where neighbouring bf16 values are 1 apart (+0 and -0 both at 0).
+int bf16_order(uint16_t bits) { return (bits & 0x8000u) != 0 ? -static_cast<int>(bits & 0x7FFFu) : static_cast<int>(bits); }
+
+// got (bf16) against want (CpuOps' fp32) rounded to nearest even: every element within one bf16 ulp (the
+// backends' fp32 results differ in their last bits, and a rounding boundary between them moves the bf16
+// result by one), and at least 99% of them identical, which rounding toward zero instead (off by one in
+// about half the elements) fails.
+void expect_rounded(const std::vector<uint16_t>& got, const std::vector<float>& want) {
+  const std::vector<uint16_t> rounded = to_bf16(want);
+  ASSERT_EQ(got.size(), rounded.size());
+  int64_t same = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const int off = std::abs(bf16_order(got[i]) - bf16_order(rounded[i]));
+    EXPECT_LE(off, 1) << "element " << i << ": 0x" << std::hex << got[i] << ", want 0x" << rounded[i];
+    if (off > 1) return;
+    same += off == 0;
+  }
+  EXPECT_GE(static_cast<double>(same), 0.99 * static_cast<double>(got.size()));
+}
+
+// The rounding itself: the host's to_bf16 bit for bit, on normal draws and on ties (to even, both ways, both
+// signs), the largest float (to infinity), infinities, subnormals and -0. NaNs are left out: the host keeps
+// the payload and the device makes its canonical NaN. An fp32 target is a copy.
+TEST_F(CudaOpsTest, ToOperandsRoundsToNearestEvenAsTheHost) {
+  const uint32_t special_bits[] = {0x3F808000u, 0x3F818000u, 0xBF808000u, 0xBF818000u, 0x3F80FFFFu, 0x3F807FFFu,
+                                   0x7F7FFFFFu, 0xFF7FFFFFu, 0x7F800000u, 0xFF800000u, 0x00008000u, 0x00018000u,
+                                   0x00000001u, 0x80000000u, 0x00000000u};
+  std::vector<float> host = race::test::normal(rng_, 100003, 10.0);
+  for (const uint32_t bits : special_bits) {
+    float f;
+    std::memcpy(&f, &bits, sizeof f);
+    host.push_back(f);
+  }
+  const auto n = static_cast<int64_t>(host.size());
+  auto x = floats(host);
+  CudaOps bf16(0, race::kernels::cuda::GemmPrecision::bf16);
+  EXPECT_EQ(bf16.operand_type(), ElementType::bf16);
+  const int64_t before = bf16.allocated_bytes();
+  const OperandOut operands = bf16.allocate_operands(n);
+  EXPECT_EQ(operands.type, ElementType::bf16);
+  EXPECT_EQ(bf16.allocated_bytes() - before, 2 * n);
+  EXPECT_EQ(bits_at(operands.data, n), std::vector<uint16_t>(static_cast<size_t>(n), 0));  // zero-filled
+  float* x_there = bf16.allocate(n);
+  bf16.copy_from_host(x_there, host.data(), n);
+  bf16.to_operands(operands, x_there, n);
+  EXPECT_EQ(bits_at(operands.data, n), to_bf16(host));
+  race::test::expect_error([&] { bf16.to_operands(OperandOut{x_there, ElementType::bf16}, x_there, n); },
+                           "overlaps");
+
+  EXPECT_EQ(gpu_->operand_type(), ElementType::fp32);
+  const OperandOut copies = gpu_->allocate_operands(n);
+  EXPECT_EQ(copies.type, ElementType::fp32);
+  gpu_->to_operands(copies, x.gpu, n);
+  EXPECT_TRUE(race::test::bit_equal(gpu_values(Floats{nullptr, static_cast<float*>(copies.data), n}), host));
+}
+
+// Every typed output in bf16 against CpuOps' fp32 output rounded, on the fp32 inputs of the fp32 tests.
+TEST_F(CudaOpsTest, Bf16OutputsAreCpuOpsRounded) {
+  const int64_t rows = 67, C = 300, n = rows * C;
+  auto x = random(n, 3.0), w = random(C), b = random(C), r = random(n), dy = random(n);
+  auto y = zeros(n), mean = zeros(rows), rstd = zeros(rows), residual = zeros(n);
+  const OperandOut y16 = bf16_out(n);
+  cpu_.layernorm_forward(y.cpu, mean.cpu, rstd.cpu, x.cpu, w.cpu, b.cpu, rows, C, 1e-5f);
+  gpu_->layernorm_forward(y16, mean.gpu, rstd.gpu, x.gpu, w.gpu, b.gpu, rows, C, 1e-5f);
+  expect_rounded(bits_at(y16.data, n), cpu_values(y));
+  EXPECT_LE(error(mean), 1e-6);
+  EXPECT_LE(error(rstd), 1e-6);
+  cpu_.residual_layernorm_forward(residual.cpu, y.cpu, mean.cpu, rstd.cpu, x.cpu, r.cpu, w.cpu, b.cpu, rows, C, 1e-5f);
+  gpu_->residual_layernorm_forward(residual.gpu, y16, mean.gpu, rstd.gpu, x.gpu, r.gpu, w.gpu, b.gpu, rows, C, 1e-5f);
+  expect_rounded(bits_at(y16.data, n), cpu_values(y));
+  EXPECT_LE(error(residual), 1e-7);
+  race::test::expect_error(
+      [&] { gpu_->layernorm_forward({x.gpu, ElementType::bf16}, mean.gpu, rstd.gpu, x.gpu, w.gpu, b.gpu, rows, C, 1e-5f); },
+      "the bf16 y overlaps the fp32 x");
+
+  cpu_.gelu_forward(y.cpu, x.cpu, n);
+  gpu_->gelu_forward(y16, x.gpu, n);
+  expect_rounded(bits_at(y16.data, n), cpu_values(y));
+  cpu_.gelu_backward(y.cpu, dy.cpu, x.cpu, n);
+  gpu_->gelu_backward(y16, dy.gpu, x.gpu, n);
+  expect_rounded(bits_at(y16.data, n), cpu_values(y));
+  race::test::expect_error([&] { gpu_->gelu_backward({dy.gpu, ElementType::bf16}, dy.gpu, x.gpu, n); },
+                           "the bf16 dx overlaps the fp32 dy");
+}
+
+TEST_F(CudaOpsTest, CrossEntropyWithBf16Dlogits) {
+  const int64_t rows = 29, V = 1001;
+  std::vector<int32_t> host_targets(rows);
+  for (int64_t i = 0; i < rows; ++i) host_targets[i] = i % 4 == 1 ? -1 : static_cast<int32_t>((i * 37) % V);
+  auto targets = ints(host_targets);
+  auto logits = random(rows * V, 3.0), dlogits = zeros(rows * V);
+  const OperandOut dlogits16 = bf16_out(rows * V);
+  int64_t cpu_count = 0, gpu_count = 0;
+  const double cpu_loss = cpu_.cross_entropy(dlogits.cpu, logits.cpu, targets.cpu, rows, V, 0.1f, &cpu_count);
+  const double gpu_loss = gpu_->cross_entropy(dlogits16, logits.gpu, targets.gpu, rows, V, 0.1f, &gpu_count);
+  EXPECT_EQ(gpu_count, cpu_count);
+  EXPECT_NEAR(gpu_loss, cpu_loss, 1e-6 * std::fabs(cpu_loss));
+  expect_rounded(bits_at(dlogits16.data, rows * V), cpu_values(dlogits));
+  // In place is for fp32 only: bf16 stores would overwrite logits other threads still read.
+  race::test::expect_error(
+      [&] { gpu_->cross_entropy({logits.gpu, ElementType::bf16}, logits.gpu, targets.gpu, rows, V, 1.f, &gpu_count); },
+      "the bf16 dlogits overlaps the fp32 logits");
+  race::test::expect_error(
+      [&] {
+        gpu_->cross_entropy({logits.gpu + rows * V / 2, ElementType::bf16}, logits.gpu, targets.gpu, rows, V, 1.f,
+                            &gpu_count);
+      },
+      "overlaps");
+}
+
+// The moves to rows write each element once, rounded: CpuOps' fp32 rows rounded, bit for bit.
+TEST_F(CudaOpsTest, HeadLayoutsToBf16RowsAreRoundedMoves) {
+  const int64_t B = 2, T = 13, H = 3, D = 5, C = H * D;
+  auto q = random(B * H * T * D), k = random(B * H * T * D), v = random(B * H * T * D);
+  auto merged = zeros(B * T * 3 * C), rows = zeros(B * T * C);
+  const OperandOut merged16 = bf16_out(B * T * 3 * C), rows16 = bf16_out(B * T * C);
+  cpu_.merge_heads(merged.cpu, q.cpu, k.cpu, v.cpu, B, T, H, D);
+  gpu_->merge_heads(merged16, q.gpu, k.gpu, v.gpu, B, T, H, D);
+  EXPECT_EQ(bits_at(merged16.data, B * T * 3 * C), to_bf16(cpu_values(merged)));
+  cpu_.heads_to_rows(rows.cpu, k.cpu, B, T, H, D);
+  gpu_->heads_to_rows(rows16, k.gpu, B, T, H, D);
+  EXPECT_EQ(bits_at(rows16.data, B * T * C), to_bf16(cpu_values(rows)));
+}
+
+TEST_F(CudaOpsTest, PoolingFromBf16Rows) {
+  const int64_t B = 3, T = 11, C = 300;
+  std::vector<uint8_t> host_mask(B * T, 1);
+  for (int64_t t = 0; t < T; ++t) host_mask[T + t] = t % 3 == 0;
+  for (int64_t t = 0; t < T; ++t) host_mask[2 * T + t] = 0;
+  auto mask = bytes(host_mask);
+  const Bf16s rows = random_bf16s(B * T * C);
+  auto pooled = zeros(B * C);
+  for (bool cls : {false, true})
+    for (bool masked : {false, true}) {
+      cpu_.pool_forward(pooled.cpu, rows.cpu, masked ? mask.cpu : nullptr, B, T, C, cls);
+      gpu_->pool_forward(pooled.gpu, rows.gpu, masked ? mask.gpu : nullptr, B, T, C, cls);
+      EXPECT_LE(error(pooled), 1e-6);
+    }
+}
+
+// The linear layer on bf16 operands, with either GemmPrecision (bf16 operands take the same path): y, dx, dW
+// (accumulated onto random values) and db against fp64 products of the very same bf16 values, within 1e-5
+// (fp32 sums over k <= 768: about 1e-6 expected; a bf16 rounding anywhere in the sums or outputs would be
+// about 4e-3). Shapes with leading dimensions that are multiples of 8 elements (16 bytes, the tensor cores'
+// layout) and one that is not, and the bias through the epilogue and misaligned (added before the product).
+// The same backward twice gives the same bits.
+TEST_F(CudaOpsTest, LinearOnBf16OperandsMatchesTheFp64Product) {
+  struct Shape {
+    int64_t rows, in, out;
+  };
+  for (const auto precision : {race::kernels::cuda::GemmPrecision::fp32, race::kernels::cuda::GemmPrecision::bf16})
+    for (const Shape s : {Shape{300, 256, 136}, Shape{515, 768, 264}, Shape{37, 45, 70}}) {
+      SCOPED_TRACE(testing::Message() << "precision " << static_cast<int>(precision) << " rows " << s.rows << " in "
+                                      << s.in << " out " << s.out);
+      gpu_ = std::make_unique<CudaOps>(0, precision);
+      const int64_t rows = s.rows, in = s.in, out = s.out;
+      const Bf16s x = random_bf16s(rows * in), w = random_bf16s(out * in, 0.1), dy = random_bf16s(rows * out);
+      const auto host = [](const Bf16s& b) { return std::vector<double>(b.cpu, b.cpu + b.n); };
+      const std::vector<double> xv = host(x), wv = host(w), dyv = host(dy);
+      auto b = random(out + 1), y = zeros(rows * out), dx = zeros(rows * in), dw = random(out * in), db = random(out);
+      std::vector<double> want_y(rows * out), want_dx(rows * in), want_dw = widen(cpu_values(dw)),
+                          want_db = widen(cpu_values(db));
+      for (int64_t n = 0; n < rows; ++n)
+        for (int64_t o = 0; o < out; ++o) {
+          double sum = 0.0;
+          for (int64_t i = 0; i < in; ++i) sum += xv[n * in + i] * wv[o * in + i];
+          want_y[n * out + o] = sum;
+          want_db[o] += dyv[n * out + o];
+        }
+      for (int64_t n = 0; n < rows; ++n)
+        for (int64_t i = 0; i < in; ++i) {
+          double sum = 0.0;
+          for (int64_t o = 0; o < out; ++o) sum += dyv[n * out + o] * wv[o * in + i];
+          want_dx[n * in + i] = sum;
+        }
+      for (int64_t o = 0; o < out; ++o)
+        for (int64_t i = 0; i < in; ++i) {
+          double sum = 0.0;
+          for (int64_t n = 0; n < rows; ++n) sum += dyv[n * out + o] * xv[n * in + i];
+          want_dw[o * in + i] += sum;
+        }
+      const std::vector<float> bias = cpu_values(b);
+      for (const int64_t bias_offset : {int64_t{0}, int64_t{1}}) {  // 256-byte aligned, then 4-byte aligned
+        gpu_->linear_forward(y.gpu, x.gpu, w.gpu, b.gpu + bias_offset, rows, in, out);
+        std::vector<double> want = want_y;
+        for (int64_t n = 0; n < rows; ++n)
+          for (int64_t o = 0; o < out; ++o) want[n * out + o] += bias[o + bias_offset];
+        EXPECT_LE(relative_rms(gpu_values(y), want), 1e-5) << "bias offset " << bias_offset;
+      }
+      gpu_->linear_backward(dx.gpu, dw.gpu, db.gpu, dy.gpu, x.gpu, w.gpu, rows, in, out);
+      EXPECT_LE(relative_rms(gpu_values(dx), want_dx), 1e-5);
+      EXPECT_LE(relative_rms(gpu_values(dw), want_dw), 1e-5);
+      EXPECT_LE(relative_rms(gpu_values(db), want_db), 1e-6);
+      const auto start = race::test::normal(rng_, out * in);
+      auto first = floats(start), second = floats(start);
+      gpu_->linear_backward(nullptr, first.gpu, nullptr, dy.gpu, x.gpu, w.gpu, rows, in, out);
+      gpu_->linear_backward(nullptr, second.gpu, nullptr, dy.gpu, x.gpu, w.gpu, rows, in, out);
+      EXPECT_TRUE(race::test::bit_equal(gpu_values(first), gpu_values(second)));
+    }
+}
+
+TEST_F(CudaOpsTest, LinearWithMixedOperandTypesIsAnError) {
+  const int64_t rows = 8, in = 16, out = 8;
+  const Bf16s x = random_bf16s(rows * in), dy = random_bf16s(rows * out);
+  auto w = random(out * in), y = zeros(rows * out), dw = zeros(out * in);
+  race::test::expect_error([&] { gpu_->linear_forward(y.gpu, x.gpu, w.gpu, nullptr, rows, in, out); },
+                           "x is bf16, w is fp32");
+  race::test::expect_error(
+      [&] { gpu_->linear_backward(nullptr, dw.gpu, nullptr, dy.gpu, x.gpu, w.gpu, rows, in, out); },
+      "dy is bf16, x is bf16, w is fp32");
 }
 
 TEST_F(CudaOpsTest, TinyGptTrainsTheSameOnBothBackends) { train_tiny_gpt_on_both(cpu_, *gpu_, {1e-4, 1e-4, 1e-4}); }
