@@ -1,6 +1,7 @@
 // Column sums over rows on CUDA (column_sums_cuda.h): stage 1 gives each block a tile of kThreads columns
-// over one chunk of rows, a thread a column, so a warp's loads of a row are 32 consecutive floats; stage 2
-// gives each column a thread. The work of both is work_items.h's, which the host tests run item by item.
+// over one chunk of rows, a thread a column, so a warp's loads of a row are 32 consecutive elements (fp32, or
+// the linear layer's bf16 dy); stage 2 gives each column a thread. The work of both is work_items.h's, which
+// the host tests run item by item.
 #include "kernels/cuda/column_sums_cuda.h"
 #include "kernels/cuda/cuda_block.h"
 #include "kernels/cuda/cuda_check.h"
