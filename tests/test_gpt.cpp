@@ -222,7 +222,8 @@ TEST(Gpt, MemoryPlanEqualsWhatTheConstructorAllocates) {
   const auto bf16_plan = race::model::plan_memory(spec, kBatch, kSeq, race::model::ElementType::bf16);
   EXPECT_EQ(fp32_plan.activation_bytes_per_token - bf16_plan.activation_bytes_per_token,
             2 * (2 * (3 * 16 + 24) + 16));
-  EXPECT_EQ(bf16_plan.weight_operand_bytes, 2 * bf16_plan.parameters);
+  // The copy holds the product weights (four matrices per layer, the tied head's wte), nothing else.
+  EXPECT_EQ(bf16_plan.weight_operand_bytes, 2 * (2 * (3 * 16 * 16 + 16 * 16 + 2 * 24 * 16) + 13 * 16));
   EXPECT_EQ(fp32_plan.weight_operand_bytes, 0);
   EXPECT_THROW(race::model::plan_memory(hybrid_spec(true), kBatch, 17, race::model::ElementType::fp32),
                race::Error);  // past max_seq_len
@@ -356,6 +357,39 @@ TEST(Gpt, Bf16OperandsTrainLikeFp32) {
     EXPECT_GT(bf16_ops.bf16_products, 0);
     // A classifier's head: one product forward, one backward, per step; a language model has none in fp32.
     EXPECT_EQ(bf16_ops.fp32_products, classes > 0 ? 20 : 0) << "classes " << classes;
+  }
+}
+
+// The operand copies of the product weights start on 16-byte boundaries and do not overlap, whatever the
+// parameter arena's offsets (an odd vocabulary and hidden size put them anywhere); an untied head copies
+// lm_head.weight, a classifier none of its head.
+TEST(Gpt, WeightCopiesAreAlignedAndCoverTheProductWeights) {
+  for (const int64_t classes : {int64_t{0}, int64_t{3}}) {
+    ModelSpec spec = hybrid_spec(true);
+    spec.vocab_size = 13;
+    spec.mlp_hidden = 23;
+    spec.num_classes = classes;
+    spec.causal = classes == 0;
+    CpuOps ops;
+    const Gpt model(ops, spec, kBatch, kSeq);
+    int64_t total = 0;
+    const auto copies = Gpt::weight_copies(spec, model.params(), &total);
+    std::vector<std::string> names;
+    int64_t end = 0;
+    for (const auto& c : copies) {
+      EXPECT_EQ(c.copy_offset % 8, 0);
+      EXPECT_GE(c.copy_offset, end);
+      end = c.copy_offset + c.count;
+      for (const auto& p : model.params())
+        if (p.offset == c.param_offset) {
+          names.push_back(p.name);
+          EXPECT_EQ(p.size, c.count);
+        }
+    }
+    EXPECT_EQ(total, end);
+    ASSERT_EQ(names.size(), classes > 0 ? 8u : 9u);
+    EXPECT_EQ(names.back(), classes > 0 ? "layers.1.mlp.proj.weight" : "lm_head.weight");
+    EXPECT_EQ(names.front(), "layers.0.attn.qkv.weight");
   }
 }
 

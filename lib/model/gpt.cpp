@@ -138,6 +138,35 @@ void check_shape(const ModelSpec& spec, int64_t batch, int64_t seq_len) {
     fail("model: seq_len {} exceeds max_seq_len {} of the learned position table", seq_len, spec.max_seq_len);
 }
 
+// The parameters that large products read, whose operand-type copies weight_copies lays out.
+bool product_weight(const ModelSpec& spec, const std::string& name) {
+  if (name.ends_with("attn.qkv.weight") || name.ends_with("attn.proj.weight") ||
+      name.ends_with("mlp.fc.weight") || name.ends_with("mlp.proj.weight"))
+    return true;
+  if (spec.num_classes > 0) return false;  // the classifier's small head multiplies the fp32 weights
+  return name == (spec.tie_embeddings ? "wte" : "lm_head.weight");
+}
+
+}  // namespace
+
+// Each copy starts on a 16-byte boundary, whatever the parameter arena's offsets: cuBLASLt's tensor-core
+// kernels want aligned operands.
+std::vector<Gpt::WeightCopy> Gpt::weight_copies(const ModelSpec& spec, const std::vector<ParamInfo>& params,
+                                                int64_t* total) {
+  std::vector<WeightCopy> copies;
+  int64_t end = 0;
+  for (const ParamInfo& p : params) {
+    if (!product_weight(spec, p.name)) continue;
+    const int64_t start = (end + 7) / 8 * 8;
+    copies.push_back({p.offset, p.size, start});
+    end = start + p.size;
+  }
+  *total = end;
+  return copies;
+}
+
+namespace {
+
 // Rows of the vocabulary projection computed at a time: spec.logits_block_bytes of logits, at least one row.
 int64_t logits_block_rows(const ModelSpec& spec, int64_t rows) {
   return std::clamp<int64_t>(spec.logits_block_bytes / (spec.vocab_size * int64_t{sizeof(float)}), 1, rows);
@@ -161,7 +190,11 @@ MemoryPlan plan_memory(const ModelSpec& spec, int64_t batch, int64_t seq_len, El
   MemoryPlan plan;
   plan.parameters = layout.param_count;
   plan.buffers = layout.buffer_count;
-  if (copies) plan.weight_operand_bytes = layout.param_count * e;
+  if (copies) {
+    int64_t copied = 0;
+    Gpt::weight_copies(spec, layout.params, &copied);
+    plan.weight_operand_bytes = copied * e;
+  }
   // tokens, targets, positions, segment ids (int32) and the key mask (one byte)
   plan.batch_bytes_per_token = 4 * int64_t{sizeof(int32_t)} + 1;
   plan.per_row_bytes = int64_t{sizeof(int32_t)};  // labels
@@ -207,7 +240,11 @@ Gpt::Gpt(Ops& ops, ModelSpec spec, int64_t batch, int64_t seq_len)
   params_data_ = ops_.allocate(param_count_);
   grads_data_ = ops_.allocate(param_count_);
   buffers_data_ = buffer_count_ > 0 ? ops_.allocate(buffer_count_) : nullptr;
-  weight_operands_ = operand_type == ElementType::fp32 ? OperandOut(params_data_) : ops_.allocate_operands(param_count_);
+  if (operand_type != ElementType::fp32) {
+    int64_t copied = 0;
+    weight_copies_ = weight_copies(spec_, params_, &copied);
+    weight_operands_ = ops_.allocate_operands(copied);
+  }
 
   tokens_ = ops_.allocate_ints(rows_);
   targets_ = ops_.allocate_ints(rows_);
@@ -286,19 +323,25 @@ Gpt::Gpt(Ops& ops, ModelSpec spec, int64_t batch, int64_t seq_len)
   head_block_rows_ = logits_block_rows(spec_, BT);
   logits_ = ops_.allocate(head_block_rows_ * V);
   // Operand views of fp32 scratch, which holds as many operands or more: d_qkv_ for the qkv projection's
-  // output gradient, its last two thirds for a cast of the residual stream's gradient (its first third may
-  // hold a dropout's output that the cast reads), d_hidden_b_ for the fc projection's.
+  // output gradient, its last third for a cast of the residual stream's gradient (the first third may hold
+  // a dropout's output that the cast reads), d_hidden_b_ for the fc projection's.
   d_qkv_operands_ = OperandOut(d_qkv_, operand_type);
-  dy_operands_ = OperandOut(d_qkv_ + BT * C, operand_type);
+  dy_operands_ = OperandOut(d_qkv_ + 2 * BT * C, operand_type);
   d_hidden_operands_ = OperandOut(d_hidden_b_, operand_type);
   dlogits_ = operand_type == ElementType::fp32 ? OperandOut(logits_) : ops_.allocate_operands(head_block_rows_ * V);
 }
 
-Operand Gpt::weight(const float* w) const { return weight_operands_.at(w - params_data_); }
+Operand Gpt::weight(const float* w) const {
+  if (weight_copies_.empty()) return w;
+  for (const WeightCopy& c : weight_copies_)
+    if (params_data_ + c.param_offset == w) return weight_operands_.at(c.copy_offset);
+  fail("model: no operand copy of the parameter at offset {}", w - params_data_);
+}
 
 void Gpt::update_weight_operands() {
-  if (weight_operands_current_ || weight_operands_.data == params_data_) return;
-  ops_.to_operands(weight_operands_, params_data_, param_count_);
+  if (weight_operands_current_) return;
+  for (const WeightCopy& c : weight_copies_)
+    ops_.to_operands(weight_operands_.at(c.copy_offset), params_data_ + c.param_offset, c.count);
   weight_operands_current_ = true;
 }
 

@@ -103,7 +103,7 @@ struct LossSum {
 // (start_decoding) and the kernels' own per-call scratch are not included.
 struct MemoryPlan {
   int64_t parameters = 0;  // floats of parameters; the gradients are as many again
-  int64_t weight_operand_bytes = 0;  // the parameters' copy in the products' operand type (none for fp32)
+  int64_t weight_operand_bytes = 0;  // the product weights' copy in the operand type (none for fp32)
   int64_t buffers = 0;     // floats of frozen buffers (RACE hyperplanes)
   int64_t activation_bytes_per_token = 0;  // kept from the forward for the backward, over all layers
   int64_t scratch_bytes_per_token = 0;     // reused by every layer: qkv, the backward's gradient buffers
@@ -141,7 +141,7 @@ class Gpt {
   int64_t batch_size() const { return batch_; }
   int64_t seq_len() const { return seq_len_; }
   // Device. Writing through this pointer is how parameters change (the optimizer, a checkpoint), so taking it
-  // marks their copy in the products' operand type stale: the next forward pass rounds it again.
+  // marks the product weights' copy in the operand type stale: the next forward pass rounds it again.
   float* parameters() {
     weight_operands_current_ = false;
     return params_data_;
@@ -169,6 +169,15 @@ class Gpt {
   // Logits (B*T, V) of a full forward pass, on the host (for checks; training never forms them).
   std::vector<float> forward_logits(const Batch& batch);
 
+  // Where the operand-type copy keeps a parameter the large products read (the layers' four matrices, the
+  // language-model head): its offset in parameters(), its size, and its offset in the copy.
+  struct WeightCopy {
+    int64_t param_offset = 0, count = 0, copy_offset = 0;
+  };
+  // The copies of `spec`'s product weights, in parameter order; *total: the elements the copy needs.
+  static std::vector<WeightCopy> weight_copies(const ModelSpec& spec, const std::vector<ParamInfo>& params,
+                                               int64_t* total);
+
   // Generation, one token at a time: RACE layers carry their recurrent state (A, B), softmax layers a
   // key/value cache (window-sized for a sliding window). start_decoding resets to an empty sequence of at
   // most max_tokens; decode_step feeds the next token and returns the logits (V, on the device) of the
@@ -185,9 +194,9 @@ class Gpt {
   void backward(const GradientsReady& gradients_ready);
   float* param(const std::string& name);
   float* grad(const std::string& name);
-  // The product operand of the parameter at w (a pointer into parameters()).
+  // The product operand of the parameter at w (a pointer into parameters()): w itself for fp32 operands.
   Operand weight(const float* w) const;
-  // Rounds the parameters into weight_operands_ unless nothing has written them since the last time.
+  // Rounds the product weights into weight_operands_ unless nothing has written them since the last time.
   void update_weight_operands();
   // x (count) as a product operand: x itself when operands are fp32, else rounded into dy_operands_.
   Operand product_input(const float* x, int64_t count);
@@ -203,8 +212,9 @@ class Gpt {
   float* params_data_ = nullptr;
   float* grads_data_ = nullptr;
   float* buffers_data_ = nullptr;
-  // The parameters in the operand type: params_data_ itself for fp32, else a copy rounded before each forward
-  // pass that follows a write through parameters().
+  // The product weights in the operand type (none for fp32: the products read params_data_), rounded before
+  // each forward pass that follows a write through parameters().
+  std::vector<WeightCopy> weight_copies_;
   OperandOut weight_operands_;
   bool weight_operands_current_ = false;
   std::vector<Layer> layers_;
