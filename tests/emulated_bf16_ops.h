@@ -42,6 +42,7 @@ inline float bf16_to_float(uint16_t h) {
 class EmulatedBf16Ops final : public model::Ops {
  public:
   int64_t bf16_products = 0, fp32_products = 0;  // linear calls by operand type
+  int64_t to_operands_elements = 0;               // rounded by to_operands
 
   int64_t allocated_bytes() const override { return inner_.allocated_bytes(); }
   ElementType operand_type() const override { return ElementType::bf16; }
@@ -49,6 +50,7 @@ class EmulatedBf16Ops final : public model::Ops {
     return {inner_.allocate_bytes(2 * count), ElementType::bf16};
   }
   void to_operands(OperandOut y, const float* x, int64_t count) override {
+    to_operands_elements += count;
     store(y, std::vector<float>(x, x + count));
   }
 
@@ -200,8 +202,13 @@ class EmulatedBf16Ops final : public model::Ops {
   double grad_norm(const float* grads, int64_t count) override {
     return inner_.grad_norm(grads, count);
   }
+  // The CPU's update, then each range's copy rounded from the updated values.
   void adamw(float* params, const float* grads, float* m, float* v, const std::vector<ParamRange>& ranges, const AdamWStep& step) override {
-    inner_.adamw(params, grads, m, v, ranges, step);
+    std::vector<ParamRange> plain = ranges;
+    for (ParamRange& r : plain) r.copy = {};
+    inner_.adamw(params, grads, m, v, plain, step);
+    for (const ParamRange& r : ranges)
+      if (r.copy.data != nullptr) store(r.copy, std::vector<float>(params + r.offset, params + r.offset + r.count));
   }
 
  private:

@@ -166,6 +166,25 @@ TEST(AdamW, OpsRangesUpdateEachTensorWithItsOwnDecayAndLeaveGapsAlone) {
   }
 }
 
+// A range's copy receives the range's updated values (the CPU keeps fp32 copies; a bf16 one is an error
+// naming it, since the CPU stores no bf16).
+TEST(AdamW, OpsRangeCopiesReceiveTheUpdatedValues) {
+  std::mt19937_64 rng(3);
+  auto params = normal(rng, 300, 0.02);
+  const auto grads = normal(rng, 300, 0.01);
+  std::vector<float> m(300, 0.f), v(300, 0.f), copy(100, -7.f);
+  race::model::CpuOps ops;
+  race::model::AdamWStep adam;
+  adam.lr = 1e-2f;
+  const std::vector<race::model::ParamRange> ranges = {{0, 100, true}, {150, 100, false, copy.data()}};
+  ops.adamw(params.data(), grads.data(), m.data(), v.data(), ranges, adam);
+  EXPECT_EQ(copy, std::vector<float>(params.begin() + 150, params.begin() + 250));
+  uint16_t half[4] = {};
+  const std::vector<race::model::ParamRange> bf16 = {{0, 4, false, {half, race::model::ElementType::bf16}}};
+  expect_error([&] { ops.adamw(params.data(), grads.data(), m.data(), v.data(), bf16, adam); },
+               "adamw: a range's copy is a bf16 operand");
+}
+
 TEST(AdamW, OpsRangesOutOfOrderOrOverlappingAreErrors) {
   float x = 0.f;
   race::model::CpuOps ops;

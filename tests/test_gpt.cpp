@@ -393,6 +393,42 @@ TEST(Gpt, WeightCopiesAreAlignedAndCoverTheProductWeights) {
   }
 }
 
+// Gpt::adamw with one range per tensor writes the product weights' copies in the update's pass: the model
+// trains bit for bit as one whose copies are rounded again before each forward pass, and from the second
+// step on rounds no weight outside the update (only the residual gradient's casts remain).
+TEST(Gpt, Bf16WeightCopiesWrittenByAdamWEqualTheRoundedWeights) {
+  const ModelSpec spec = hybrid_spec(false);
+  EmulatedBf16Ops fused_ops, rounded_ops;
+  Gpt fused(fused_ops, spec, kBatch, kSeq), rounded(rounded_ops, spec, kBatch, kSeq);
+  fused.initialize(), rounded.initialize();
+  const int64_t n = fused.parameter_count();
+  const auto ranges = race::model::adamw_ranges(fused.params(), [](const auto& p) { return p.weight_decay; });
+  float *fused_m = fused_ops.allocate(n), *fused_v = fused_ops.allocate(n);
+  float *rounded_m = rounded_ops.allocate(n), *rounded_v = rounded_ops.allocate(n);
+  const HostBatch batch = random_batch(13, 3);
+  int64_t copied = 0;
+  Gpt::weight_copies(spec, fused.params(), &copied);
+  int64_t fused_rounded[2] = {}, plain_rounded[2] = {};
+  for (int64_t step = 1; step <= 3; ++step) {
+    const int64_t fused_before = fused_ops.to_operands_elements, plain_before = rounded_ops.to_operands_elements;
+    fused.zero_gradients(), rounded.zero_gradients();
+    const double a = fused.forward_backward(batch.view(false), 0.1f).sum;
+    const double b = rounded.forward_backward(batch.view(false), 0.1f).sum;
+    EXPECT_EQ(a, b) << "step " << step;
+    race::model::AdamWStep adam;
+    adam.lr = 1e-2f, adam.weight_decay = 0.1f, adam.step = step;
+    fused.adamw(fused_m, fused_v, ranges, adam);
+    rounded_ops.adamw(rounded.parameters(), rounded.gradients(), rounded_m, rounded_v, ranges, adam);
+    if (step > 1) {
+      fused_rounded[step - 2] = fused_ops.to_operands_elements - fused_before;
+      plain_rounded[step - 2] = rounded_ops.to_operands_elements - plain_before;
+    }
+  }
+  EXPECT_EQ(fused.forward_logits(batch.view(false)), rounded.forward_logits(batch.view(false)));
+  EXPECT_EQ(plain_rounded[0] - fused_rounded[0], copied);
+  EXPECT_EQ(plain_rounded[1] - fused_rounded[1], copied);
+}
+
 // Writing parameters through parameters() (the optimizer, a checkpoint) reaches the next forward pass's bf16
 // weight copy: the logits are those of a model built with the new parameters from the start.
 TEST(Gpt, Bf16WeightCopyFollowsEveryWriteThroughParameters) {

@@ -268,7 +268,7 @@ Json run_model_bench(const ModelBenchConfig& c, const std::string& command, std:
     adam.weight_decay = kWeightDecay;
     adam.step = step;
     adam.grad_scale = clip;
-    ops.adamw(gpt.parameters(), gpt.gradients(), adam_m, adam_v, ranges, adam);
+    gpt.adamw(adam_m, adam_v, ranges, adam);
     // CUDA launches AdamW asynchronously; copy_to_host waits for it, so the step's time is its work.
     float first = 0.f;
     ops.copy_to_host(&first, gpt.parameters(), 1);

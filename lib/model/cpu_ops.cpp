@@ -305,6 +305,7 @@ void CpuOps::adamw(float* params, const float* grads, float* m, float* v, const 
   for (const ParamRange& r : ranges) {
     options.weight_decay = r.decay ? step.weight_decay : 0.f;
     cpu::adamw_step(params + r.offset, grads + r.offset, m + r.offset, v + r.offset, r.count, options);
+    if (r.copy.data != nullptr) std::copy_n(params + r.offset, r.count, fp32_data(r.copy, "adamw: a range's copy"));
   }
 }
 

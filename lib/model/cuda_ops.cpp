@@ -392,7 +392,8 @@ void CudaOps::adamw(float* params, const float* grads, float* m, float* v, const
   kernels::cpu::adamw_step(nullptr, nullptr, nullptr, nullptr, 0, adamw_options(step));
   std::vector<kc::AdamWRange> table;
   table.reserve(ranges.size());
-  for (const ParamRange& r : ranges) table.push_back({r.offset, r.count, 0, r.decay ? 1 : 0});
+  for (const ParamRange& r : ranges)
+    table.push_back({r.offset, r.count, 0, r.decay ? 1 : 0, dtype(r.copy.type), r.copy.data});
   adam_table_.adamw(params, grads, m, v, table,
             kc::math::adamw_constants(step.lr, step.beta1, step.beta2, step.eps, step.weight_decay, step.step,
                                       step.grad_scale));

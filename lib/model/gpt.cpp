@@ -345,6 +345,18 @@ void Gpt::update_weight_operands() {
   weight_operands_current_ = true;
 }
 
+void Gpt::adamw(float* m, float* v, std::vector<ParamRange> ranges, const AdamWStep& step) {
+  size_t written = 0;
+  for (ParamRange& r : ranges)
+    for (const WeightCopy& c : weight_copies_)
+      if (r.offset == c.param_offset && r.count == c.count) {
+        r.copy = weight_operands_.at(c.copy_offset);
+        ++written;
+      }
+  ops_.adamw(params_data_, grads_data_, m, v, ranges, step);
+  weight_operands_current_ = written == weight_copies_.size();
+}
+
 Operand Gpt::product_input(const float* x, int64_t count) {
   if (ops_.operand_type() == ElementType::fp32) return x;
   ops_.to_operands(dy_operands_, x, count);

@@ -158,6 +158,10 @@ class Gpt {
   // N(0, 1), both from spec.seed.
   void initialize();
   void zero_gradients();
+  // One AdamW update of parameters() from gradients() over `ranges` (Ops::adamw), with moments m and v.
+  // A range that is exactly one product weight also writes that weight's operand copy in the same pass;
+  // when every copy was written so, the next forward pass need not round the weights again.
+  void adamw(float* m, float* v, std::vector<ParamRange> ranges, const AdamWStep& step);
   // Forward and backward of the summed loss times loss_scale; gradients accumulate. dropout_seed draws
   // this call's dropout masks (ignored when spec.dropout is 0). `gradients_ready`, when set, is called as the
   // backward finishes each range of gradients() (see GradientsReady).

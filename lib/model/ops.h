@@ -55,10 +55,13 @@ struct AdamWStep {
   float grad_scale = 1.f;
 };
 
-// One tensor of the flat parameter buffers: its place and whether AdamWStep::weight_decay applies to it.
+// One tensor of the flat parameter buffers: its place, whether AdamWStep::weight_decay applies to it, and
+// where the update also writes its new values rounded to copy.type (the product weights' operand copy),
+// in the same pass; copy.data null: nowhere.
 struct ParamRange {
   int64_t offset = 0, count = 0;
   bool decay = false;
+  OperandOut copy = {};
 };
 
 // race::Error unless the ranges have offsets and counts >= 0, are in increasing order and do not overlap
@@ -181,7 +184,8 @@ class Ops {
   virtual void exp_backward(float* dx, const float* dy, const float* y, int64_t count) = 0;
 
   // Optimizer: global gradient norm (fp64, fixed order), and one AdamW update of every range of the flat
-  // buffers (params, grads, m, v indexed alike) in one call; elements outside the ranges are untouched.
+  // buffers (params, grads, m, v indexed alike) in one call, each range's copy written as it goes; elements
+  // outside the ranges are untouched.
   virtual double grad_norm(const float* grads, int64_t count) = 0;
   virtual void adamw(float* params, const float* grads, float* m, float* v, const std::vector<ParamRange>& ranges,
                      const AdamWStep& step) = 0;

@@ -580,7 +580,7 @@ TrainResult run_training(const TrainOptions& options, Communicator& comm,
     adam.weight_decay = opt_cfg.at("weight_decay").get<float>();
     adam.step = step;
     adam.grad_scale = clip;
-    ops.adamw(gpt.parameters(), gpt.gradients(), adam_m, adam_v, adam_ranges, adam);
+    gpt.adamw(adam_m, adam_v, adam_ranges, adam);
     tokens_seen += tokens_per_step;
     const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
     result.steps.push_back({step, loss.mean(), lr, norm});

@@ -41,8 +41,14 @@ __global__ void adamw_kernel(float* params, const float* grads, float* m, float*
     if (r.decay == 0) c.lr_wd = 0.f;
     const int64_t begin = (chunk - r.first_chunk) * kAdamWChunk;
     const int64_t end = begin + kAdamWChunk < r.count ? begin + kAdamWChunk : r.count;
-    for (int64_t i = r.offset + begin + threadIdx.x; i < r.offset + end; i += blockDim.x)
+    for (int64_t i = r.offset + begin + threadIdx.x; i < r.offset + end; i += blockDim.x) {
       math::adamw_update(params[i], m[i], v[i], grads[i], c);
+      if (r.copy == nullptr) continue;
+      if (r.copy_dtype == DType::bf16)
+        static_cast<__nv_bfloat16*>(r.copy)[i - r.offset] = __float2bfloat16(params[i]);
+      else
+        static_cast<float*>(r.copy)[i - r.offset] = params[i];
+    }
   }
 }
 
@@ -69,7 +75,8 @@ AdamWTable::~AdamWTable() {
 void AdamWTable::adamw(float* params, const float* grads, float* m, float* v,
                        const std::vector<AdamWRange>& ranges, const math::AdamWConstants& constants) {
   const auto same = [](const AdamWRange& a, const AdamWRange& b) {
-    return a.offset == b.offset && a.count == b.count && a.decay == b.decay;
+    return a.offset == b.offset && a.count == b.count && a.decay == b.decay && a.copy == b.copy &&
+           a.copy_dtype == b.copy_dtype;
   };
   if (ranges.size() != ranges_.size() || !std::equal(ranges.begin(), ranges.end(), ranges_.begin(), same)) {
     std::vector<AdamWRange> numbered = ranges;

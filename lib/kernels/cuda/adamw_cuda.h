@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/cuda/dtype.h"
 #include "kernels/cuda/elementwise_math.h"
 
 namespace race::kernels::cuda {
@@ -19,10 +20,13 @@ double grad_norm(const float* grads, int64_t n);
 constexpr int64_t kAdamWChunk = 4096;
 
 // One range of the flat buffers and its place in the launch: the chunks of all ranges are numbered in order,
-// this range's from first_chunk. decay: 1 when weight decay applies.
+// this range's from first_chunk. decay: 1 when weight decay applies. copy (count elements, fp32 or bf16 as
+// copy_dtype; null: none) receives the updated values, rounded, in the same pass.
 struct AdamWRange {
   int64_t offset = 0, count = 0, first_chunk = 0;
   int32_t decay = 0;
+  DType copy_dtype = DType::f32;
+  void* copy = nullptr;
 };
 
 // Numbers the chunks of `ranges` (sets first_chunk) and returns how many there are in all.
@@ -56,9 +60,9 @@ class AdamWTable {
   AdamWTable(const AdamWTable&) = delete;
   AdamWTable& operator=(const AdamWTable&) = delete;
 
-  // params, m, v updated in place from grads over every range, in one launch; weight decay
-  // (constants.lr_wd) only where a range's decay is set. Uploads the table only when `ranges` (offset,
-  // count, decay) differ from the last call's. Does not synchronise.
+  // params, m, v updated in place from grads over every range, in one launch, and each range's copy
+  // written; weight decay (constants.lr_wd) only where a range's decay is set. Uploads the table only when
+  // `ranges` (offset, count, decay, copy) differ from the last call's. Does not synchronise.
   void adamw(float* params, const float* grads, float* m, float* v, const std::vector<AdamWRange>& ranges,
              const math::AdamWConstants& constants);
 
