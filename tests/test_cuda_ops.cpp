@@ -1204,6 +1204,23 @@ TEST_F(CudaOpsTest, GradNormAndAdamW) {
   race::model::AdamWStep bad;
   bad.step = 0;
   race::test::expect_error([&] { gpu_->adamw(params.gpu, params.gpu, m.gpu, v.gpu, ranges, bad); }, "step = 0");
+
+  // A range's copy (the model's bf16 product weights; fp32 too) receives the updated values rounded, in the
+  // same launch: bit for bit the host's rounding of what the update left in params.
+  const OperandOut bf16_copy = bf16_out(9000), fp32_copy = {gpu_->allocate(4097), ElementType::fp32};
+  std::vector<race::model::ParamRange> with_copies = ranges;
+  with_copies[1].copy = fp32_copy;
+  with_copies[3].copy = bf16_copy;
+  auto grads = random(n);
+  race::model::AdamWStep adam;
+  adam.lr = 1e-2f;
+  adam.step = 11;
+  gpu_->adamw(params.gpu, grads.gpu, m.gpu, v.gpu, with_copies, adam);
+  const std::vector<float> updated = gpu_values(params);
+  EXPECT_EQ(bits_at(bf16_copy.data, 9000), to_bf16({updated.begin() + 4102, updated.begin() + 13102}));
+  std::vector<float> fp32_copied(4097);
+  gpu_->copy_to_host(fp32_copied.data(), static_cast<const float*>(fp32_copy.data), 4097);
+  EXPECT_EQ(fp32_copied, std::vector<float>(updated.begin() + 5, updated.begin() + 4102));
 }
 
 TEST_F(CudaOpsTest, OutOfMemoryIsAnErrorNamingTheRequest) {
