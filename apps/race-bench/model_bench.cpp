@@ -271,7 +271,7 @@ Json run_model_bench(const ModelBenchConfig& c, const std::string& command, std:
     gpt.adamw(adam_m, adam_v, ranges, adam);
     // CUDA launches AdamW asynchronously; copy_to_host waits for it, so the step's time is its work.
     float first = 0.f;
-    ops.copy_to_host(&first, gpt.parameters(), 1);
+    ops.copy_to_host(&first, gpt.parameter_values(), 1);
     return std::pair{std::chrono::duration<double>(Clock::now() - start).count(), loss.mean()};
   };
 

@@ -146,6 +146,7 @@ class Gpt {
     weight_operands_current_ = false;
     return params_data_;
   }
+  const float* parameter_values() const { return params_data_; }  // device; for reading (a checkpoint)
   float* gradients() { return grads_data_; }    // device
   float* buffer_data() { return buffers_data_; }
   int64_t buffer_count() const { return buffer_count_; }

@@ -403,7 +403,7 @@ TrainResult run_training(const TrainOptions& options, Communicator& comm,
   auto state_checksum = [&] {
     std::vector<float> params(static_cast<size_t>(n_params)),
         buffers(static_cast<size_t>(gpt.buffer_count()));
-    ops.copy_to_host(params.data(), gpt.parameters(), n_params);
+    ops.copy_to_host(params.data(), gpt.parameter_values(), n_params);
     ops.copy_to_host(m_host.data(), adam_m, n_params);
     ops.copy_to_host(v_host.data(), adam_v, n_params);
     if (gpt.buffer_count() > 0) ops.copy_to_host(buffers.data(), gpt.buffer_data(), gpt.buffer_count());
@@ -431,7 +431,7 @@ TrainResult run_training(const TrainOptions& options, Communicator& comm,
     comm.check_same(state_checksum(), fmt::format("the training state at step {}", step));
     if (!writes_files) return;
     std::vector<float> params(static_cast<size_t>(n_params)), buffers(static_cast<size_t>(gpt.buffer_count()));
-    ops.copy_to_host(params.data(), gpt.parameters(), n_params);
+    ops.copy_to_host(params.data(), gpt.parameter_values(), n_params);
     ops.copy_to_host(m_host.data(), adam_m, n_params);
     ops.copy_to_host(v_host.data(), adam_v, n_params);
     if (gpt.buffer_count() > 0) ops.copy_to_host(buffers.data(), gpt.buffer_data(), gpt.buffer_count());
