@@ -220,7 +220,8 @@ MemoryPlan plan_memory(const ModelSpec& spec, int64_t batch, int64_t seq_len, El
   plan.fixed_bytes += H * f;  // the learned temperatures' gradient
   const int64_t logits_block = logits_block_rows(spec, batch * seq_len) * spec.vocab_size;
   plan.fixed_bytes += logits_block * f;
-  if (copies) plan.fixed_bytes += logits_block * e;  // the block's gradient; fp32 writes it over the logits
+  // The block's gradient, for a language model's head; fp32 writes it over the logits.
+  if (copies && spec.num_classes == 0) plan.fixed_bytes += logits_block * e;
   return plan;
 }
 
@@ -328,7 +329,10 @@ Gpt::Gpt(Ops& ops, ModelSpec spec, int64_t batch, int64_t seq_len)
   d_qkv_operands_ = OperandOut(d_qkv_, operand_type);
   dy_operands_ = OperandOut(d_qkv_ + 2 * BT * C, operand_type);
   d_hidden_operands_ = OperandOut(d_hidden_b_, operand_type);
-  dlogits_ = operand_type == ElementType::fp32 ? OperandOut(logits_) : ops_.allocate_operands(head_block_rows_ * V);
+  if (operand_type == ElementType::fp32)
+    dlogits_ = logits_;
+  else if (spec_.num_classes == 0)
+    dlogits_ = ops_.allocate_operands(head_block_rows_ * V);
 }
 
 Operand Gpt::weight(const float* w) const {
