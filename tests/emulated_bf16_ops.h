@@ -3,7 +3,8 @@
 // into 2-byte storage, and every product widens its bf16 operands back to fp32 before the fp32 CPU kernel
 // runs, so the result is what a device that multiplies the stored bf16 values exactly with fp32 sums gives.
 // Lets the host test a model's bf16 plumbing (which buffers are operands, when the weight copy is rounded,
-// the memory plan) without a GPU. Test code: it copies every operand it touches.
+// the memory plan) without a GPU. Test code: it copies every operand it touches, so it cannot see a bf16
+// output that overlaps an input of the same call (CudaOps checks that on the device side).
 #pragma once
 
 #include <cstdint>
