@@ -115,8 +115,10 @@ double CpuOps::cross_entropy(OperandOut dlogits, const float* logits, const int3
   return stats.loss_sum;
 }
 
-void CpuOps::split_heads(float* q, float* k, float* v, const float* qkv, int64_t batch, int64_t seq_len,
-                         int64_t heads, int64_t head_dim) {
+void CpuOps::split_heads(OperandOut q_out, OperandOut k_out, OperandOut v_out, const float* qkv, int64_t batch,
+                         int64_t seq_len, int64_t heads, int64_t head_dim) {
+  float *q = fp32_data(q_out, "split_heads: q"), *k = fp32_data(k_out, "split_heads: k"),
+        *v = fp32_data(v_out, "split_heads: v");
   const int64_t C = heads * head_dim;
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t b = 0; b < batch; ++b)
@@ -131,9 +133,11 @@ void CpuOps::split_heads(float* q, float* k, float* v, const float* qkv, int64_t
     }
 }
 
-void CpuOps::merge_heads(OperandOut merged, const float* q, const float* k, const float* v, int64_t batch,
+void CpuOps::merge_heads(OperandOut merged, Operand q_in, Operand k_in, Operand v_in, int64_t batch,
                          int64_t seq_len, int64_t heads, int64_t head_dim) {
   float* qkv = fp32_data(merged, "merge_heads: qkv");
+  const float *q = fp32_data(q_in, "merge_heads: q"), *k = fp32_data(k_in, "merge_heads: k"),
+              *v = fp32_data(v_in, "merge_heads: v");
   const int64_t C = heads * head_dim;
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t b = 0; b < batch; ++b)
@@ -148,9 +152,10 @@ void CpuOps::merge_heads(OperandOut merged, const float* q, const float* k, cons
     }
 }
 
-void CpuOps::heads_to_rows(OperandOut rows_out, const float* heads, int64_t batch, int64_t seq_len,
+void CpuOps::heads_to_rows(OperandOut rows_out, Operand heads_in, int64_t batch, int64_t seq_len,
                            int64_t head_count, int64_t head_dim) {
   float* rows = fp32_data(rows_out, "heads_to_rows: rows");
+  const float* heads = fp32_data(heads_in, "heads_to_rows: heads");
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t b = 0; b < batch; ++b)
     for (int64_t t = 0; t < seq_len; ++t)
@@ -159,8 +164,9 @@ void CpuOps::heads_to_rows(OperandOut rows_out, const float* heads, int64_t batc
                     rows + ((b * seq_len + t) * head_count + h) * head_dim);
 }
 
-void CpuOps::rows_to_heads(float* heads, const float* rows, int64_t batch, int64_t seq_len,
+void CpuOps::rows_to_heads(OperandOut heads_out, const float* rows, int64_t batch, int64_t seq_len,
                            int64_t head_count, int64_t head_dim) {
+  float* heads = fp32_data(heads_out, "rows_to_heads: heads");
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t b = 0; b < batch; ++b)
     for (int64_t t = 0; t < seq_len; ++t)
@@ -169,42 +175,50 @@ void CpuOps::rows_to_heads(float* heads, const float* rows, int64_t batch, int64
                     heads + ((b * head_count + h) * seq_len + t) * head_dim);
 }
 
-void CpuOps::rope_forward(float* out, const float* x, const int32_t* positions, int64_t batch, int64_t heads,
+void CpuOps::rope_forward(OperandOut out, Operand x, const int32_t* positions, int64_t batch, int64_t heads,
                           int64_t seq_len, int64_t head_dim, float base) {
-  cpu::rope_forward(out, x, positions, batch, heads, seq_len, head_dim, base);
+  cpu::rope_forward(fp32_data(out, "rope_forward: out"), fp32_data(x, "rope_forward: x"), positions, batch, heads,
+                    seq_len, head_dim, base);
 }
-void CpuOps::rope_backward(float* dx, const float* dout, const int32_t* positions, int64_t batch,
+void CpuOps::rope_backward(OperandOut dx, Operand dout, const int32_t* positions, int64_t batch,
                            int64_t heads, int64_t seq_len, int64_t head_dim, float base) {
-  cpu::rope_backward(dx, dout, positions, batch, heads, seq_len, head_dim, base);
+  cpu::rope_backward(fp32_data(dx, "rope_backward: dx"), fp32_data(dout, "rope_backward: dout"), positions, batch,
+                     heads, seq_len, head_dim, base);
 }
 
 void CpuOps::race_attention_forward(const kernels::RaceAttentionShape& shape,
                                     const kernels::RaceAttentionOptions& options,
-                                    const kernels::RaceAttentionInputs& inputs, float* out) {
-  cpu::race_attention_forward(shape, options, inputs, out);
+                                    const RaceOperands& inputs, OperandOut out) {
+  cpu::race_attention_forward(shape, options, fp32_data(inputs, "race_attention_forward: q, k, v"),
+                              fp32_data(out, "race_attention_forward: out"));
 }
 
 void CpuOps::race_attention_backward(const kernels::RaceAttentionShape& shape,
                                      const kernels::RaceAttentionOptions& options,
-                                     const kernels::RaceAttentionInputs& inputs, const float* dout,
-                                     const kernels::RaceAttentionGradients& grads) {
+                                     const RaceOperands& inputs, Operand dout, const RaceGradientOperands& grads) {
   const int64_t bytes = cpu::race_attention_backward_scratch_bytes(shape, options);
   const auto floats = static_cast<size_t>(bytes) / sizeof(float);
   if (race_scratch_.size() < floats) race_scratch_.resize(floats);
-  cpu::race_attention_backward(shape, options, inputs, dout, grads, {race_scratch_.data(), bytes});
+  cpu::race_attention_backward(shape, options, fp32_data(inputs, "race_attention_backward: q, k, v"),
+                               fp32_data(dout, "race_attention_backward: dout"),
+                               fp32_data(grads, "race_attention_backward: dq, dk, dv"),
+                               {race_scratch_.data(), bytes});
 }
 
 void CpuOps::softmax_attention_forward(const kernels::SoftmaxAttentionShape& shape,
                                        const kernels::SoftmaxAttentionOptions& options,
-                                       const kernels::SoftmaxAttentionInputs& inputs, float* out, float* lse) {
-  cpu::softmax_attention_forward(shape, options, inputs, out, lse);
+                                       const SoftmaxOperands& inputs, OperandOut out, float* lse) {
+  cpu::softmax_attention_forward(shape, options, fp32_data(inputs, "softmax_attention_forward: q, k, v"),
+                                 fp32_data(out, "softmax_attention_forward: out"), lse);
 }
 void CpuOps::softmax_attention_backward(const kernels::SoftmaxAttentionShape& shape,
                                         const kernels::SoftmaxAttentionOptions& options,
-                                        const kernels::SoftmaxAttentionInputs& inputs, const float* out,
-                                        const float* lse, const float* dout,
-                                        const kernels::SoftmaxAttentionGradients& grads) {
-  cpu::softmax_attention_backward(shape, options, inputs, out, lse, dout, grads);
+                                        const SoftmaxOperands& inputs, Operand out, const float* lse,
+                                        Operand dout, const SoftmaxGradientOperands& grads) {
+  cpu::softmax_attention_backward(shape, options, fp32_data(inputs, "softmax_attention_backward: q, k, v"),
+                                  fp32_data(out, "softmax_attention_backward: out"), lse,
+                                  fp32_data(dout, "softmax_attention_backward: dout"),
+                                  fp32_data(grads, "softmax_attention_backward: dq, dk, dv"));
 }
 
 void CpuOps::race_attention_decode(const kernels::RaceAttentionShape& shape,

@@ -49,34 +49,32 @@ class CpuOps final : public Ops {
                           int64_t channels) override;
   double cross_entropy(OperandOut dlogits, const float* logits, const int32_t* targets, int64_t rows,
                        int64_t vocab, float grad_scale, int64_t* count) override;
-  void split_heads(float* q, float* k, float* v, const float* qkv, int64_t batch, int64_t seq_len,
+  void split_heads(OperandOut q, OperandOut k, OperandOut v, const float* qkv, int64_t batch, int64_t seq_len,
                    int64_t heads, int64_t head_dim) override;
-  void merge_heads(OperandOut qkv, const float* q, const float* k, const float* v, int64_t batch,
-                   int64_t seq_len, int64_t heads, int64_t head_dim) override;
-  void heads_to_rows(OperandOut rows, const float* heads, int64_t batch, int64_t seq_len, int64_t head_count,
+  void merge_heads(OperandOut qkv, Operand q, Operand k, Operand v, int64_t batch, int64_t seq_len,
+                   int64_t heads, int64_t head_dim) override;
+  void heads_to_rows(OperandOut rows, Operand heads, int64_t batch, int64_t seq_len, int64_t head_count,
                      int64_t head_dim) override;
-  void rows_to_heads(float* heads, const float* rows, int64_t batch, int64_t seq_len, int64_t head_count,
+  void rows_to_heads(OperandOut heads, const float* rows, int64_t batch, int64_t seq_len, int64_t head_count,
                      int64_t head_dim) override;
-  void rope_forward(float* out, const float* x, const int32_t* positions, int64_t batch, int64_t heads,
+  void rope_forward(OperandOut out, Operand x, const int32_t* positions, int64_t batch, int64_t heads,
                     int64_t seq_len, int64_t head_dim, float base) override;
-  void rope_backward(float* dx, const float* dout, const int32_t* positions, int64_t batch, int64_t heads,
+  void rope_backward(OperandOut dx, Operand dout, const int32_t* positions, int64_t batch, int64_t heads,
                      int64_t seq_len, int64_t head_dim, float base) override;
   void race_attention_forward(const kernels::RaceAttentionShape& shape,
                               const kernels::RaceAttentionOptions& options,
-                              const kernels::RaceAttentionInputs& inputs, float* out) override;
+                              const RaceOperands& inputs, OperandOut out) override;
   void race_attention_backward(const kernels::RaceAttentionShape& shape,
                                const kernels::RaceAttentionOptions& options,
-                               const kernels::RaceAttentionInputs& inputs, const float* dout,
-                               const kernels::RaceAttentionGradients& grads) override;
+                               const RaceOperands& inputs, Operand dout,
+                               const RaceGradientOperands& grads) override;
   void softmax_attention_forward(const kernels::SoftmaxAttentionShape& shape,
                                  const kernels::SoftmaxAttentionOptions& options,
-                                 const kernels::SoftmaxAttentionInputs& inputs, float* out,
-                                 float* lse) override;
+                                 const SoftmaxOperands& inputs, OperandOut out, float* lse) override;
   void softmax_attention_backward(const kernels::SoftmaxAttentionShape& shape,
                                   const kernels::SoftmaxAttentionOptions& options,
-                                  const kernels::SoftmaxAttentionInputs& inputs, const float* out,
-                                  const float* lse, const float* dout,
-                                  const kernels::SoftmaxAttentionGradients& grads) override;
+                                  const SoftmaxOperands& inputs, Operand out, const float* lse,
+                                  Operand dout, const SoftmaxGradientOperands& grads) override;
   void race_attention_decode(const kernels::RaceAttentionShape& shape,
                              const kernels::RaceAttentionOptions& options, const float* q, const float* k,
                              const float* v, const float* planes, const float* beta, float* key_sums,

@@ -24,6 +24,23 @@ float* fp32_data(OperandOut x, const char* what) {
   return const_cast<float*>(fp32_data(Operand(x), what));
 }
 
+kernels::RaceAttentionInputs fp32_data(const RaceOperands& x, const char* what) {
+  return {fp32_data(x.q, what), fp32_data(x.k, what), fp32_data(x.v, what), x.planes, x.beta, x.key_mask,
+          x.segment_ids};
+}
+
+kernels::RaceAttentionGradients fp32_data(const RaceGradientOperands& x, const char* what) {
+  return {fp32_data(x.dq, what), fp32_data(x.dk, what), fp32_data(x.dv, what), x.dbeta};
+}
+
+kernels::SoftmaxAttentionInputs fp32_data(const SoftmaxOperands& x, const char* what) {
+  return {fp32_data(x.q, what), fp32_data(x.k, what), fp32_data(x.v, what), x.key_mask, x.segment_ids};
+}
+
+kernels::SoftmaxAttentionGradients fp32_data(const SoftmaxGradientOperands& x, const char* what) {
+  return {fp32_data(x.dq, what), fp32_data(x.dk, what), fp32_data(x.dv, what)};
+}
+
 OperandOut OperandOut::at(int64_t index) const {
   return {static_cast<char*>(data) + index * element_bytes(type), type};
 }

@@ -3,10 +3,11 @@
 // in lib/kernels/cpu, and a CUDA implementation will do the same with lib/kernels/cuda. Pointers returned by
 // allocate() and passed to the kernels are device pointers; host data crosses only through copy_*.
 // Shapes follow the kernels: rows of C channels are (N, C), heads are (B, H, T, D).
-// Matrix products read Operands: fp32, or bf16 where the device multiplies bf16 on tensor cores
-// (operand_type()). The model stores what only products read (LayerNorm outputs, GELU outputs, attention rows,
-// the gradients fed back through a product, a copy of the weights) in that type; everything else, the
-// parameters, their gradients and optimizer moments, and every reduction, stays fp32.
+// Matrix products and attention read Operands: fp32, or bf16 where the device multiplies bf16 on tensor
+// cores (operand_type()). The model stores what only they read (LayerNorm outputs, GELU outputs, q, k, v
+// and the attention output, the gradients fed back through them, a copy of the weights) in that type;
+// everything else, the parameters, their gradients and optimizer moments, the residual stream, and every
+// reduction, stays fp32.
 #pragma once
 
 #include <cstdint>
@@ -44,10 +45,57 @@ struct OperandOut {
   OperandOut at(int64_t index) const;
 };
 
+// The tensors of one attention call, (B, H, T, D) each and all of one element type (fp32 or operand_type());
+// planes and beta are fp32, as kernels/race_attention.h describes. The kernels' fp32 structs convert to these.
+struct RaceOperands {
+  Operand q, k, v;
+  const float* planes = nullptr;
+  const float* beta = nullptr;
+  const uint8_t* key_mask = nullptr;
+  const int32_t* segment_ids = nullptr;
+  RaceOperands() = default;
+  RaceOperands(Operand q_, Operand k_, Operand v_, const float* planes_, const float* beta_,
+               const uint8_t* key_mask_ = nullptr, const int32_t* segment_ids_ = nullptr)
+      : q(q_), k(k_), v(v_), planes(planes_), beta(beta_), key_mask(key_mask_), segment_ids(segment_ids_) {}
+  RaceOperands(const kernels::RaceAttentionInputs& in)  // NOLINT(google-explicit-constructor): fp32
+      : RaceOperands(in.q, in.k, in.v, in.planes, in.beta, in.key_mask, in.segment_ids) {}
+};
+struct RaceGradientOperands {
+  OperandOut dq, dk, dv;
+  float* dbeta = nullptr;  // (H) fp32, or null
+  RaceGradientOperands() = default;
+  RaceGradientOperands(OperandOut dq_, OperandOut dk_, OperandOut dv_, float* dbeta_ = nullptr)
+      : dq(dq_), dk(dk_), dv(dv_), dbeta(dbeta_) {}
+  RaceGradientOperands(const kernels::RaceAttentionGradients& g)  // NOLINT(google-explicit-constructor)
+      : RaceGradientOperands(g.dq, g.dk, g.dv, g.dbeta) {}
+};
+struct SoftmaxOperands {
+  Operand q, k, v;
+  const uint8_t* key_mask = nullptr;
+  const int32_t* segment_ids = nullptr;
+  SoftmaxOperands() = default;
+  SoftmaxOperands(Operand q_, Operand k_, Operand v_, const uint8_t* key_mask_ = nullptr,
+                  const int32_t* segment_ids_ = nullptr)
+      : q(q_), k(k_), v(v_), key_mask(key_mask_), segment_ids(segment_ids_) {}
+  SoftmaxOperands(const kernels::SoftmaxAttentionInputs& in)  // NOLINT(google-explicit-constructor)
+      : SoftmaxOperands(in.q, in.k, in.v, in.key_mask, in.segment_ids) {}
+};
+struct SoftmaxGradientOperands {
+  OperandOut dq, dk, dv;
+  SoftmaxGradientOperands() = default;
+  SoftmaxGradientOperands(OperandOut dq_, OperandOut dk_, OperandOut dv_) : dq(dq_), dk(dk_), dv(dv_) {}
+  SoftmaxGradientOperands(const kernels::SoftmaxAttentionGradients& g)  // NOLINT(google-explicit-constructor)
+      : SoftmaxGradientOperands(g.dq, g.dk, g.dv) {}
+};
+
 // The fp32 data of an operand; race::Error naming `what` when it is stored in another type (for backends
 // that compute in fp32 only).
 const float* fp32_data(Operand x, const char* what);
 float* fp32_data(OperandOut x, const char* what);
+kernels::RaceAttentionInputs fp32_data(const RaceOperands& x, const char* what);
+kernels::RaceAttentionGradients fp32_data(const RaceGradientOperands& x, const char* what);
+kernels::SoftmaxAttentionInputs fp32_data(const SoftmaxOperands& x, const char* what);
+kernels::SoftmaxAttentionGradients fp32_data(const SoftmaxGradientOperands& x, const char* what);
 
 struct AdamWStep {
   float lr = 0.f, beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f, weight_decay = 0.f;
@@ -126,36 +174,38 @@ class Ops {
   // Returns the sum of the counted rows' losses (fp64) and sets *count.
   virtual double cross_entropy(OperandOut dlogits, const float* logits, const int32_t* targets, int64_t rows,
                                int64_t vocab, float grad_scale, int64_t* count) = 0;
-  // (rows, 3, H, D) of a fused qkv projection <-> q, k, v (B, H, T, D); merged qkv in fp32 or operand_type().
-  virtual void split_heads(float* q, float* k, float* v, const float* qkv, int64_t batch, int64_t seq_len,
-                           int64_t heads, int64_t head_dim) = 0;
-  virtual void merge_heads(OperandOut qkv, const float* q, const float* k, const float* v, int64_t batch,
+  // (rows, 3, H, D) of a fused qkv projection <-> q, k, v (B, H, T, D). The heads and the merged qkv in fp32
+  // or operand_type() (q, k, v of one call alike); the split's input is fp32.
+  virtual void split_heads(OperandOut q, OperandOut k, OperandOut v, const float* qkv, int64_t batch,
                            int64_t seq_len, int64_t heads, int64_t head_dim) = 0;
-  // (B, H, T, D) <-> (B, T, H * D); rows written in fp32 or operand_type().
-  virtual void heads_to_rows(OperandOut rows, const float* heads, int64_t batch, int64_t seq_len,
+  virtual void merge_heads(OperandOut qkv, Operand q, Operand k, Operand v, int64_t batch, int64_t seq_len,
+                           int64_t heads, int64_t head_dim) = 0;
+  // (B, H, T, D) <-> (B, T, H * D); the heads, and the rows heads_to_rows writes, in fp32 or operand_type();
+  // rows_to_heads reads fp32 rows.
+  virtual void heads_to_rows(OperandOut rows, Operand heads, int64_t batch, int64_t seq_len, int64_t head_count,
+                             int64_t head_dim) = 0;
+  virtual void rows_to_heads(OperandOut heads, const float* rows, int64_t batch, int64_t seq_len,
                              int64_t head_count, int64_t head_dim) = 0;
-  virtual void rows_to_heads(float* heads, const float* rows, int64_t batch, int64_t seq_len,
-                             int64_t head_count, int64_t head_dim) = 0;
-  virtual void rope_forward(float* out, const float* x, const int32_t* positions, int64_t batch,
-                            int64_t heads, int64_t seq_len, int64_t head_dim, float base) = 0;
-  virtual void rope_backward(float* dx, const float* dout, const int32_t* positions, int64_t batch,
+  // out and x (dx and dout) of one type, fp32 or operand_type(); in place is allowed.
+  virtual void rope_forward(OperandOut out, Operand x, const int32_t* positions, int64_t batch, int64_t heads,
+                            int64_t seq_len, int64_t head_dim, float base) = 0;
+  virtual void rope_backward(OperandOut dx, Operand dout, const int32_t* positions, int64_t batch,
                              int64_t heads, int64_t seq_len, int64_t head_dim, float base) = 0;
+  // q, k, v, out, dout and dq, dk, dv of one call all fp32 or all operand_type(); planes, beta, dbeta and lse
+  // fp32. Computation in fp32 either way.
   virtual void race_attention_forward(const kernels::RaceAttentionShape& shape,
-                                      const kernels::RaceAttentionOptions& options,
-                                      const kernels::RaceAttentionInputs& inputs, float* out) = 0;
+                                      const kernels::RaceAttentionOptions& options, const RaceOperands& inputs,
+                                      OperandOut out) = 0;
   virtual void race_attention_backward(const kernels::RaceAttentionShape& shape,
-                                       const kernels::RaceAttentionOptions& options,
-                                       const kernels::RaceAttentionInputs& inputs, const float* dout,
-                                       const kernels::RaceAttentionGradients& grads) = 0;
+                                       const kernels::RaceAttentionOptions& options, const RaceOperands& inputs,
+                                       Operand dout, const RaceGradientOperands& grads) = 0;
   virtual void softmax_attention_forward(const kernels::SoftmaxAttentionShape& shape,
                                          const kernels::SoftmaxAttentionOptions& options,
-                                         const kernels::SoftmaxAttentionInputs& inputs, float* out,
-                                         float* lse) = 0;
+                                         const SoftmaxOperands& inputs, OperandOut out, float* lse) = 0;
   virtual void softmax_attention_backward(const kernels::SoftmaxAttentionShape& shape,
                                           const kernels::SoftmaxAttentionOptions& options,
-                                          const kernels::SoftmaxAttentionInputs& inputs, const float* out,
-                                          const float* lse, const float* dout,
-                                          const kernels::SoftmaxAttentionGradients& grads) = 0;
+                                          const SoftmaxOperands& inputs, Operand out, const float* lse,
+                                          Operand dout, const SoftmaxGradientOperands& grads) = 0;
   // Generation, one token (q, k, v, out: (H, D)). RACE updates its recurrent state (key_sums (H, S),
   // value_sums (H, S, D)); softmax appends to its key/value cache (H, capacity, D) at `position`.
   virtual void race_attention_decode(const kernels::RaceAttentionShape& shape,

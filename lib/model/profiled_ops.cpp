@@ -97,43 +97,43 @@ double ProfiledOps::cross_entropy(OperandOut dlogits, const float* logits, const
   return timed("cross_entropy", 0.0, [&] { return inner_.cross_entropy(dlogits, logits, targets, rows, vocab, grad_scale, count); });
 }
 
-void ProfiledOps::split_heads(float* q, float* k, float* v, const float* qkv, int64_t batch, int64_t seq_len, int64_t heads, int64_t head_dim) {
+void ProfiledOps::split_heads(OperandOut q, OperandOut k, OperandOut v, const float* qkv, int64_t batch, int64_t seq_len, int64_t heads, int64_t head_dim) {
   timed("split_heads", 0.0, [&] { return inner_.split_heads(q, k, v, qkv, batch, seq_len, heads, head_dim); });
 }
 
-void ProfiledOps::merge_heads(OperandOut qkv, const float* q, const float* k, const float* v, int64_t batch, int64_t seq_len, int64_t heads, int64_t head_dim) {
+void ProfiledOps::merge_heads(OperandOut qkv, Operand q, Operand k, Operand v, int64_t batch, int64_t seq_len, int64_t heads, int64_t head_dim) {
   timed("merge_heads", 0.0, [&] { return inner_.merge_heads(qkv, q, k, v, batch, seq_len, heads, head_dim); });
 }
 
-void ProfiledOps::heads_to_rows(OperandOut rows, const float* heads, int64_t batch, int64_t seq_len, int64_t head_count, int64_t head_dim) {
+void ProfiledOps::heads_to_rows(OperandOut rows, Operand heads, int64_t batch, int64_t seq_len, int64_t head_count, int64_t head_dim) {
   timed("heads_to_rows", 0.0, [&] { return inner_.heads_to_rows(rows, heads, batch, seq_len, head_count, head_dim); });
 }
 
-void ProfiledOps::rows_to_heads(float* heads, const float* rows, int64_t batch, int64_t seq_len, int64_t head_count, int64_t head_dim) {
+void ProfiledOps::rows_to_heads(OperandOut heads, const float* rows, int64_t batch, int64_t seq_len, int64_t head_count, int64_t head_dim) {
   timed("rows_to_heads", 0.0, [&] { return inner_.rows_to_heads(heads, rows, batch, seq_len, head_count, head_dim); });
 }
 
-void ProfiledOps::rope_forward(float* out, const float* x, const int32_t* positions, int64_t batch, int64_t heads, int64_t seq_len, int64_t head_dim, float base) {
+void ProfiledOps::rope_forward(OperandOut out, Operand x, const int32_t* positions, int64_t batch, int64_t heads, int64_t seq_len, int64_t head_dim, float base) {
   timed("rope_forward", 0.0, [&] { return inner_.rope_forward(out, x, positions, batch, heads, seq_len, head_dim, base); });
 }
 
-void ProfiledOps::rope_backward(float* dx, const float* dout, const int32_t* positions, int64_t batch, int64_t heads, int64_t seq_len, int64_t head_dim, float base) {
+void ProfiledOps::rope_backward(OperandOut dx, Operand dout, const int32_t* positions, int64_t batch, int64_t heads, int64_t seq_len, int64_t head_dim, float base) {
   timed("rope_backward", 0.0, [&] { return inner_.rope_backward(dx, dout, positions, batch, heads, seq_len, head_dim, base); });
 }
 
-void ProfiledOps::race_attention_forward(const kernels::RaceAttentionShape& shape, const kernels::RaceAttentionOptions& options, const kernels::RaceAttentionInputs& inputs, float* out) {
+void ProfiledOps::race_attention_forward(const kernels::RaceAttentionShape& shape, const kernels::RaceAttentionOptions& options, const RaceOperands& inputs, OperandOut out) {
   timed("race_attention_forward", 0.0, [&] { return inner_.race_attention_forward(shape, options, inputs, out); });
 }
 
-void ProfiledOps::race_attention_backward(const kernels::RaceAttentionShape& shape, const kernels::RaceAttentionOptions& options, const kernels::RaceAttentionInputs& inputs, const float* dout, const kernels::RaceAttentionGradients& grads) {
+void ProfiledOps::race_attention_backward(const kernels::RaceAttentionShape& shape, const kernels::RaceAttentionOptions& options, const RaceOperands& inputs, Operand dout, const RaceGradientOperands& grads) {
   timed("race_attention_backward", 0.0, [&] { return inner_.race_attention_backward(shape, options, inputs, dout, grads); });
 }
 
-void ProfiledOps::softmax_attention_forward(const kernels::SoftmaxAttentionShape& shape, const kernels::SoftmaxAttentionOptions& options, const kernels::SoftmaxAttentionInputs& inputs, float* out, float* lse) {
+void ProfiledOps::softmax_attention_forward(const kernels::SoftmaxAttentionShape& shape, const kernels::SoftmaxAttentionOptions& options, const SoftmaxOperands& inputs, OperandOut out, float* lse) {
   timed("softmax_attention_forward", 0.0, [&] { return inner_.softmax_attention_forward(shape, options, inputs, out, lse); });
 }
 
-void ProfiledOps::softmax_attention_backward(const kernels::SoftmaxAttentionShape& shape, const kernels::SoftmaxAttentionOptions& options, const kernels::SoftmaxAttentionInputs& inputs, const float* out, const float* lse, const float* dout, const kernels::SoftmaxAttentionGradients& grads) {
+void ProfiledOps::softmax_attention_backward(const kernels::SoftmaxAttentionShape& shape, const kernels::SoftmaxAttentionOptions& options, const SoftmaxOperands& inputs, Operand out, const float* lse, Operand dout, const SoftmaxGradientOperands& grads) {
   timed("softmax_attention_backward", 0.0, [&] { return inner_.softmax_attention_backward(shape, options, inputs, out, lse, dout, grads); });
 }
 
