@@ -100,17 +100,106 @@ class EmulatedBf16Ops final : public model::Ops {
     store(dlogits, d32);
     return loss;
   }
-  void merge_heads(OperandOut qkv, const float* q, const float* k, const float* v, int64_t batch, int64_t seq_len,
+  void split_heads(OperandOut q, OperandOut k, OperandOut v, const float* qkv, int64_t batch, int64_t seq_len,
                    int64_t heads, int64_t head_dim) override {
-    std::vector<float> qkv32(static_cast<size_t>(batch * seq_len * 3 * heads * head_dim));
-    inner_.merge_heads(qkv32.data(), q, k, v, batch, seq_len, heads, head_dim);
+    const int64_t n = batch * heads * seq_len * head_dim;
+    std::vector<float> q32(static_cast<size_t>(n)), k32(q32.size()), v32(q32.size());
+    inner_.split_heads(q32.data(), k32.data(), v32.data(), qkv, batch, seq_len, heads, head_dim);
+    store(q, q32), store(k, k32), store(v, v32);
+  }
+  void merge_heads(OperandOut qkv, Operand q, Operand k, Operand v, int64_t batch, int64_t seq_len,
+                   int64_t heads, int64_t head_dim) override {
+    const int64_t n = batch * heads * seq_len * head_dim;
+    const std::vector<float> q32 = widen(q, n), k32 = widen(k, n), v32 = widen(v, n);
+    std::vector<float> qkv32(static_cast<size_t>(3 * n));
+    inner_.merge_heads(qkv32.data(), q32.data(), k32.data(), v32.data(), batch, seq_len, heads, head_dim);
     store(qkv, qkv32);
   }
-  void heads_to_rows(OperandOut rows, const float* heads, int64_t batch, int64_t seq_len, int64_t head_count,
+  void heads_to_rows(OperandOut rows, Operand heads, int64_t batch, int64_t seq_len, int64_t head_count,
                      int64_t head_dim) override {
-    std::vector<float> rows32(static_cast<size_t>(batch * seq_len * head_count * head_dim));
-    inner_.heads_to_rows(rows32.data(), heads, batch, seq_len, head_count, head_dim);
+    const int64_t n = batch * seq_len * head_count * head_dim;
+    const std::vector<float> heads32 = widen(heads, n);
+    std::vector<float> rows32(static_cast<size_t>(n));
+    inner_.heads_to_rows(rows32.data(), heads32.data(), batch, seq_len, head_count, head_dim);
     store(rows, rows32);
+  }
+  void rows_to_heads(OperandOut heads, const float* rows, int64_t batch, int64_t seq_len, int64_t head_count,
+                     int64_t head_dim) override {
+    std::vector<float> heads32(static_cast<size_t>(batch * seq_len * head_count * head_dim));
+    inner_.rows_to_heads(heads32.data(), rows, batch, seq_len, head_count, head_dim);
+    store(heads, heads32);
+  }
+  void rope_forward(OperandOut out, Operand x, const int32_t* positions, int64_t batch, int64_t heads,
+                    int64_t seq_len, int64_t head_dim, float base) override {
+    const std::vector<float> x32 = widen(x, batch * heads * seq_len * head_dim);
+    std::vector<float> out32(x32.size());
+    inner_.rope_forward(out32.data(), x32.data(), positions, batch, heads, seq_len, head_dim, base);
+    store(out, out32);
+  }
+  void rope_backward(OperandOut dx, Operand dout, const int32_t* positions, int64_t batch, int64_t heads,
+                     int64_t seq_len, int64_t head_dim, float base) override {
+    const std::vector<float> dout32 = widen(dout, batch * heads * seq_len * head_dim);
+    std::vector<float> dx32(dout32.size());
+    inner_.rope_backward(dx32.data(), dout32.data(), positions, batch, heads, seq_len, head_dim, base);
+    store(dx, dx32);
+  }
+  void race_attention_forward(const kernels::RaceAttentionShape& shape, const kernels::RaceAttentionOptions& options,
+                              const model::RaceOperands& inputs, OperandOut out) override {
+    const int64_t n = shape.batch * shape.heads * shape.seq_len * shape.head_dim;
+    const std::vector<float> q = widen(inputs.q, n), k = widen(inputs.k, n), v = widen(inputs.v, n);
+    std::vector<float> out32(static_cast<size_t>(n));
+    inner_.race_attention_forward(
+        shape, options,
+        kernels::RaceAttentionInputs{q.data(), k.data(), v.data(), inputs.planes, inputs.beta, inputs.key_mask,
+                                     inputs.segment_ids},
+        out32.data());
+    store(out, out32);
+  }
+  void race_attention_backward(const kernels::RaceAttentionShape& shape, const kernels::RaceAttentionOptions& options,
+                               const model::RaceOperands& inputs, Operand dout,
+                               const model::RaceGradientOperands& grads) override {
+    const int64_t n = shape.batch * shape.heads * shape.seq_len * shape.head_dim;
+    const std::vector<float> q = widen(inputs.q, n), k = widen(inputs.k, n), v = widen(inputs.v, n),
+                             dout32 = widen(dout, n);
+    std::vector<float> dq(static_cast<size_t>(n)), dk(dq.size()), dv(dq.size());
+    inner_.race_attention_backward(
+        shape, options,
+        kernels::RaceAttentionInputs{q.data(), k.data(), v.data(), inputs.planes, inputs.beta, inputs.key_mask,
+                                     inputs.segment_ids},
+        dout32.data(),
+        kernels::RaceAttentionGradients{grads.dq.data != nullptr ? dq.data() : nullptr,
+                                        grads.dk.data != nullptr ? dk.data() : nullptr,
+                                        grads.dv.data != nullptr ? dv.data() : nullptr, grads.dbeta});
+    store_if(grads.dq, dq), store_if(grads.dk, dk), store_if(grads.dv, dv);
+  }
+  void softmax_attention_forward(const kernels::SoftmaxAttentionShape& shape,
+                                 const kernels::SoftmaxAttentionOptions& options, const model::SoftmaxOperands& inputs,
+                                 OperandOut out, float* lse) override {
+    const int64_t n = shape.batch * shape.heads * shape.seq_len * shape.head_dim;
+    const std::vector<float> q = widen(inputs.q, n), k = widen(inputs.k, n), v = widen(inputs.v, n);
+    std::vector<float> out32(static_cast<size_t>(n));
+    inner_.softmax_attention_forward(
+        shape, options,
+        kernels::SoftmaxAttentionInputs{q.data(), k.data(), v.data(), inputs.key_mask, inputs.segment_ids},
+        out32.data(), lse);
+    store(out, out32);
+  }
+  void softmax_attention_backward(const kernels::SoftmaxAttentionShape& shape,
+                                  const kernels::SoftmaxAttentionOptions& options, const model::SoftmaxOperands& inputs,
+                                  Operand out, const float* lse, Operand dout,
+                                  const model::SoftmaxGradientOperands& grads) override {
+    const int64_t n = shape.batch * shape.heads * shape.seq_len * shape.head_dim;
+    const std::vector<float> q = widen(inputs.q, n), k = widen(inputs.k, n), v = widen(inputs.v, n),
+                             out32 = widen(out, n), dout32 = widen(dout, n);
+    std::vector<float> dq(static_cast<size_t>(n)), dk(dq.size()), dv(dq.size());
+    inner_.softmax_attention_backward(
+        shape, options,
+        kernels::SoftmaxAttentionInputs{q.data(), k.data(), v.data(), inputs.key_mask, inputs.segment_ids},
+        out32.data(), lse, dout32.data(),
+        kernels::SoftmaxAttentionGradients{grads.dq.data != nullptr ? dq.data() : nullptr,
+                                           grads.dk.data != nullptr ? dk.data() : nullptr,
+                                           grads.dv.data != nullptr ? dv.data() : nullptr});
+    store_if(grads.dq, dq), store_if(grads.dk, dk), store_if(grads.dv, dv);
   }
   void pool_forward(float* pooled, Operand rows, const uint8_t* key_mask, int64_t batch, int64_t seq_len,
                     int64_t channels, bool cls) override {
@@ -157,30 +246,6 @@ class EmulatedBf16Ops final : public model::Ops {
   }
   void embedding_backward(float* dtable, const int32_t* ids, const float* dout, int64_t n, int64_t vocab, int64_t channels) override {
     inner_.embedding_backward(dtable, ids, dout, n, vocab, channels);
-  }
-  void split_heads(float* q, float* k, float* v, const float* qkv, int64_t batch, int64_t seq_len, int64_t heads, int64_t head_dim) override {
-    inner_.split_heads(q, k, v, qkv, batch, seq_len, heads, head_dim);
-  }
-  void rows_to_heads(float* heads, const float* rows, int64_t batch, int64_t seq_len, int64_t head_count, int64_t head_dim) override {
-    inner_.rows_to_heads(heads, rows, batch, seq_len, head_count, head_dim);
-  }
-  void rope_forward(float* out, const float* x, const int32_t* positions, int64_t batch, int64_t heads, int64_t seq_len, int64_t head_dim, float base) override {
-    inner_.rope_forward(out, x, positions, batch, heads, seq_len, head_dim, base);
-  }
-  void rope_backward(float* dx, const float* dout, const int32_t* positions, int64_t batch, int64_t heads, int64_t seq_len, int64_t head_dim, float base) override {
-    inner_.rope_backward(dx, dout, positions, batch, heads, seq_len, head_dim, base);
-  }
-  void race_attention_forward(const kernels::RaceAttentionShape& shape, const kernels::RaceAttentionOptions& options, const kernels::RaceAttentionInputs& inputs, float* out) override {
-    inner_.race_attention_forward(shape, options, inputs, out);
-  }
-  void race_attention_backward(const kernels::RaceAttentionShape& shape, const kernels::RaceAttentionOptions& options, const kernels::RaceAttentionInputs& inputs, const float* dout, const kernels::RaceAttentionGradients& grads) override {
-    inner_.race_attention_backward(shape, options, inputs, dout, grads);
-  }
-  void softmax_attention_forward(const kernels::SoftmaxAttentionShape& shape, const kernels::SoftmaxAttentionOptions& options, const kernels::SoftmaxAttentionInputs& inputs, float* out, float* lse) override {
-    inner_.softmax_attention_forward(shape, options, inputs, out, lse);
-  }
-  void softmax_attention_backward(const kernels::SoftmaxAttentionShape& shape, const kernels::SoftmaxAttentionOptions& options, const kernels::SoftmaxAttentionInputs& inputs, const float* out, const float* lse, const float* dout, const kernels::SoftmaxAttentionGradients& grads) override {
-    inner_.softmax_attention_backward(shape, options, inputs, out, lse, dout, grads);
   }
   void race_attention_decode(const kernels::RaceAttentionShape& shape, const kernels::RaceAttentionOptions& options, const float* q, const float* k, const float* v, const float* planes, const float* beta, float* key_sums, float* value_sums, float* out) override {
     inner_.race_attention_decode(shape, options, q, k, v, planes, beta, key_sums, value_sums, out);
@@ -234,6 +299,9 @@ class EmulatedBf16Ops final : public model::Ops {
       for (size_t i = 0; i < out.size(); ++i) out[i] = bf16_to_float(h[i]);
     }
     return out;
+  }
+  static void store_if(OperandOut y, const std::vector<float>& values) {
+    if (y.data != nullptr) store(y, values);
   }
   static void store(OperandOut y, const std::vector<float>& values) {
     if (y.type == ElementType::fp32) {

@@ -215,13 +215,15 @@ TEST(Gpt, MemoryPlanEqualsWhatTheConstructorAllocates) {
               EXPECT_EQ(plan.buffers, model.buffer_count());
             }
           }
-  // bf16 operands halve what only products read: 3C + M of each layer's activations, and the final
-  // LayerNorm's output, at C = 16, M = 24 per token.
+  // bf16 operands halve what only products and attention read: 7C + M of each layer's activations (ln1, q,
+  // k, v, att, att_rows, ln2; gelu), and the final LayerNorm's output, at C = 16, M = 24 per token; and
+  // the backward's dq, dk, dv and heads' gradient (4C) of the scratch.
   const ModelSpec spec = hybrid_spec(false);
   const auto fp32_plan = race::model::plan_memory(spec, kBatch, kSeq, race::model::ElementType::fp32);
   const auto bf16_plan = race::model::plan_memory(spec, kBatch, kSeq, race::model::ElementType::bf16);
   EXPECT_EQ(fp32_plan.activation_bytes_per_token - bf16_plan.activation_bytes_per_token,
-            2 * (2 * (3 * 16 + 24) + 16));
+            2 * (2 * (7 * 16 + 24) + 16));
+  EXPECT_EQ(fp32_plan.scratch_bytes_per_token - bf16_plan.scratch_bytes_per_token, 2 * 4 * 16);
   // The copy holds the product weights (four matrices per layer, the tied head's wte), nothing else.
   EXPECT_EQ(bf16_plan.weight_operand_bytes, 2 * (2 * (3 * 16 * 16 + 16 * 16 + 2 * 24 * 16) + 13 * 16));
   EXPECT_EQ(fp32_plan.weight_operand_bytes, 0);

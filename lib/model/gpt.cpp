@@ -44,12 +44,14 @@ struct Gpt::Layer {
       *d_fc2_w, *d_fc2_b, *d_log_beta = nullptr;
   float* beta = nullptr;  // (H) exp(log_beta), or the fixed temperature
   // Saved for the backward.
-  // What only the layer's products read (ln1, att_rows, ln2, gelu) is in the Ops's operand type.
+  // What only the layer's products and attention read (ln1, q, k, v, att, att_rows, ln2, gelu) is in the
+  // Ops's operand type.
   float* x_in;                  // (B*T, C) residual stream entering the layer
   OperandOut ln1;               // (B*T, C)
   float *ln1_mean, *ln1_rstd;   // (B*T), (B*T)
-  float *q, *k, *v;             // (B, H, T, D), q and k after RoPE
-  float *att, *lse = nullptr;   // (B, H, T, D); softmax: (B, H, T)
+  OperandOut q, k, v;           // (B, H, T, D), q and k after RoPE
+  OperandOut att;               // (B, H, T, D)
+  float* lse = nullptr;         // softmax: (B, H, T)
   OperandOut att_rows;          // (B*T, C)
   float* x_mid;                 // (B*T, C) after the attention residual
   OperandOut ln2;               // (B*T, C)
@@ -202,11 +204,11 @@ MemoryPlan plan_memory(const ModelSpec& spec, int64_t batch, int64_t seq_len, El
   int64_t activations = 0, operand_activations = 0;  // floats and operand elements per token
   for (size_t l = 0; l < spec.layers.size(); ++l) {
     if (spec.layers[l].kind == AttentionKind::race) plan.fixed_bytes += H * f;  // temperatures
-    // q, k, v, att, x_mid, fc and two LayerNorms' mean and rstd in fp32; ln1, att_rows, ln2 and gelu as
+    // x_mid, fc and two LayerNorms' mean and rstd in fp32; ln1, q, k, v, att, att_rows, ln2 and gelu as
     // operands. With recomputation the layers share the first layer's set.
     if (!spec.recompute || l == 0) {
-      activations += 5 * C + M + 4;
-      operand_activations += 3 * C + M;
+      activations += C + M + 4;
+      operand_activations += 7 * C + M;
     }
     if (spec.layers[l].kind == AttentionKind::softmax) activations += H;  // log-sum-exp rows
   }
@@ -214,9 +216,9 @@ MemoryPlan plan_memory(const ModelSpec& spec, int64_t batch, int64_t seq_len, El
   activations += C * (layers + 1) + 2;  // the residual stream between layers, the final LayerNorm's statistics
   operand_activations += C;             // the final LayerNorm's output
   plan.activation_bytes_per_token = activations * f + operand_activations * e;
-  // qkv and its gradient, the gradient rows, two MLP hidden buffers, dq dk dv and the heads' gradient, the
-  // residual gradient
-  plan.scratch_bytes_per_token = (12 * C + 2 * M) * f;
+  // qkv and its gradient, the gradient rows, two MLP hidden buffers, the residual gradient in fp32; dq, dk,
+  // dv and the heads' gradient as operands
+  plan.scratch_bytes_per_token = (8 * C + 2 * M) * f + 4 * C * e;
   plan.fixed_bytes += H * f;  // the learned temperatures' gradient
   const int64_t logits_block = logits_block_rows(spec, batch * seq_len) * spec.vocab_size;
   plan.fixed_bytes += logits_block * f;
@@ -297,8 +299,8 @@ Gpt::Gpt(Ops& ops, ModelSpec spec, int64_t batch, int64_t seq_len)
       L.fc = first.fc, L.gelu = first.gelu;
     } else {
       L.ln1 = ops_.allocate_operands(BT * C), L.ln1_mean = ops_.allocate(BT), L.ln1_rstd = ops_.allocate(BT);
-      L.q = ops_.allocate(heads_size), L.k = ops_.allocate(heads_size), L.v = ops_.allocate(heads_size);
-      L.att = ops_.allocate(heads_size);
+      L.q = ops_.allocate_operands(heads_size), L.k = ops_.allocate_operands(heads_size);
+      L.v = ops_.allocate_operands(heads_size), L.att = ops_.allocate_operands(heads_size);
       L.att_rows = ops_.allocate_operands(BT * C);
       L.x_mid = ops_.allocate(BT * C);
       L.ln2 = ops_.allocate_operands(BT * C), L.ln2_mean = ops_.allocate(BT), L.ln2_rstd = ops_.allocate(BT);
@@ -317,8 +319,8 @@ Gpt::Gpt(Ops& ops, ModelSpec spec, int64_t batch, int64_t seq_len)
   d_qkv_ = ops_.allocate(BT * 3 * C);
   d_rows_ = ops_.allocate(BT * C);
   d_hidden_a_ = ops_.allocate(BT * M), d_hidden_b_ = ops_.allocate(BT * M);
-  dq_ = ops_.allocate(heads_size), dk_ = ops_.allocate(heads_size), dv_ = ops_.allocate(heads_size);
-  d_heads_ = ops_.allocate(heads_size);
+  dq_ = ops_.allocate_operands(heads_size), dk_ = ops_.allocate_operands(heads_size);
+  dv_ = ops_.allocate_operands(heads_size), d_heads_ = ops_.allocate_operands(heads_size);
   residual_grad_ = ops_.allocate(BT * C);
   dbeta_ = ops_.allocate(H);
   head_block_rows_ = logits_block_rows(spec_, BT);

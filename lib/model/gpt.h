@@ -234,9 +234,9 @@ class Gpt {
   float *embed_ = nullptr, *final_ = nullptr, *lnf_mean_ = nullptr, *lnf_rstd_ = nullptr;
   OperandOut lnf_;  // (B*T, C) the final LayerNorm's output, read by the head's products
   // Scratch.
-  float *qkv_ = nullptr, *d_rows_ = nullptr, *d_hidden_a_ = nullptr,
-        *d_hidden_b_ = nullptr, *dq_ = nullptr, *dk_ = nullptr, *dv_ = nullptr, *d_heads_ = nullptr,
-        *d_qkv_ = nullptr, *residual_grad_ = nullptr, *logits_ = nullptr, *dbeta_ = nullptr;
+  float *qkv_ = nullptr, *d_rows_ = nullptr, *d_hidden_a_ = nullptr, *d_hidden_b_ = nullptr, *d_qkv_ = nullptr,
+        *residual_grad_ = nullptr, *logits_ = nullptr, *dbeta_ = nullptr;
+  OperandOut dq_, dk_, dv_, d_heads_;  // (B, H, T, D) each, in the operand type
   // Operand views of the scratch above (see the constructor), and the logits block's gradient: logits_
   // itself for fp32 operands, else its own buffer.
   OperandOut d_qkv_operands_, dy_operands_, d_hidden_operands_, dlogits_;
