@@ -338,9 +338,9 @@ Json run_model_bench(const ModelBenchConfig& c, const std::string& command, std:
       "--recompute's repeated forwards are not counted (the MFU convention)");
   if (cuda && device.precision == "bf16")
     notes.push_back(
-        "the linear layers' products run on tensor cores (cuBLASLt, bf16 operands stored in bf16: the "
-        "activations only products read and a weight copy; fp32 sums); everything else is the project's own "
-        "fp32 kernels: bf16_tensor_cores_dense is the peak the products are held to");
+        "the linear layers' products run on tensor cores (cuBLASLt on bf16 operands, fp32 sums); the "
+        "activations only products and attention read, their gradients and a weight copy are stored in bf16, "
+        "every sum is fp32: bf16_tensor_cores_dense is the peak the products are held to");
   else if (cuda)
     notes.push_back(
         "the model computes in fp32 on CUDA cores (cuBLASLt with CUBLAS_COMPUTE_32F and the project's own "
