@@ -2,8 +2,9 @@
 // memory): head layouts, RoPE, the embedding backward, pooling, and the two stages of the column sums (the
 // linear layer's bias gradient, LayerNorm's weight and bias gradients). The .cu kernels call these for their
 // thread's item; the host tests call them for every item in a loop and compare with CpuOps and the fp64
-// references, so the index arithmetic is checked without a GPU. Inputs that may be fp32 or bf16 (the
-// pooled rows, the bias gradient's dy) have the element type T, read through race_tile.h's Element<T>.
+// references, so the index arithmetic is checked without a GPU. Tensors that may be fp32 or bf16 (the heads
+// and the rows the layouts write, the heads that RoPE turns, the pooled rows, the bias gradient's dy) have a
+// template element type, read and written through race_tile.h's Element.
 // C++17 and no CUDA headers: the host compiler includes this file too.
 #pragma once
 
@@ -24,17 +25,37 @@ RACE_HD HeadsPlace heads_place(int64_t i, int64_t seq_len, int64_t heads, int64_
   return {rest % parts, ((b * heads + h) * seq_len + t) * head_dim + d};
 }
 
-// RoPE, pair p of (B, H, T, D/2): turns (x[i], x[i + D/2]) of its head vector by sign * angle.
-RACE_HD void rope_pair(float* out, const float* x, const int32_t* positions, int64_t p, int64_t heads,
-                       int64_t seq_len, int64_t head_dim, float base, float sign) {
+// The moves of element i between fp32 rows (B*T, parts, H, D) and heads h0, h1, h2 (B, H, T, D) of type Hd
+// (h1, h2 unused when parts is 1): into the heads, or out of them into rows of type R.
+template <class Hd>
+RACE_HD void row_element_to_heads(Hd* h0, Hd* h1, Hd* h2, const float* rows, int64_t i, int64_t seq_len,
+                                  int64_t heads, int64_t head_dim, int64_t parts) {
+  const HeadsPlace place = heads_place(i, seq_len, heads, head_dim, parts);
+  Hd* tensor = place.part == 0 ? h0 : (place.part == 1 ? h1 : h2);
+  tile::Element<Hd>::store(tensor + place.offset, rows[i]);
+}
+template <class R, class Hd>
+RACE_HD void heads_element_to_row(R* rows, const Hd* h0, const Hd* h1, const Hd* h2, int64_t i, int64_t seq_len,
+                                  int64_t heads, int64_t head_dim, int64_t parts) {
+  const HeadsPlace place = heads_place(i, seq_len, heads, head_dim, parts);
+  const Hd* tensor = place.part == 0 ? h0 : (place.part == 1 ? h1 : h2);
+  tile::Element<R>::store(rows + i, tile::Element<Hd>::load(tensor + place.offset));
+}
+
+// RoPE, pair p of (B, H, T, D/2): turns (x[i], x[i + D/2]) of its head vector by sign * angle, in fp32;
+// x and out of element type T. Both elements are read before either is written, so out may be x.
+template <class T>
+RACE_HD void rope_pair(T* out, const T* x, const int32_t* positions, int64_t p, int64_t heads, int64_t seq_len,
+                       int64_t head_dim, float base, float sign) {
   const int64_t half = head_dim / 2, i = p % half, row = p / half;  // row = (b * H + h) * T + t
   const int64_t t = row % seq_len, b = row / (seq_len * heads);
   const int64_t position = positions != nullptr ? positions[b * seq_len + t] : t;
   const double angle = math::rope_angle(position, i, head_dim, base);
   const float c = static_cast<float>(cos(angle)), s = sign * static_cast<float>(sin(angle));
-  const float lo = x[row * head_dim + i], hi = x[row * head_dim + i + half];
-  out[row * head_dim + i] = lo * c - hi * s;
-  out[row * head_dim + i + half] = lo * s + hi * c;
+  const float lo = tile::Element<T>::load(x + row * head_dim + i);
+  const float hi = tile::Element<T>::load(x + row * head_dim + i + half);
+  tile::Element<T>::store(out + row * head_dim + i, lo * c - hi * s);
+  tile::Element<T>::store(out + row * head_dim + i + half, lo * s + hi * c);
 }
 
 // Embedding backward, column c of vocabulary rows [first, last): walks n in order.
