@@ -1,5 +1,6 @@
 // CudaOps: memory, copies and argument checks on the host; every operation forwards to its kernel in
-// lib/kernels/cuda, mapping model::ElementType to the kernels' DType. Checks that the CPU kernels make on
+// lib/kernels/cuda, mapping model::ElementType to the kernels' DType (and rejecting, with race::Error naming
+// them, tensors of one call that must share a type and do not). Checks that the CPU kernels make on
 // their inputs are made here too, with race::Error, so both backends reject the same calls: integer inputs
 // used as indices are range-checked on the device first.
 #include "model/cuda_ops.h"
@@ -37,7 +38,8 @@ std::string device_out_of_memory_message(int64_t requested_bytes, int64_t free_b
 }
 
 std::string mixed_operands_message(const char* function,
-                                   std::initializer_list<std::pair<const char*, Operand>> operands) {
+                                   std::initializer_list<std::pair<const char*, Operand>> operands,
+                                   const char* subject) {
   std::string types;
   bool mixed = false;
   const Operand* first = nullptr;
@@ -49,18 +51,21 @@ std::string mixed_operands_message(const char* function,
   }
   if (!mixed) return {};
   return fmt::format(
-      "{} (CUDA): a product's operands must all be fp32 or all bf16, but {}; hint: keep every operand of a "
-      "product in operand_type() (to_operands rounds an fp32 tensor to it)",
-      function, types);
+      "{} (CUDA): {} must all be fp32 or all bf16, but {}; hint: keep every one of them in operand_type() "
+      "(to_operands rounds an fp32 tensor to it)",
+      function, subject, types);
 }
 
 namespace {
 
 kc::DType dtype(ElementType type) { return type == ElementType::bf16 ? kc::DType::bf16 : kc::DType::f32; }
 
-// The one element type of a product's operands (null ones aside); race::Error when they differ.
-kc::DType operands_dtype(const char* function, std::initializer_list<std::pair<const char*, Operand>> operands) {
-  if (const std::string message = mixed_operands_message(function, operands); !message.empty()) throw Error(message);
+// The one element type of a call's typed tensors (null ones aside), `subject` in the message; race::Error
+// when they differ.
+kc::DType operands_dtype(const char* function, std::initializer_list<std::pair<const char*, Operand>> operands,
+                         const char* subject = "a product's operands") {
+  if (const std::string message = mixed_operands_message(function, operands, subject); !message.empty())
+    throw Error(message);
   for (const auto& named : operands)
     if (named.second.data != nullptr) return dtype(named.second.type);
   return kc::DType::f32;  // nothing is read
@@ -274,21 +279,24 @@ double CudaOps::cross_entropy(OperandOut dlogits, const float* logits, const int
   return sums.loss_sum;
 }
 
-void CudaOps::split_heads(float* q, float* k, float* v, const float* qkv, int64_t batch, int64_t seq_len,
-                          int64_t heads, int64_t head_dim) {
-  kc::split_heads(q, k, v, qkv, batch, seq_len, heads, head_dim);
-}
-void CudaOps::merge_heads(OperandOut qkv, const float* q, const float* k, const float* v, int64_t batch,
+void CudaOps::split_heads(OperandOut q, OperandOut k, OperandOut v, const float* qkv, int64_t batch,
                           int64_t seq_len, int64_t heads, int64_t head_dim) {
-  kc::merge_heads(qkv.data, dtype(qkv.type), q, k, v, batch, seq_len, heads, head_dim);
+  const kc::DType heads_type = operands_dtype("split_heads", {{"q", q}, {"k", k}, {"v", v}}, "q, k and v");
+  kc::split_heads(q.data, k.data, v.data, heads_type, qkv, batch, seq_len, heads, head_dim);
 }
-void CudaOps::heads_to_rows(OperandOut rows, const float* heads, int64_t batch, int64_t seq_len,
-                            int64_t head_count, int64_t head_dim) {
-  kc::heads_to_rows(rows.data, dtype(rows.type), heads, batch, seq_len, head_count, head_dim);
+void CudaOps::merge_heads(OperandOut qkv, Operand q, Operand k, Operand v, int64_t batch, int64_t seq_len,
+                          int64_t heads, int64_t head_dim) {
+  const kc::DType heads_type = operands_dtype("merge_heads", {{"q", q}, {"k", k}, {"v", v}}, "q, k and v");
+  kc::merge_heads(qkv.data, dtype(qkv.type), q.data, k.data, v.data, heads_type, batch, seq_len, heads, head_dim);
 }
-void CudaOps::rows_to_heads(float* heads, const float* rows, int64_t batch, int64_t seq_len, int64_t head_count,
+void CudaOps::heads_to_rows(OperandOut rows, Operand heads, int64_t batch, int64_t seq_len, int64_t head_count,
                             int64_t head_dim) {
-  kc::rows_to_heads(heads, rows, batch, seq_len, head_count, head_dim);
+  kc::heads_to_rows(rows.data, dtype(rows.type), heads.data, dtype(heads.type), batch, seq_len, head_count,
+                    head_dim);
+}
+void CudaOps::rows_to_heads(OperandOut heads, const float* rows, int64_t batch, int64_t seq_len,
+                            int64_t head_count, int64_t head_dim) {
+  kc::rows_to_heads(heads.data, dtype(heads.type), rows, batch, seq_len, head_count, head_dim);
 }
 
 static void check_rope(const char* function, const int32_t* positions, int64_t batch, int64_t seq_len,
@@ -298,36 +306,57 @@ static void check_rope(const char* function, const int32_t* positions, int64_t b
   if (positions != nullptr) check_indices(function, "position", positions, batch * seq_len, INT32_MAX, INT32_MAX);
 }
 
-void CudaOps::rope_forward(float* out, const float* x, const int32_t* positions, int64_t batch, int64_t heads,
+void CudaOps::rope_forward(OperandOut out, Operand x, const int32_t* positions, int64_t batch, int64_t heads,
                            int64_t seq_len, int64_t head_dim, float base) {
+  const kc::DType type = operands_dtype("rope_forward", {{"out", out}, {"x", x}}, "out and x");
   check_rope("rope_forward", positions, batch, seq_len, head_dim, base);
-  kc::rope_rotate(out, x, positions, batch, heads, seq_len, head_dim, base, 1.f);
+  kc::rope_rotate(out.data, x.data, type, positions, batch, heads, seq_len, head_dim, base, 1.f);
 }
-void CudaOps::rope_backward(float* dx, const float* dout, const int32_t* positions, int64_t batch, int64_t heads,
+void CudaOps::rope_backward(OperandOut dx, Operand dout, const int32_t* positions, int64_t batch, int64_t heads,
                             int64_t seq_len, int64_t head_dim, float base) {
+  const kc::DType type = operands_dtype("rope_backward", {{"dx", dx}, {"dout", dout}}, "dx and dout");
   check_rope("rope_backward", positions, batch, seq_len, head_dim, base);
-  kc::rope_rotate(dx, dout, positions, batch, heads, seq_len, head_dim, base, -1.f);
+  kc::rope_rotate(dx.data, dout.data, type, positions, batch, heads, seq_len, head_dim, base, -1.f);
 }
 
-static kc::RaceCudaInputs race_inputs(const kernels::RaceAttentionInputs& in) {
-  return {kc::DType::f32, in.q, in.k, in.v, in.planes, in.beta, in.key_mask, in.segment_ids};
-}
+namespace {
+constexpr const char* kAttentionTensors = "an attention call's q, k, v, out, dout and gradients";
+}  // namespace
 
 void CudaOps::race_attention_forward(const kernels::RaceAttentionShape& shape,
-                                     const kernels::RaceAttentionOptions& options,
-                                     const kernels::RaceAttentionInputs& inputs, float* out) {
-  kc::race_attention_forward(shape, options, race_inputs(inputs), out);
+                                     const kernels::RaceAttentionOptions& options, const RaceOperands& inputs,
+                                     OperandOut out) {
+  const kc::DType type = operands_dtype(
+      "race_attention_forward", {{"q", inputs.q}, {"k", inputs.k}, {"v", inputs.v}, {"out", out}}, kAttentionTensors);
+  kc::race_attention_forward(shape, options,
+                             {type, inputs.q.data, inputs.k.data, inputs.v.data, inputs.planes, inputs.beta,
+                              inputs.key_mask, inputs.segment_ids},
+                             out.data);
 }
 void CudaOps::race_attention_backward(const kernels::RaceAttentionShape& shape,
-                                      const kernels::RaceAttentionOptions& options,
-                                      const kernels::RaceAttentionInputs& inputs, const float* dout,
-                                      const kernels::RaceAttentionGradients& grads) {
-  kc::race_attention_backward(shape, options, race_inputs(inputs), dout, {grads.dq, grads.dk, grads.dv, grads.dbeta});
+                                      const kernels::RaceAttentionOptions& options, const RaceOperands& inputs,
+                                      Operand dout, const RaceGradientOperands& grads) {
+  const kc::DType type = operands_dtype("race_attention_backward",
+                                        {{"q", inputs.q},
+                                         {"k", inputs.k},
+                                         {"v", inputs.v},
+                                         {"dout", dout},
+                                         {"dq", grads.dq},
+                                         {"dk", grads.dk},
+                                         {"dv", grads.dv}},
+                                        kAttentionTensors);
+  kc::race_attention_backward(shape, options,
+                              {type, inputs.q.data, inputs.k.data, inputs.v.data, inputs.planes, inputs.beta,
+                               inputs.key_mask, inputs.segment_ids},
+                              dout.data, {grads.dq.data, grads.dk.data, grads.dv.data, grads.dbeta});
 }
 
 void CudaOps::softmax_attention_forward(const kernels::SoftmaxAttentionShape& shape,
                                         const kernels::SoftmaxAttentionOptions& options,
-                                        const kernels::SoftmaxAttentionInputs& inputs, float* out, float* lse) {
+                                        const SoftmaxOperands& inputs, OperandOut out, float* lse) {
+  const kc::DType type =
+      operands_dtype("softmax_attention_forward", {{"q", inputs.q}, {"k", inputs.k}, {"v", inputs.v}, {"out", out}},
+                     kAttentionTensors);
   if (lse == nullptr) {  // ops.h lets the caller skip lse; the CUDA kernel always writes one
     const int64_t count = shape.batch * shape.heads * shape.seq_len;
     if (count > lse_scratch_count_) {
@@ -336,17 +365,27 @@ void CudaOps::softmax_attention_forward(const kernels::SoftmaxAttentionShape& sh
     }
     lse = lse_scratch_;
   }
-  kc::softmax_attention_forward(shape, options, {kc::DType::f32, inputs.q, inputs.k, inputs.v, inputs.key_mask, inputs.segment_ids},
-                                out, lse);
+  kc::softmax_attention_forward(
+      shape, options, {type, inputs.q.data, inputs.k.data, inputs.v.data, inputs.key_mask, inputs.segment_ids},
+      out.data, lse);
 }
 void CudaOps::softmax_attention_backward(const kernels::SoftmaxAttentionShape& shape,
                                          const kernels::SoftmaxAttentionOptions& options,
-                                         const kernels::SoftmaxAttentionInputs& inputs, const float* out,
-                                         const float* lse, const float* dout,
-                                         const kernels::SoftmaxAttentionGradients& grads) {
-  kc::softmax_attention_backward(shape, options,
-                                 {kc::DType::f32, inputs.q, inputs.k, inputs.v, inputs.key_mask, inputs.segment_ids},
-                                 out, lse, dout, {grads.dq, grads.dk, grads.dv});
+                                         const SoftmaxOperands& inputs, Operand out, const float* lse, Operand dout,
+                                         const SoftmaxGradientOperands& grads) {
+  const kc::DType type = operands_dtype("softmax_attention_backward",
+                                        {{"q", inputs.q},
+                                         {"k", inputs.k},
+                                         {"v", inputs.v},
+                                         {"out", out},
+                                         {"dout", dout},
+                                         {"dq", grads.dq},
+                                         {"dk", grads.dk},
+                                         {"dv", grads.dv}},
+                                        kAttentionTensors);
+  kc::softmax_attention_backward(
+      shape, options, {type, inputs.q.data, inputs.k.data, inputs.v.data, inputs.key_mask, inputs.segment_ids},
+      out.data, lse, dout.data, {grads.dq.data, grads.dk.data, grads.dv.data});
 }
 
 void CudaOps::race_attention_decode(const kernels::RaceAttentionShape& shape,

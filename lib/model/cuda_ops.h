@@ -1,8 +1,10 @@
 // Ops on one CUDA device: device memory owned by this object (cudaMalloc, freed in the destructor) and the
 // kernels of lib/kernels/cuda (the linear layer's products through cuBLASLt), with the semantics model/ops.h
-// and the CPU kernels' headers document. Tensors are fp32 except the product operands, which every typed
-// method takes in fp32 or bf16: with GemmPrecision::bf16 the model keeps them in bf16 (operand_type()) and
-// cuBLASLt multiplies them as stored; with fp32 it keeps them in fp32 and the products run in fp32.
+// and the CPU kernels' headers document. Tensors are fp32 except the product operands and the attention
+// tensors (q, k, v, the attention output and their gradients), which every typed method takes in fp32 or
+// bf16: with GemmPrecision::bf16 the model keeps them in bf16 (operand_type()), cuBLASLt multiplies them as
+// stored and the attention kernels read and write them so (computing in fp32); with fp32 it keeps them in
+// fp32 and everything runs in fp32.
 // Everything runs on the default stream in call order; the calls that return values to the host
 // (cross_entropy, grad_norm, copy_to_host) and the index checks synchronise.
 // Built only when the CUDA toolkit is found (RACE_HAVE_CUDA).
@@ -24,10 +26,12 @@ namespace race::model {
 // The race::Error message for an allocation the device could not satisfy.
 std::string device_out_of_memory_message(int64_t requested_bytes, int64_t free_bytes, int64_t total_bytes);
 
-// The race::Error message for a product in `function` whose operands (named) are not all of one element
-// type, or empty when they are; operands with null data are not read and do not count.
+// The race::Error message for a call of `function` whose typed tensors (named; `subject` says what they are)
+// are not all of one element type, or empty when they are; tensors with null data are not read and do not
+// count.
 std::string mixed_operands_message(const char* function,
-                                   std::initializer_list<std::pair<const char*, Operand>> operands);
+                                   std::initializer_list<std::pair<const char*, Operand>> operands,
+                                   const char* subject = "a product's operands");
 
 class CudaOps final : public Ops {
  public:
@@ -78,34 +82,33 @@ class CudaOps final : public Ops {
                           int64_t channels) override;
   double cross_entropy(OperandOut dlogits, const float* logits, const int32_t* targets, int64_t rows,
                        int64_t vocab, float grad_scale, int64_t* count) override;
-  void split_heads(float* q, float* k, float* v, const float* qkv, int64_t batch, int64_t seq_len,
+  // q, k, v of one call (and the tensors of one attention call, rope's out and x) must share a type:
+  // race::Error naming them otherwise. The layouts' rows may differ in type from the heads.
+  void split_heads(OperandOut q, OperandOut k, OperandOut v, const float* qkv, int64_t batch, int64_t seq_len,
                    int64_t heads, int64_t head_dim) override;
-  void merge_heads(OperandOut qkv, const float* q, const float* k, const float* v, int64_t batch,
-                   int64_t seq_len, int64_t heads, int64_t head_dim) override;
-  void heads_to_rows(OperandOut rows, const float* heads, int64_t batch, int64_t seq_len, int64_t head_count,
+  void merge_heads(OperandOut qkv, Operand q, Operand k, Operand v, int64_t batch, int64_t seq_len, int64_t heads,
+                   int64_t head_dim) override;
+  void heads_to_rows(OperandOut rows, Operand heads, int64_t batch, int64_t seq_len, int64_t head_count,
                      int64_t head_dim) override;
-  void rows_to_heads(float* heads, const float* rows, int64_t batch, int64_t seq_len, int64_t head_count,
+  void rows_to_heads(OperandOut heads, const float* rows, int64_t batch, int64_t seq_len, int64_t head_count,
                      int64_t head_dim) override;
-  void rope_forward(float* out, const float* x, const int32_t* positions, int64_t batch, int64_t heads,
+  void rope_forward(OperandOut out, Operand x, const int32_t* positions, int64_t batch, int64_t heads,
                     int64_t seq_len, int64_t head_dim, float base) override;
-  void rope_backward(float* dx, const float* dout, const int32_t* positions, int64_t batch, int64_t heads,
+  void rope_backward(OperandOut dx, Operand dout, const int32_t* positions, int64_t batch, int64_t heads,
                      int64_t seq_len, int64_t head_dim, float base) override;
   void race_attention_forward(const kernels::RaceAttentionShape& shape,
-                              const kernels::RaceAttentionOptions& options,
-                              const kernels::RaceAttentionInputs& inputs, float* out) override;
+                              const kernels::RaceAttentionOptions& options, const RaceOperands& inputs,
+                              OperandOut out) override;
   void race_attention_backward(const kernels::RaceAttentionShape& shape,
-                               const kernels::RaceAttentionOptions& options,
-                               const kernels::RaceAttentionInputs& inputs, const float* dout,
-                               const kernels::RaceAttentionGradients& grads) override;
+                               const kernels::RaceAttentionOptions& options, const RaceOperands& inputs,
+                               Operand dout, const RaceGradientOperands& grads) override;
   void softmax_attention_forward(const kernels::SoftmaxAttentionShape& shape,
-                                 const kernels::SoftmaxAttentionOptions& options,
-                                 const kernels::SoftmaxAttentionInputs& inputs, float* out,
-                                 float* lse) override;
+                                 const kernels::SoftmaxAttentionOptions& options, const SoftmaxOperands& inputs,
+                                 OperandOut out, float* lse) override;
   void softmax_attention_backward(const kernels::SoftmaxAttentionShape& shape,
-                                  const kernels::SoftmaxAttentionOptions& options,
-                                  const kernels::SoftmaxAttentionInputs& inputs, const float* out,
-                                  const float* lse, const float* dout,
-                                  const kernels::SoftmaxAttentionGradients& grads) override;
+                                  const kernels::SoftmaxAttentionOptions& options, const SoftmaxOperands& inputs,
+                                  Operand out, const float* lse, Operand dout,
+                                  const SoftmaxGradientOperands& grads) override;
   void race_attention_decode(const kernels::RaceAttentionShape& shape,
                              const kernels::RaceAttentionOptions& options, const float* q, const float* k,
                              const float* v, const float* planes, const float* beta, float* key_sums,
