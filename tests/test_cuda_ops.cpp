@@ -4,11 +4,13 @@
 // Tolerances (relative RMS): 1e-6 for elementwise math (both sides fp32, different exp implementations),
 // 1e-5 for reductions and products (different summation orders), 1e-4 for attention and the whole model
 // (the attention kernels' own bound). Layout moves and the embedding backward (the CPU's order) are exact.
-// The bf16 product operands (ops.h's Operand), with a GPU: every typed output in bf16 is CpuOps' fp32 output
-// rounded to nearest even (within one bf16 ulp where the fp32 results differ in their last bits), the
-// rounding itself is the host's kernels::cuda::to_bf16 bit for bit, the linear layer on bf16 operands matches
-// an fp64 product of the same rounded values to fp32-accumulation accuracy, pooling reads bf16 rows, and
-// mixed operand types and a bf16 output over an input are errors.
+// The bf16 operands (ops.h's Operand), with a GPU: every typed output in bf16 is CpuOps' fp32 output
+// rounded to nearest even (within one bf16 ulp where the fp32 results differ in their last bits; bit for bit
+// for the layout moves, bf16 heads among them), the rounding itself is the host's kernels::cuda::to_bf16 bit
+// for bit, the linear layer on bf16 operands matches an fp64 product of the same rounded values to
+// fp32-accumulation accuracy, pooling reads bf16 rows, RoPE turns bf16 heads (in place too), attention on
+// bf16 q, k, v and gradients matches CpuOps on the same values within the outputs' bf16 rounding (5e-3), and
+// mixed types within a call and a bf16 output over an input are errors.
 // Without a GPU: the per-element math, the per-thread work items (the column sums' two stages among them,
 // for every item) and the block programs the kernels share with the host (elementwise_math.h, work_items.h,
 // block_programs.h; the programs on blocks of host threads with a barrier), against the fp64 references and
@@ -90,6 +92,26 @@ std::vector<uint16_t> bits_of(const std::vector<HostBf16>& x) {
   std::vector<uint16_t> out;
   for (const HostBf16 v : x) out.push_back(v.bits);
   return out;
+}
+
+// A bf16 value's place on a line where neighbouring bf16 values are 1 apart (+0 and -0 both at 0).
+int bf16_order(uint16_t bits) { return (bits & 0x8000u) != 0 ? -static_cast<int>(bits & 0x7FFFu) : static_cast<int>(bits); }
+
+// got (bf16) against want (CpuOps' fp32) rounded to nearest even: every element within one bf16 ulp (the
+// backends' fp32 results differ in their last bits, and a rounding boundary between them moves the bf16
+// result by one), and at least 99% of them identical, which rounding toward zero instead (off by one in
+// about half the elements) fails.
+void expect_rounded(const std::vector<uint16_t>& got, const std::vector<float>& want) {
+  const std::vector<uint16_t> rounded = to_bf16(want);
+  ASSERT_EQ(got.size(), rounded.size());
+  int64_t same = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const int off = std::abs(bf16_order(got[i]) - bf16_order(rounded[i]));
+    EXPECT_LE(off, 1) << "element " << i << ": 0x" << std::hex << got[i] << ", want 0x" << rounded[i];
+    if (off > 1) return;
+    same += off == 0;
+  }
+  EXPECT_GE(static_cast<double>(same), 0.99 * static_cast<double>(got.size()));
 }
 
 // ---- host: the shared per-element math ----
@@ -190,6 +212,59 @@ TEST(CudaOpsWorkItems, HeadsPlaceMovesAsCpuOps) {
   EXPECT_TRUE(race::test::bit_equal(got_rows, std::vector<float>(rows, rows + B * T * C)));
 }
 
+// The moves with bf16 heads or rows, every element: CpuOps' fp32 moves rounded, bit for bit (a move rounds
+// once, or not at all when the values are bf16 already).
+TEST(CudaOpsWorkItems, LayoutMovesWithBf16AreCpuOpsRoundedBitForBit) {
+  std::mt19937_64 rng(14);
+  const int64_t B = 2, T = 7, H = 3, D = 5, C = H * D, n = B * H * T * D, parts = 3;
+  const auto qkv = race::test::normal(rng, B * T * 3 * C);
+  CpuOps cpu;
+  std::vector<float> q(n), k(n), v(n);
+  cpu.split_heads(q.data(), k.data(), v.data(), qkv.data(), B, T, H, D);
+  std::vector<HostBf16> q16(n), k16(n), v16(n);
+  for (int64_t i = 0; i < B * T * 3 * C; ++i)
+    items::row_element_to_heads(q16.data(), k16.data(), v16.data(), qkv.data(), i, T, H, D, parts);
+  EXPECT_EQ(bits_of(q16), to_bf16(q));
+  EXPECT_EQ(bits_of(k16), to_bf16(k));
+  EXPECT_EQ(bits_of(v16), to_bf16(v));
+
+  // From bf16 heads (values drawn and rounded) into fp32 and bf16 rows.
+  const auto hq = host_bf16(race::test::normal(rng, n)), hk = host_bf16(race::test::normal(rng, n)),
+             hv = host_bf16(race::test::normal(rng, n));
+  const auto wq = from_bf16(bits_of(hq)), wk = from_bf16(bits_of(hk)), wv = from_bf16(bits_of(hv));
+  std::vector<float> merged(B * T * 3 * C), got(B * T * 3 * C, 7.f);
+  std::vector<HostBf16> got16(B * T * 3 * C, HostBf16{0xFFFF});
+  cpu.merge_heads(merged.data(), wq.data(), wk.data(), wv.data(), B, T, H, D);
+  for (int64_t i = 0; i < B * T * 3 * C; ++i) {
+    items::heads_element_to_row(got.data(), hq.data(), hk.data(), hv.data(), i, T, H, D, parts);
+    items::heads_element_to_row(got16.data(), hq.data(), hk.data(), hv.data(), i, T, H, D, parts);
+  }
+  EXPECT_TRUE(race::test::bit_equal(got, merged));
+  EXPECT_EQ(bits_of(got16), to_bf16(merged));
+
+  std::vector<float> rows(B * T * C), got_rows(B * T * C, 7.f);
+  std::vector<HostBf16> rows16(B * T * C, HostBf16{0xFFFF});
+  cpu.heads_to_rows(rows.data(), wk.data(), B, T, H, D);
+  for (int64_t i = 0; i < B * T * C; ++i) {
+    items::heads_element_to_row(got_rows.data(), hk.data(), static_cast<const HostBf16*>(nullptr),
+                                static_cast<const HostBf16*>(nullptr), i, T, H, D, 1);
+    items::heads_element_to_row(rows16.data(), hk.data(), static_cast<const HostBf16*>(nullptr),
+                                static_cast<const HostBf16*>(nullptr), i, T, H, D, 1);
+  }
+  EXPECT_TRUE(race::test::bit_equal(got_rows, rows));
+  EXPECT_EQ(bits_of(rows16), to_bf16(rows));
+
+  // fp32 rows into bf16 heads.
+  const auto source = race::test::normal(rng, B * T * C);
+  std::vector<float> heads(n);
+  std::vector<HostBf16> heads16(n, HostBf16{0xFFFF});
+  cpu.rows_to_heads(heads.data(), source.data(), B, T, H, D);
+  for (int64_t i = 0; i < B * T * C; ++i)
+    items::row_element_to_heads(heads16.data(), static_cast<HostBf16*>(nullptr), static_cast<HostBf16*>(nullptr),
+                                source.data(), i, T, H, D, 1);
+  EXPECT_EQ(bits_of(heads16), to_bf16(heads));
+}
+
 TEST(CudaOpsWorkItems, RopePairsMatchTheFp64Reference) {
   std::mt19937_64 rng(5);
   const int64_t B = 2, H = 3, T = 9, D = 12;
@@ -206,6 +281,31 @@ TEST(CudaOpsWorkItems, RopePairsMatchTheFp64Reference) {
     for (int64_t p = 0; p < B * H * T * D / 2; ++p)  // in place, as the kernel allows
       items::rope_pair(back.data(), back.data(), pos, p, H, T, D, 10000.f, -1.f);
     EXPECT_LE(relative_rms(back, race::reference::rope_backward(widen(out), ref_pos, B, H, T, D, 10000.0)), 1e-6);
+  }
+}
+
+// On bf16 heads: CpuOps' fp32 rotation of the same values, rounded (within one bf16 ulp, expect_rounded), the
+// backward in place.
+TEST(CudaOpsWorkItems, RopePairsOnBf16AreCpuOpsRounded) {
+  std::mt19937_64 rng(15);
+  const int64_t B = 2, H = 3, T = 9, D = 12, n = B * H * T * D;
+  const auto x16 = host_bf16(race::test::normal(rng, n));
+  const auto x = from_bf16(bits_of(x16));
+  std::vector<int32_t> positions(B * T);
+  for (int64_t i = 0; i < B * T; ++i) positions[i] = static_cast<int32_t>((i % 5) * 200003);
+  CpuOps cpu;
+  for (bool given : {false, true}) {
+    const int32_t* pos = given ? positions.data() : nullptr;
+    std::vector<HostBf16> out16(n, HostBf16{0xFFFF});
+    std::vector<float> want(n);
+    for (int64_t p = 0; p < n / 2; ++p) items::rope_pair(out16.data(), x16.data(), pos, p, H, T, D, 10000.f, 1.f);
+    cpu.rope_forward(want.data(), x.data(), pos, B, H, T, D, 10000.f);
+    expect_rounded(bits_of(out16), want);
+    const auto turned = from_bf16(bits_of(out16));
+    cpu.rope_backward(want.data(), turned.data(), pos, B, H, T, D, 10000.f);
+    for (int64_t p = 0; p < n / 2; ++p)  // in place
+      items::rope_pair(out16.data(), out16.data(), pos, p, H, T, D, 10000.f, -1.f);
+    expect_rounded(bits_of(out16), want);
   }
 }
 
@@ -1308,26 +1408,6 @@ void train_tiny_gpt_on_both(race::model::Ops& cpu, CudaOps& gpu, const Agreement
 
 // ---- device: bf16 product operands ----
 
-// A bf16 value's place on a line where neighbouring bf16 values are 1 apart (+0 and -0 both at 0).
-int bf16_order(uint16_t bits) { return (bits & 0x8000u) != 0 ? -static_cast<int>(bits & 0x7FFFu) : static_cast<int>(bits); }
-
-// got (bf16) against want (CpuOps' fp32) rounded to nearest even: every element within one bf16 ulp (the
-// backends' fp32 results differ in their last bits, and a rounding boundary between them moves the bf16
-// result by one), and at least 99% of them identical, which rounding toward zero instead (off by one in
-// about half the elements) fails.
-void expect_rounded(const std::vector<uint16_t>& got, const std::vector<float>& want) {
-  const std::vector<uint16_t> rounded = to_bf16(want);
-  ASSERT_EQ(got.size(), rounded.size());
-  int64_t same = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    const int off = std::abs(bf16_order(got[i]) - bf16_order(rounded[i]));
-    EXPECT_LE(off, 1) << "element " << i << ": 0x" << std::hex << got[i] << ", want 0x" << rounded[i];
-    if (off > 1) return;
-    same += off == 0;
-  }
-  EXPECT_GE(static_cast<double>(same), 0.99 * static_cast<double>(got.size()));
-}
-
 // The rounding itself: the host's to_bf16 bit for bit, on normal draws and on ties (to even, both ways, both
 // signs), the largest float (to infinity), infinities, subnormals and -0. NaNs are left out: the host keeps
 // the payload and the device makes its canonical NaN. An fp32 target is a copy.
@@ -1430,6 +1510,159 @@ TEST_F(CudaOpsTest, HeadLayoutsToBf16RowsAreRoundedMoves) {
   cpu_.heads_to_rows(rows.cpu, k.cpu, B, T, H, D);
   gpu_->heads_to_rows(rows16, k.gpu, B, T, H, D);
   EXPECT_EQ(bits_at(rows16.data, B * T * C), to_bf16(cpu_values(rows)));
+}
+
+// With bf16 heads: split_heads and rows_to_heads write CpuOps' fp32 heads rounded, merge_heads and
+// heads_to_rows move bf16 heads into fp32 rows (CpuOps' rows of the same values, bit for bit) and bf16 rows
+// (the same, rounded: exact); q, k, v of one call in mixed types are an error.
+TEST_F(CudaOpsTest, HeadLayoutsWithBf16HeadsAreRoundedMoves) {
+  const int64_t B = 2, T = 13, H = 3, D = 5, C = H * D, n = B * H * T * D;
+  auto qkv = random(B * T * 3 * C), rows = random(B * T * C);
+  auto q = zeros(n), k = zeros(n), v = zeros(n);
+  const OperandOut q16 = bf16_out(n), k16 = bf16_out(n), v16 = bf16_out(n);
+  cpu_.split_heads(q.cpu, k.cpu, v.cpu, qkv.cpu, B, T, H, D);
+  gpu_->split_heads(q16, k16, v16, qkv.gpu, B, T, H, D);
+  EXPECT_EQ(bits_at(q16.data, n), to_bf16(cpu_values(q)));
+  EXPECT_EQ(bits_at(k16.data, n), to_bf16(cpu_values(k)));
+  EXPECT_EQ(bits_at(v16.data, n), to_bf16(cpu_values(v)));
+
+  const Bf16s hq = random_bf16s(n), hk = random_bf16s(n), hv = random_bf16s(n);
+  auto merged = zeros(B * T * 3 * C);
+  const OperandOut merged16 = bf16_out(B * T * 3 * C);
+  cpu_.merge_heads(merged.cpu, hq.cpu, hk.cpu, hv.cpu, B, T, H, D);
+  gpu_->merge_heads(merged.gpu, hq.gpu, hk.gpu, hv.gpu, B, T, H, D);
+  EXPECT_TRUE(identical(merged));
+  gpu_->merge_heads(merged16, hq.gpu, hk.gpu, hv.gpu, B, T, H, D);
+  EXPECT_EQ(bits_at(merged16.data, B * T * 3 * C), to_bf16(cpu_values(merged)));
+
+  auto moved = zeros(B * T * C);
+  const OperandOut moved16 = bf16_out(B * T * C);
+  cpu_.heads_to_rows(moved.cpu, hk.cpu, B, T, H, D);
+  gpu_->heads_to_rows(moved.gpu, hk.gpu, B, T, H, D);
+  EXPECT_TRUE(identical(moved));
+  gpu_->heads_to_rows(moved16, hk.gpu, B, T, H, D);
+  EXPECT_EQ(bits_at(moved16.data, B * T * C), to_bf16(cpu_values(moved)));
+
+  auto heads = zeros(n);
+  const OperandOut heads16 = bf16_out(n);
+  cpu_.rows_to_heads(heads.cpu, rows.cpu, B, T, H, D);
+  gpu_->rows_to_heads(heads16, rows.gpu, B, T, H, D);
+  EXPECT_EQ(bits_at(heads16.data, n), to_bf16(cpu_values(heads)));
+
+  race::test::expect_error([&] { gpu_->merge_heads(merged.gpu, hq.gpu, k.gpu, hv.gpu, B, T, H, D); },
+                           "merge_heads (CUDA): q, k and v must all be fp32 or all bf16, but q is bf16, k is fp32, v is bf16");
+  race::test::expect_error([&] { gpu_->split_heads(q16, k16, v.gpu, qkv.gpu, B, T, H, D); },
+                           "q is bf16, k is bf16, v is fp32");
+}
+
+// RoPE on bf16 heads: CpuOps' fp32 rotation of the same values rounded (expect_rounded), forward and, in
+// place, backward; out and x of different types are an error.
+TEST_F(CudaOpsTest, RopeOnBf16Heads) {
+  const int64_t B = 2, H = 3, T = 37, D = 10, n = B * H * T * D;
+  std::vector<int32_t> host_positions(B * T);
+  for (int64_t i = 0; i < B * T; ++i) host_positions[i] = static_cast<int32_t>((i % 11) * 90001);
+  auto positions = ints(host_positions);
+  const Bf16s x16 = random_bf16s(n, 2.0);
+  const OperandOut out16 = bf16_out(n);
+  auto out = zeros(n);
+  for (bool given : {false, true}) {
+    cpu_.rope_forward(out.cpu, x16.cpu, given ? positions.cpu : nullptr, B, H, T, D, 10000.f);
+    gpu_->rope_forward(out16, x16.gpu, given ? positions.gpu : nullptr, B, H, T, D, 10000.f);
+    expect_rounded(bits_at(out16.data, n), cpu_values(out));
+    const std::vector<float> turned = from_bf16(bits_at(out16.data, n));  // what the GPU turns back
+    cpu_.copy_from_host(out.cpu, turned.data(), n);
+    cpu_.rope_backward(out.cpu, out.cpu, given ? positions.cpu : nullptr, B, H, T, D, 10000.f);
+    gpu_->rope_backward(out16, out16, given ? positions.gpu : nullptr, B, H, T, D, 10000.f);  // in place
+    expect_rounded(bits_at(out16.data, n), cpu_values(out));
+  }
+  race::test::expect_error([&] { gpu_->rope_forward(out16, out.gpu, nullptr, B, H, T, D, 10000.f); },
+                           "out is bf16, x is fp32");
+  race::test::expect_error([&] { gpu_->rope_backward(out.gpu, x16.gpu, nullptr, B, H, T, D, 10000.f); },
+                           "dx is fp32, dout is bf16");
+}
+
+// Attention on bf16 q, k, v, dout (and bf16 out, dq, dk, dv) against CpuOps on the same values widened to
+// fp32 (the softmax backward also on the GPU's bf16 out, widened). Each bf16 output is the kernel's fp32
+// value rounded, at most 2^-9 of it off, and the fp32 kernels agree within 1e-4 (the fp32 test above), so
+// the relative RMS error is at most about 2.1e-3: the bound 5e-3 (the attention kernels' own tests allow
+// 2e-2 against an fp64 reference). dbeta and lse, fp32 from the same inputs, within it too and 1e-5.
+// Tensors of mixed types are an error naming each.
+TEST_F(CudaOpsTest, RaceAndSoftmaxAttentionOnBf16Tensors) {
+  const int64_t B = 2, H = 3, T = 37, D = 16, n = B * H * T * D;
+  constexpr double kBound = 5e-3;
+  race::kernels::RaceAttentionShape shape{B, H, T, D, 2, 3, true};
+  std::vector<uint8_t> host_mask(B * T, 1);
+  host_mask[B * T - 1] = host_mask[B * T - 2] = 0;
+  auto mask = bytes(host_mask);
+  const Bf16s q = random_bf16s(n), k = random_bf16s(n), v = random_bf16s(n), dout = random_bf16s(n);
+  auto planes = random(H * 2 * 3 * D), beta = floats({0.6f, 1.f, 1.4f});
+  auto out = zeros(n), dq = zeros(n), dk = zeros(n), dv = zeros(n), dbeta = zeros(H), lse = zeros(B * H * T);
+  auto out_seen = zeros(n);  // the CPU's copy of the GPU's bf16 out, widened
+  const OperandOut out16 = bf16_out(n), dq16 = bf16_out(n), dk16 = bf16_out(n), dv16 = bf16_out(n);
+  const auto error16 = [&](OperandOut got, const Floats& want) {
+    return relative_rms(from_bf16(bits_at(got.data, n)), widen(cpu_values(want)));
+  };
+  for (auto estimator : {race::kernels::RaceEstimator::bucket, race::kernels::RaceEstimator::ratio}) {
+    race::kernels::RaceAttentionOptions options;
+    options.estimator = estimator;
+    cpu_.race_attention_forward(shape, options, {q.cpu, k.cpu, v.cpu, planes.cpu, beta.cpu, mask.cpu, nullptr},
+                                out.cpu);
+    gpu_->race_attention_forward(shape, options, {q.gpu, k.gpu, v.gpu, planes.gpu, beta.gpu, mask.gpu, nullptr},
+                                 out16);
+    EXPECT_LE(error16(out16, out), kBound);
+    cpu_.race_attention_backward(shape, options, {q.cpu, k.cpu, v.cpu, planes.cpu, beta.cpu, mask.cpu, nullptr},
+                                 dout.cpu, {dq.cpu, dk.cpu, dv.cpu, dbeta.cpu});
+    gpu_->race_attention_backward(shape, options, {q.gpu, k.gpu, v.gpu, planes.gpu, beta.gpu, mask.gpu, nullptr},
+                                  dout.gpu, {dq16, dk16, dv16, dbeta.gpu});
+    EXPECT_LE(error16(dq16, dq), kBound);
+    EXPECT_LE(error16(dk16, dk), kBound);
+    EXPECT_LE(error16(dv16, dv), kBound);
+    EXPECT_LE(error(dbeta), kBound);
+  }
+  for (int64_t window : {0, 5}) {
+    const race::kernels::SoftmaxAttentionShape s{B, H, T, D};
+    const race::kernels::SoftmaxAttentionOptions options{true, window, 0.f};
+    cpu_.softmax_attention_forward(s, options, {q.cpu, k.cpu, v.cpu, mask.cpu, nullptr}, out.cpu, lse.cpu);
+    gpu_->softmax_attention_forward(s, options, {q.gpu, k.gpu, v.gpu, mask.gpu, nullptr}, out16, lse.gpu);
+    EXPECT_LE(error16(out16, out), kBound);
+    EXPECT_LE(error(lse), 1e-5);
+    const std::vector<float> seen = from_bf16(bits_at(out16.data, n));
+    cpu_.copy_from_host(out_seen.cpu, seen.data(), n);
+    cpu_.softmax_attention_backward(s, options, {q.cpu, k.cpu, v.cpu, mask.cpu, nullptr}, out_seen.cpu, lse.cpu,
+                                    dout.cpu, {dq.cpu, dk.cpu, dv.cpu});
+    gpu_->softmax_attention_backward(s, options, {q.gpu, k.gpu, v.gpu, mask.gpu, nullptr}, out16, lse.gpu,
+                                     dout.gpu, {dq16, dk16, dv16});
+    EXPECT_LE(error16(dq16, dq), kBound);
+    EXPECT_LE(error16(dk16, dk), kBound);
+    EXPECT_LE(error16(dv16, dv), kBound);
+  }
+
+  race::kernels::RaceAttentionOptions options;
+  race::test::expect_error(
+      [&] {
+        gpu_->race_attention_forward(shape, options,
+                                     {q.gpu, dk.gpu, v.gpu, planes.gpu, beta.gpu, mask.gpu, nullptr}, out16);
+      },
+      "race_attention_forward (CUDA): an attention call's q, k, v, out, dout and gradients must all be fp32 or all "
+      "bf16, but q is bf16, k is fp32, v is bf16, out is bf16");
+  race::test::expect_error(
+      [&] {
+        gpu_->race_attention_backward(shape, options,
+                                      {q.gpu, k.gpu, v.gpu, planes.gpu, beta.gpu, mask.gpu, nullptr}, dout.gpu,
+                                      {dq.gpu, dk16, dv16, dbeta.gpu});
+      },
+      "dq is fp32");
+  const race::kernels::SoftmaxAttentionShape s{B, H, T, D};
+  const race::kernels::SoftmaxAttentionOptions softmax_options{true, 0, 0.f};
+  race::test::expect_error(
+      [&] { gpu_->softmax_attention_forward(s, softmax_options, {q.gpu, k.gpu, v.gpu}, out.gpu, lse.gpu); },
+      "q is bf16, k is bf16, v is bf16, out is fp32");
+  race::test::expect_error(
+      [&] {
+        gpu_->softmax_attention_backward(s, softmax_options, {q.gpu, k.gpu, v.gpu}, out16, lse.gpu, dq.gpu,
+                                         {dq16, dk16, dv16});
+      },
+      "dout is fp32");
 }
 
 TEST_F(CudaOpsTest, PoolingFromBf16Rows) {
