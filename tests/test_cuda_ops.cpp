@@ -1333,10 +1333,12 @@ TEST_F(CudaOpsTest, OutOfMemoryIsAnErrorNamingTheRequest) {
   EXPECT_NE(after, nullptr);
 }
 
-// How close the CUDA run must stay to the CPU's: relative loss at every step, relative RMS of every
-// gradient at step 1, relative RMS of the parameters after the 10 steps (< 0: not compared).
+// How close the CUDA run must stay to the host's: relative loss at every step, relative RMS of every
+// gradient at step 1, relative RMS of the parameters after the 10 steps (< 0: not compared); at step 1, also
+// the relative loss and the relative RMS of all gradients together (< 0: only the bounds above).
 struct Agreement {
   double loss, gradients, parameters;
+  double first_loss = -1.0, all_gradients = -1.0;
 };
 
 // A hybrid model (RACE with learned beta, windowed softmax, RoPE, tied embeddings) on a host reference and on
@@ -1385,7 +1387,14 @@ void train_tiny_gpt_on_both(race::model::Ops& cpu, CudaOps& gpu, const Agreement
     ASSERT_EQ(gpu_loss.count, cpu_loss.count);
     EXPECT_NEAR(gpu_loss.sum, cpu_loss.sum, within.loss * std::fabs(cpu_loss.sum)) << "step " << step;
     if (step == 1) {
+      if (within.first_loss >= 0) {
+        EXPECT_NEAR(gpu_loss.sum, cpu_loss.sum, within.first_loss * std::fabs(cpu_loss.sum));
+      }
       gpu.copy_to_host(gpu_host.data(), gpu_model.gradients(), n);
+      if (within.all_gradients >= 0) {
+        const std::vector<float> want(cpu_model.gradients(), cpu_model.gradients() + n);
+        EXPECT_LE(relative_rms(gpu_host, widen(want)), within.all_gradients);
+      }
       for (const auto& p : cpu_model.params()) {
         const std::vector<float> got(gpu_host.begin() + p.offset, gpu_host.begin() + p.offset + p.size);
         const std::vector<float> want(cpu_model.gradients() + p.offset, cpu_model.gradients() + p.offset + p.size);
@@ -1583,13 +1592,12 @@ TEST_F(CudaOpsTest, RopeOnBf16Heads) {
 
 // Attention on bf16 q, k, v, dout (and bf16 out, dq, dk, dv) against CpuOps on the same values widened to
 // fp32 (the softmax backward also on the GPU's bf16 out, widened). Each bf16 output is the kernel's fp32
-// value rounded, at most 2^-9 of it off, and the fp32 kernels agree within 1e-4 (the fp32 test above), so
-// the relative RMS error is at most about 2.1e-3: the bound 5e-3 (the attention kernels' own tests allow
-// 2e-2 against an fp64 reference). dbeta and lse, fp32 from the same inputs, within it too and 1e-5.
-// Tensors of mixed types are an error naming each.
+// value rounded once (at most 2^-8 of it off), and the fp32 kernels agree within 1e-4 (the fp32 test above),
+// so each output's error may exceed the error of rounding the CPU's own result by 3e-4 at most; a second
+// rounding inside a kernel would add about 1e-3. dbeta and lse, fp32 from the same inputs, within 5e-4 and
+// 1e-5. Tensors of mixed types are an error naming each.
 TEST_F(CudaOpsTest, RaceAndSoftmaxAttentionOnBf16Tensors) {
   const int64_t B = 2, H = 3, T = 37, D = 16, n = B * H * T * D;
-  constexpr double kBound = 5e-3;
   race::kernels::RaceAttentionShape shape{B, H, T, D, 2, 3, true};
   std::vector<uint8_t> host_mask(B * T, 1);
   host_mask[B * T - 1] = host_mask[B * T - 2] = 0;
@@ -1599,8 +1607,10 @@ TEST_F(CudaOpsTest, RaceAndSoftmaxAttentionOnBf16Tensors) {
   auto out = zeros(n), dq = zeros(n), dk = zeros(n), dv = zeros(n), dbeta = zeros(H), lse = zeros(B * H * T);
   auto out_seen = zeros(n);  // the CPU's copy of the GPU's bf16 out, widened
   const OperandOut out16 = bf16_out(n), dq16 = bf16_out(n), dk16 = bf16_out(n), dv16 = bf16_out(n);
-  const auto error16 = [&](OperandOut got, const Floats& want) {
-    return relative_rms(from_bf16(bits_at(got.data, n)), widen(cpu_values(want)));
+  const auto expect_rounded_once = [&](OperandOut got, const Floats& want, const char* name) {
+    const std::vector<float> cpu = cpu_values(want);
+    const double rounding = relative_rms(from_bf16(to_bf16(cpu)), widen(cpu));
+    EXPECT_LE(relative_rms(from_bf16(bits_at(got.data, n)), widen(cpu)), rounding + 3e-4) << name;
   };
   for (auto estimator : {race::kernels::RaceEstimator::bucket, race::kernels::RaceEstimator::ratio}) {
     race::kernels::RaceAttentionOptions options;
@@ -1609,22 +1619,22 @@ TEST_F(CudaOpsTest, RaceAndSoftmaxAttentionOnBf16Tensors) {
                                 out.cpu);
     gpu_->race_attention_forward(shape, options, {q.gpu, k.gpu, v.gpu, planes.gpu, beta.gpu, mask.gpu, nullptr},
                                  out16);
-    EXPECT_LE(error16(out16, out), kBound);
+    expect_rounded_once(out16, out, "out");
     cpu_.race_attention_backward(shape, options, {q.cpu, k.cpu, v.cpu, planes.cpu, beta.cpu, mask.cpu, nullptr},
                                  dout.cpu, {dq.cpu, dk.cpu, dv.cpu, dbeta.cpu});
     gpu_->race_attention_backward(shape, options, {q.gpu, k.gpu, v.gpu, planes.gpu, beta.gpu, mask.gpu, nullptr},
                                   dout.gpu, {dq16, dk16, dv16, dbeta.gpu});
-    EXPECT_LE(error16(dq16, dq), kBound);
-    EXPECT_LE(error16(dk16, dk), kBound);
-    EXPECT_LE(error16(dv16, dv), kBound);
-    EXPECT_LE(error(dbeta), kBound);
+    expect_rounded_once(dq16, dq, "dq");
+    expect_rounded_once(dk16, dk, "dk");
+    expect_rounded_once(dv16, dv, "dv");
+    EXPECT_LE(error(dbeta), 5e-4);
   }
   for (int64_t window : {0, 5}) {
     const race::kernels::SoftmaxAttentionShape s{B, H, T, D};
     const race::kernels::SoftmaxAttentionOptions options{true, window, 0.f};
     cpu_.softmax_attention_forward(s, options, {q.cpu, k.cpu, v.cpu, mask.cpu, nullptr}, out.cpu, lse.cpu);
     gpu_->softmax_attention_forward(s, options, {q.gpu, k.gpu, v.gpu, mask.gpu, nullptr}, out16, lse.gpu);
-    EXPECT_LE(error16(out16, out), kBound);
+    expect_rounded_once(out16, out, "out");
     EXPECT_LE(error(lse), 1e-5);
     const std::vector<float> seen = from_bf16(bits_at(out16.data, n));
     cpu_.copy_from_host(out_seen.cpu, seen.data(), n);
@@ -1632,9 +1642,9 @@ TEST_F(CudaOpsTest, RaceAndSoftmaxAttentionOnBf16Tensors) {
                                     dout.cpu, {dq.cpu, dk.cpu, dv.cpu});
     gpu_->softmax_attention_backward(s, options, {q.gpu, k.gpu, v.gpu, mask.gpu, nullptr}, out16, lse.gpu,
                                      dout.gpu, {dq16, dk16, dv16});
-    EXPECT_LE(error16(dq16, dq), kBound);
-    EXPECT_LE(error16(dk16, dk), kBound);
-    EXPECT_LE(error16(dv16, dv), kBound);
+    expect_rounded_once(dq16, dq, "dq");
+    expect_rounded_once(dk16, dk, "dk");
+    expect_rounded_once(dv16, dv, "dv");
   }
 
   race::kernels::RaceAttentionOptions options;
@@ -1755,9 +1765,9 @@ TEST_F(CudaOpsTest, LinearWithMixedOperandTypesIsAnError) {
 
 TEST_F(CudaOpsTest, TinyGptTrainsTheSameOnBothBackends) { train_tiny_gpt_on_both(cpu_, *gpu_, {1e-4, 1e-4, 1e-4}); }
 
-// With bf16 products: the loss within 2% at every step and every gradient within 2e-2 (issue 5's bf16 bound).
-// Emulated on the CPU (every linear operand rounded to bf16, to nearest even), this model stayed within
-// 5.2e-3 in loss over the 10 steps and 6.2e-3 on every gradient: room for cuBLASLt rounding another way.
+// With bf16 operands: the loss within 2% at every step and every gradient within 2e-2 (issue 5's bf16 bound).
+// Emulated on the CPU (tests/emulated_bf16_ops.h, every operand rounded where CudaOps rounds), this model
+// stayed within 6.9e-3 of fp32 in loss over the 10 steps and 7.6e-3 on every gradient (a review's run).
 // After 10 steps AdamW's sign-like updates can differ where a gradient is near zero, so the parameters are
 // not compared.
 TEST_F(CudaOpsTest, TinyGptTrainsWithBf16ProductsWithinBf16Tolerance) {
@@ -1765,13 +1775,18 @@ TEST_F(CudaOpsTest, TinyGptTrainsWithBf16ProductsWithinBf16Tolerance) {
   train_tiny_gpt_on_both(cpu_, bf16, {2e-2, 2e-2, -1.0});
 }
 
-// Against the CPU emulation of bf16 operands (tests/emulated_bf16_ops.h), which rounds at the same points,
-// the bounds are much tighter: what is left is the backends' fp32 differences, moving a bf16 rounding by one
-// ulp here and there. A missed rounding, or an operand view read after it was overwritten, fails here.
+// Against the CPU emulation of bf16 operands, which rounds at the same points, step 1 is held much tighter:
+// what is left is the backends' fp32 differences moving a bf16 rounding by one ulp here and there, and an
+// operand view read after it was overwritten, or a tensor of the wrong type, fails. Later steps are held
+// only as tightly as against fp32: AdamW amplifies single flips. Measured on the host by perturbing every
+// rounded value of the emulation by a relative 1e-6 or 1e-5 (3 seeds each): step-1 loss within 6.5e-6,
+// all step-1 gradients within 1.8e-3, the worst tensor 5.2e-3, the loss over 10 steps within 6.8e-3.
 TEST_F(CudaOpsTest, TinyGptWithBf16OperandsFollowsTheCpuEmulation) {
   CudaOps bf16(0, race::kernels::cuda::GemmPrecision::bf16);
   race::test::EmulatedBf16Ops emulated;
-  train_tiny_gpt_on_both(emulated, bf16, {1e-3, 3e-3, -1.0});
+  Agreement within{2e-2, 2e-2, -1.0};
+  within.first_loss = 1e-4, within.all_gradients = 4e-3;
+  train_tiny_gpt_on_both(emulated, bf16, within);
 }
 
 }  // namespace
