@@ -43,7 +43,7 @@ inline float bf16_to_float(uint16_t h) {
 class EmulatedBf16Ops final : public model::Ops {
  public:
   int64_t bf16_products = 0, fp32_products = 0;  // linear calls by operand type
-  int64_t to_operands_elements = 0;               // rounded by to_operands
+  int64_t to_operands_elements = 0;              // rounded by to_operands
 
   int64_t allocated_bytes() const override { return inner_.allocated_bytes(); }
   ElementType operand_type() const override { return ElementType::bf16; }
@@ -64,19 +64,20 @@ class EmulatedBf16Ops final : public model::Ops {
   void linear_backward(float* dx, float* dw, float* db, Operand dy, Operand x, Operand w, int64_t rows,
                        int64_t in, int64_t out) override {
     count_product({dy, x, w});
-    const std::vector<float> dy32 = widen(dy, rows * out), x32 = widen(x, rows * in), w32 = widen(w, out * in);
+    const std::vector<float> dy32 = widen(dy, rows * out), x32 = widen(x, rows * in),
+                             w32 = widen(w, out * in);
     inner_.linear_backward(dx, dw, db, dy32.data(), x.data != nullptr ? x32.data() : nullptr,
                            w.data != nullptr ? w32.data() : nullptr, rows, in, out);
   }
-  void layernorm_forward(OperandOut y, float* mean, float* rstd, const float* x, const float* w, const float* b,
-                         int64_t rows, int64_t channels, float eps) override {
+  void layernorm_forward(OperandOut y, float* mean, float* rstd, const float* x, const float* w,
+                         const float* b, int64_t rows, int64_t channels, float eps) override {
     std::vector<float> y32(static_cast<size_t>(rows * channels));
     inner_.layernorm_forward(y32.data(), mean, rstd, x, w, b, rows, channels, eps);
     store(y, y32);
   }
   void residual_layernorm_forward(float* residual, OperandOut y, float* mean, float* rstd, const float* x,
-                                  const float* r, const float* w, const float* b, int64_t rows, int64_t channels,
-                                  float eps) override {
+                                  const float* r, const float* w, const float* b, int64_t rows,
+                                  int64_t channels, float eps) override {
     std::vector<float> y32(static_cast<size_t>(rows * channels));
     inner_.residual_layernorm_forward(residual, y32.data(), mean, rstd, x, r, w, b, rows, channels, eps);
     store(y, y32);
@@ -143,19 +144,21 @@ class EmulatedBf16Ops final : public model::Ops {
     inner_.rope_backward(dx32.data(), dout32.data(), positions, batch, heads, seq_len, head_dim, base);
     store(dx, dx32);
   }
-  void race_attention_forward(const kernels::RaceAttentionShape& shape, const kernels::RaceAttentionOptions& options,
-                              const model::RaceOperands& inputs, OperandOut out) override {
+  void race_attention_forward(const kernels::RaceAttentionShape& shape,
+                              const kernels::RaceAttentionOptions& options, const model::RaceOperands& inputs,
+                              OperandOut out) override {
     const int64_t n = shape.batch * shape.heads * shape.seq_len * shape.head_dim;
     const std::vector<float> q = widen(inputs.q, n), k = widen(inputs.k, n), v = widen(inputs.v, n);
     std::vector<float> out32(static_cast<size_t>(n));
     inner_.race_attention_forward(
         shape, options,
-        kernels::RaceAttentionInputs{q.data(), k.data(), v.data(), inputs.planes, inputs.beta, inputs.key_mask,
-                                     inputs.segment_ids},
+        kernels::RaceAttentionInputs{q.data(), k.data(), v.data(), inputs.planes, inputs.beta,
+                                     inputs.key_mask, inputs.segment_ids},
         out32.data());
     store(out, out32);
   }
-  void race_attention_backward(const kernels::RaceAttentionShape& shape, const kernels::RaceAttentionOptions& options,
+  void race_attention_backward(const kernels::RaceAttentionShape& shape,
+                               const kernels::RaceAttentionOptions& options,
                                const model::RaceOperands& inputs, Operand dout,
                                const model::RaceGradientOperands& grads) override {
     const int64_t n = shape.batch * shape.heads * shape.seq_len * shape.head_dim;
@@ -164,8 +167,8 @@ class EmulatedBf16Ops final : public model::Ops {
     std::vector<float> dq(static_cast<size_t>(n)), dk(dq.size()), dv(dq.size());
     inner_.race_attention_backward(
         shape, options,
-        kernels::RaceAttentionInputs{q.data(), k.data(), v.data(), inputs.planes, inputs.beta, inputs.key_mask,
-                                     inputs.segment_ids},
+        kernels::RaceAttentionInputs{q.data(), k.data(), v.data(), inputs.planes, inputs.beta,
+                                     inputs.key_mask, inputs.segment_ids},
         dout32.data(),
         kernels::RaceAttentionGradients{grads.dq.data != nullptr ? dq.data() : nullptr,
                                         grads.dk.data != nullptr ? dk.data() : nullptr,
@@ -173,8 +176,8 @@ class EmulatedBf16Ops final : public model::Ops {
     store_if(grads.dq, dq), store_if(grads.dk, dk), store_if(grads.dv, dv);
   }
   void softmax_attention_forward(const kernels::SoftmaxAttentionShape& shape,
-                                 const kernels::SoftmaxAttentionOptions& options, const model::SoftmaxOperands& inputs,
-                                 OperandOut out, float* lse) override {
+                                 const kernels::SoftmaxAttentionOptions& options,
+                                 const model::SoftmaxOperands& inputs, OperandOut out, float* lse) override {
     const int64_t n = shape.batch * shape.heads * shape.seq_len * shape.head_dim;
     const std::vector<float> q = widen(inputs.q, n), k = widen(inputs.k, n), v = widen(inputs.v, n);
     std::vector<float> out32(static_cast<size_t>(n));
@@ -185,9 +188,9 @@ class EmulatedBf16Ops final : public model::Ops {
     store(out, out32);
   }
   void softmax_attention_backward(const kernels::SoftmaxAttentionShape& shape,
-                                  const kernels::SoftmaxAttentionOptions& options, const model::SoftmaxOperands& inputs,
-                                  Operand out, const float* lse, Operand dout,
-                                  const model::SoftmaxGradientOperands& grads) override {
+                                  const kernels::SoftmaxAttentionOptions& options,
+                                  const model::SoftmaxOperands& inputs, Operand out, const float* lse,
+                                  Operand dout, const model::SoftmaxGradientOperands& grads) override {
     const int64_t n = shape.batch * shape.heads * shape.seq_len * shape.head_dim;
     const std::vector<float> q = widen(inputs.q, n), k = widen(inputs.k, n), v = widen(inputs.v, n),
                              out32 = widen(out, n), dout32 = widen(dout, n);
@@ -208,15 +211,9 @@ class EmulatedBf16Ops final : public model::Ops {
   }
 
   // Everything else is the CPU's, unchanged.
-  float* allocate(int64_t count) override {
-    return inner_.allocate(count);
-  }
-  int32_t* allocate_ints(int64_t count) override {
-    return inner_.allocate_ints(count);
-  }
-  uint8_t* allocate_bytes(int64_t count) override {
-    return inner_.allocate_bytes(count);
-  }
+  float* allocate(int64_t count) override { return inner_.allocate(count); }
+  int32_t* allocate_ints(int64_t count) override { return inner_.allocate_ints(count); }
+  uint8_t* allocate_bytes(int64_t count) override { return inner_.allocate_bytes(count); }
   void copy_from_host(float* device, const float* host, int64_t count) override {
     inner_.copy_from_host(device, host, count);
   }
@@ -229,52 +226,54 @@ class EmulatedBf16Ops final : public model::Ops {
   void copy_bytes_from_host(uint8_t* device, const uint8_t* host, int64_t count) override {
     inner_.copy_bytes_from_host(device, host, count);
   }
-  void synchronize() override {
-    inner_.synchronize();
-  }
-  void fill(float* x, float value, int64_t count) override {
-    inner_.fill(x, value, count);
-  }
-  void add(float* y, const float* x, int64_t count) override {
-    inner_.add(y, x, count);
-  }
-  void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w, const float* mean, const float* rstd, int64_t rows, int64_t channels) override {
+  void synchronize() override { inner_.synchronize(); }
+  void fill(float* x, float value, int64_t count) override { inner_.fill(x, value, count); }
+  void add(float* y, const float* x, int64_t count) override { inner_.add(y, x, count); }
+  void layernorm_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
+                          const float* mean, const float* rstd, int64_t rows, int64_t channels) override {
     inner_.layernorm_backward(dx, dw, db, dy, x, w, mean, rstd, rows, channels);
   }
-  void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t n, int64_t vocab, int64_t channels, bool accumulate) override {
+  void embedding_forward(float* out, const int32_t* ids, const float* table, int64_t n, int64_t vocab,
+                         int64_t channels, bool accumulate) override {
     inner_.embedding_forward(out, ids, table, n, vocab, channels, accumulate);
   }
-  void embedding_backward(float* dtable, const int32_t* ids, const float* dout, int64_t n, int64_t vocab, int64_t channels) override {
+  void embedding_backward(float* dtable, const int32_t* ids, const float* dout, int64_t n, int64_t vocab,
+                          int64_t channels) override {
     inner_.embedding_backward(dtable, ids, dout, n, vocab, channels);
   }
-  void race_attention_decode(const kernels::RaceAttentionShape& shape, const kernels::RaceAttentionOptions& options, const float* q, const float* k, const float* v, const float* planes, const float* beta, float* key_sums, float* value_sums, float* out) override {
+  void race_attention_decode(const kernels::RaceAttentionShape& shape,
+                             const kernels::RaceAttentionOptions& options, const float* q, const float* k,
+                             const float* v, const float* planes, const float* beta, float* key_sums,
+                             float* value_sums, float* out) override {
     inner_.race_attention_decode(shape, options, q, k, v, planes, beta, key_sums, value_sums, out);
   }
-  void softmax_attention_decode(int64_t heads, int64_t head_dim, int64_t window, float scale, const float* q, const float* k, const float* v, float* keys, float* values, int64_t capacity, int64_t position, float* out) override {
-    inner_.softmax_attention_decode(heads, head_dim, window, scale, q, k, v, keys, values, capacity, position, out);
+  void softmax_attention_decode(int64_t heads, int64_t head_dim, int64_t window, float scale, const float* q,
+                                const float* k, const float* v, float* keys, float* values, int64_t capacity,
+                                int64_t position, float* out) override {
+    inner_.softmax_attention_decode(heads, head_dim, window, scale, q, k, v, keys, values, capacity, position,
+                                    out);
   }
-  void pool_backward(float* drows, const float* dpooled, const uint8_t* key_mask, int64_t batch, int64_t seq_len, int64_t channels, bool cls) override {
+  void pool_backward(float* drows, const float* dpooled, const uint8_t* key_mask, int64_t batch,
+                     int64_t seq_len, int64_t channels, bool cls) override {
     inner_.pool_backward(drows, dpooled, key_mask, batch, seq_len, channels, cls);
   }
   void dropout(float* y, const float* x, int64_t count, float p, uint64_t seed) override {
     inner_.dropout(y, x, count, p, seed);
   }
-  void exp_forward(float* y, const float* x, int64_t count) override {
-    inner_.exp_forward(y, x, count);
-  }
+  void exp_forward(float* y, const float* x, int64_t count) override { inner_.exp_forward(y, x, count); }
   void exp_backward(float* dx, const float* dy, const float* y, int64_t count) override {
     inner_.exp_backward(dx, dy, y, count);
   }
-  double grad_norm(const float* grads, int64_t count) override {
-    return inner_.grad_norm(grads, count);
-  }
+  double grad_norm(const float* grads, int64_t count) override { return inner_.grad_norm(grads, count); }
   // The CPU's update, then each range's copy rounded from the updated values.
-  void adamw(float* params, const float* grads, float* m, float* v, const std::vector<ParamRange>& ranges, const AdamWStep& step) override {
+  void adamw(float* params, const float* grads, float* m, float* v, const std::vector<ParamRange>& ranges,
+             const AdamWStep& step) override {
     std::vector<ParamRange> plain = ranges;
     for (ParamRange& r : plain) r.copy = {};
     inner_.adamw(params, grads, m, v, plain, step);
     for (const ParamRange& r : ranges)
-      if (r.copy.data != nullptr) store(r.copy, std::vector<float>(params + r.offset, params + r.offset + r.count));
+      if (r.copy.data != nullptr)
+        store(r.copy, std::vector<float>(params + r.offset, params + r.offset + r.count));
   }
 
  private:
