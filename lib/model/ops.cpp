@@ -9,10 +9,6 @@ int64_t element_bytes(ElementType type) { return type == ElementType::bf16 ? 2 :
 
 const char* element_type_name(ElementType type) { return type == ElementType::bf16 ? "bf16" : "fp32"; }
 
-Operand Operand::at(int64_t index) const {
-  return {static_cast<const char*>(data) + index * element_bytes(type), type};
-}
-
 const float* fp32_data(Operand x, const char* what) {
   if (x.type != ElementType::fp32)
     fail("{} is a {} operand where this backend computes in fp32 only; hint: use --precision fp32", what,

@@ -31,7 +31,6 @@ struct Operand {
   Operand() = default;
   Operand(const float* fp32) : data(fp32) {}  // NOLINT(google-explicit-constructor): fp32 is the plain case
   Operand(const void* data_, ElementType type_) : data(data_), type(type_) {}
-  Operand at(int64_t index) const;  // the element `index` further on
 };
 
 // A matrix a kernel writes for a product to read: as Operand, writable.
@@ -42,7 +41,7 @@ struct OperandOut {
   OperandOut(float* fp32) : data(fp32) {}  // NOLINT(google-explicit-constructor)
   OperandOut(void* data_, ElementType type_) : data(data_), type(type_) {}
   operator Operand() const { return {data, type}; }  // NOLINT(google-explicit-constructor)
-  OperandOut at(int64_t index) const;
+  OperandOut at(int64_t index) const;  // the element `index` further on
 };
 
 // The tensors of one attention call, (B, H, T, D) each and all of one element type (fp32 or operand_type());
